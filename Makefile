@@ -1,0 +1,46 @@
+# zkfleet — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+# Builds are cached outside the checkout so a fresh clone (as CI makes)
+# rebuilds only what changed.
+export ZKFLEET_CACHE ?= $(HOME)/.cache/zkfleet
+export CARGO_TARGET_DIR ?= $(ZKFLEET_CACHE)/cargo-target
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: build test unit e2e cluster-up cluster-down demo crds lint
+
+build:
+	cargo build --workspace --all-targets
+
+## Every test: unit tests of every crate, then the real-cluster tests.
+test: lint unit e2e
+
+## Unit and handler tests; no cluster needed.
+unit:
+	cargo test --workspace --exclude zkfleet-e2e
+	cargo test -p zkfleet-e2e --lib --bins
+
+## Real-cluster tests: brings the local cluster up if needed (e2e/cluster).
+e2e: cluster-up
+	e2e/scripts/build-images.sh
+	KUBECONFIG=$${ZKFLEET_CLUSTER_DIR:-/var/lib/zkfleet-e2e}/admin.kubeconfig \
+	  cargo test -p zkfleet-e2e --test '*' -- --test-threads 4
+
+cluster-up:
+	e2e/cluster up
+
+cluster-down:
+	e2e/cluster down
+
+## The main job on a local cluster: see README.md.
+demo:
+	e2e/demo
+
+## Regenerate the CRD YAML from the Rust types.
+crds:
+	cargo run -q -p zkfleet-crds --bin crdgen
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,560 @@
+//! `ProofJob`: one proof requested from a `ProverPool`, with its result and verification on the
+//! status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema;
+
+/// Message the API server returns when a submitted job's spec is edited.
+pub const SPEC_IMMUTABLE_MESSAGE: &str =
+    "spec of a ProofJob cannot change after it is submitted; create a new ProofJob";
+
+/// Most characters of inline input (`input.inline.json` or `input.inline.base64`).
+pub const MAX_INLINE_INPUT_CHARS: u32 = 262_144;
+
+/// A proof to compute. The whole spec is frozen once the job is created.
+// Each printcolumn repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "zkfleet.dev",
+    version = "v1alpha1",
+    kind = "ProofJob",
+    plural = "proofjobs",
+    namespaced,
+    doc = "A request for one zero-knowledge proof from a ProverPool in the same namespace. \
+           The operator queues it, runs it on a prover pod, verifies the proof and writes it \
+           to the status.",
+    status = "ProofJobStatus",
+    derive = "PartialEq",
+    shortname = "pj",
+    category = "zkfleet",
+    printcolumn(name = "Pool", type_ = "string", json_path = ".spec.poolRef.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Attempts",
+        type_ = "integer",
+        json_path = ".status.attemptCount",
+        description = "Attempts started, including retries"
+    ),
+    printcolumn(
+        name = "Proving ms",
+        type_ = "integer",
+        json_path = ".status.provingMillis",
+        description = "Milliseconds the successful attempt spent proving"
+    ),
+    printcolumn(
+        name = "Verified",
+        type_ = "boolean",
+        json_path = ".status.verification.verified"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message(SPEC_IMMUTABLE_MESSAGE))]
+pub struct ProofJobSpec {
+    /// The ProverPool, in the same namespace, that proves this job.
+    pub pool_ref: PoolRef,
+
+    /// The proof input: exactly one of `inline`, `configMapKeyRef`, `secretKeyRef` or `url`,
+    /// and its `format`.
+    pub input: ProofInput,
+
+    /// Only run on pods serving this `spec.parameters.version` of the pool. Without it, the
+    /// job runs on whatever parameters the pool serves when it is dispatched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub parameters_version: Option<String>,
+
+    /// Higher runs first among the pool's queued jobs (-1000 to 1000, default 0). Jobs with
+    /// the same priority run in creation order.
+    #[serde(default)]
+    #[schemars(range(min = -1000, max = 1000))]
+    pub priority: i32,
+
+    /// Seconds one attempt may run before it is abandoned and retried (1 to 86400). Default:
+    /// the pool's `jobDefaults.timeoutSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: Option<i32>,
+
+    /// Retries after a retryable failure before the job fails (0 to 10). Default: the pool's
+    /// `jobDefaults.maxRetries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_retries: Option<i32>,
+
+    /// Delete the job this many seconds after it succeeds or fails (0 to 2592000, 30 days).
+    /// Without it, finished jobs are kept until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2_592_000))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// Reference to the ProverPool of a job.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolRef {
+    /// Name of the ProverPool, in the job's namespace.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0")
+        .message("poolRef.name must name a ProverPool in the job's namespace"))]
+    pub name: String,
+}
+
+/// Input of a proof. Exactly one source is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "(has(self.inline) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.secretKeyRef) ? 1 : 0) + (has(self.url) ? 1 : 0) == 1"
+).message("input must set exactly one of inline, configMapKeyRef, secretKeyRef or url"))]
+#[x_kube(validation = Rule::new("!has(self.url) || has(self.sha256)")
+    .message("input.sha256 is required with input.url: set it to the sha256sum of the file"))]
+pub struct ProofInput {
+    /// What the input is: `circuit-inputs` (JSON signals; the pod computes the witness with
+    /// the circuit's wasm) or `witness` (a binary `.wtns` witness). Default `circuit-inputs`.
+    #[serde(default)]
+    pub format: InputFormat,
+
+    /// The input itself, in the manifest. For inputs up to 256 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineInput>,
+
+    /// A key of a ConfigMap in the job's namespace that holds the input (in `data` or
+    /// `binaryData`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+
+    /// A key of a Secret in the job's namespace that holds the input, for private inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+
+    /// Where to download the input: `https://` or an object store URI (`s3://`, `gs://`,
+    /// `az://`). Requires `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(https|s3|gs|az)://[^/]+')")
+        .message("input.url must start with https://, s3://, gs:// or az:// followed by a host or bucket"))]
+    pub url: Option<String>,
+
+    /// SHA-256 of the input as 64 lowercase hex characters. Required with `url`; with the other
+    /// sources it is optional and checked when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::sha256")]
+    pub sha256: Option<String>,
+}
+
+/// The one source a `ProofInput` names, borrowed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputSource<'a> {
+    /// `input.inline`.
+    Inline(&'a InlineInput),
+    /// `input.configMapKeyRef`.
+    ConfigMapKey(&'a KeyRef),
+    /// `input.secretKeyRef`.
+    SecretKey(&'a KeyRef),
+    /// `input.url`.
+    Url(&'a str),
+}
+
+impl ProofInput {
+    /// The input's source, or `None` unless exactly one is set (the API server refuses such
+    /// jobs, so `None` means the object bypassed validation).
+    pub fn source(&self) -> Option<InputSource<'_>> {
+        let mut sources = [
+            self.inline.as_ref().map(InputSource::Inline),
+            self.config_map_key_ref
+                .as_ref()
+                .map(InputSource::ConfigMapKey),
+            self.secret_key_ref.as_ref().map(InputSource::SecretKey),
+            self.url.as_deref().map(InputSource::Url),
+        ]
+        .into_iter()
+        .flatten();
+        match (sources.next(), sources.next()) {
+            (Some(source), None) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Kinds of proof input.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFormat {
+    /// Circuit input signals as JSON (circom `input.json`).
+    #[default]
+    CircuitInputs,
+    /// A computed witness (snarkjs `.wtns`).
+    Witness,
+}
+
+/// Input carried in the manifest. Exactly one of `json` or `base64` is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.json) != has(self.base64)")
+    .message("input.inline must set exactly one of json or base64"))]
+pub struct InlineInput {
+    /// The input as JSON text, for example `{"a": "3", "b": "11"}` (a YAML block scalar
+    /// `json: |` keeps it readable). At most 262144 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_INLINE_INPUT_CHARS))]
+    pub json: Option<String>,
+
+    /// The input as standard base64, for binary inputs such as a witness. At most 262144
+    /// characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_INLINE_INPUT_CHARS))]
+    pub base64: Option<String>,
+}
+
+/// A key of a ConfigMap or Secret in the job's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    /// Name of the ConfigMap or Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key inside it.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Observed state of a job, written by the operator.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProofJobStatus {
+    /// `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Where the job is: `Pending` (accepted, not yet queued), `Queued` (waiting for a free
+    /// slot), `Running` (a pod holds its lease), `Succeeded` (proof verified and on the status)
+    /// or `Failed` (see `reason` and `message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+
+    /// Current state as conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::conditions")]
+    pub conditions: Vec<Condition>,
+
+    /// Attempts started, including retries and attempts no longer listed in `attempts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_count: Option<i32>,
+
+    /// The most recent attempts, oldest first (at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub attempts: Vec<Attempt>,
+
+    /// Parameters version used by the successful (or latest) attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters_version: Option<String>,
+
+    /// Digest of the parameters used (`sha256:<hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters_digest: Option<String>,
+
+    /// When the job entered the pool's queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<Time>,
+
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the job succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+
+    /// Milliseconds the successful attempt spent proving (witness generation included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proving_millis: Option<i64>,
+
+    /// The proof, once the job succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ProofResult>,
+
+    /// Outcome of checking the proof against the pool's verifying key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+
+    /// Machine-readable cause of the last failure, for example `InputNotFound`,
+    /// `ParametersVersionUnavailable`, `LeaseExpired` or `VerificationFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+
+    /// What went wrong and what to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// Whether the last failure is retried (a lost pod, an expired lease) or final (bad input,
+    /// unknown pool, retries used up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+}
+
+/// Lifecycle phase of a ProofJob.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[schemars(transform = schema::drop_description)]
+pub enum JobPhase {
+    /// Accepted by the operator, not yet queued.
+    #[default]
+    Pending,
+    /// Waiting in the pool's queue for a free slot.
+    Queued,
+    /// A prover pod holds the job's lease.
+    Running,
+    /// The proof was computed, verified and written to `result`.
+    Succeeded,
+    /// The job failed for good; see `reason` and `message`.
+    Failed,
+}
+
+impl JobPhase {
+    /// Whether the job has finished (no further phase changes).
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// One run of a job on a prover pod.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// Attempt number, starting at 1.
+    pub attempt: i32,
+
+    /// Pod that held the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+
+    /// Node the pod ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+
+    /// When the lease was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+
+    /// Deadline of the lease; the attempt is abandoned if the pod has not heartbeated by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_deadline: Option<Time>,
+
+    /// How the attempt ended; unset while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<AttemptOutcome>,
+
+    /// Detail about the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How an attempt ended.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[schemars(transform = schema::drop_description)]
+pub enum AttemptOutcome {
+    /// The proof was produced and verified.
+    Succeeded,
+    /// The prover reported an error.
+    Failed,
+    /// The pod stopped heartbeating and its lease ran out.
+    LeaseExpired,
+    /// The attempt ran past its timeout.
+    TimedOut,
+    /// The proof did not verify; the pod is flagged on the pool.
+    VerificationFailed,
+}
+
+impl AttemptOutcome {
+    /// Whether a job whose attempt ended this way may be retried (within `maxRetries`).
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, Self::Succeeded)
+    }
+}
+
+/// A computed proof. Small proofs are inline; large ones are stored and referenced.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProofResult {
+    /// The proof as JSON (snarkjs `proof.json`), when small enough to keep on the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::json_object")]
+    pub proof: Option<serde_json::Map<String, serde_json::Value>>,
+
+    /// Public signals as decimal strings (snarkjs `public.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_signals: Option<Vec<String>>,
+
+    /// Where the proof is stored when it is too large for the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+
+    /// SHA-256 of the stored proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+
+    /// Size of the stored proof in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+}
+
+/// Result of verifying a proof.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// True when the proof verified against the pool's verifying key; false when verification
+    /// is turned off for the pool.
+    pub verified: bool,
+
+    /// Milliseconds verification took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier_millis: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn minimal_spec_takes_defaults_and_round_trips() {
+        let value = json!({
+            "poolRef": {"name": "cpu-pool"},
+            "input": {"inline": {"json": "{\"a\": \"3\"}"}},
+        });
+        let spec: ProofJobSpec = serde_json::from_value(value.clone()).unwrap();
+        assert_eq!(spec.input.format, InputFormat::CircuitInputs);
+        assert_eq!(spec.priority, 0);
+        assert!(matches!(spec.input.source(), Some(InputSource::Inline(_))));
+
+        let mut expected = value;
+        expected["input"]["format"] = json!("circuit-inputs");
+        expected["priority"] = json!(0);
+        assert_eq!(serde_json::to_value(&spec).unwrap(), expected);
+    }
+
+    #[test]
+    fn url_input_round_trips() {
+        let spec = ProofJobSpec {
+            pool_ref: PoolRef {
+                name: "gpu-pool".into(),
+            },
+            input: ProofInput {
+                format: InputFormat::Witness,
+                url: Some("gs://inputs/w.wtns".into()),
+                sha256: Some("f".repeat(64)),
+                ..ProofInput::default()
+            },
+            parameters_version: Some("v2".into()),
+            priority: -5,
+            timeout_seconds: Some(60),
+            max_retries: Some(0),
+            ttl_seconds_after_finished: Some(3600),
+        };
+        let value = serde_json::to_value(&spec).unwrap();
+        assert_eq!(value["input"]["format"], "witness");
+        assert_eq!(value["poolRef"]["name"], "gpu-pool");
+        assert_eq!(value["ttlSecondsAfterFinished"], 3600);
+        assert_eq!(serde_json::from_value::<ProofJobSpec>(value).unwrap(), spec);
+        assert_eq!(
+            spec.input.source(),
+            Some(InputSource::Url("gs://inputs/w.wtns"))
+        );
+    }
+
+    #[test]
+    fn two_sources_are_no_source() {
+        let input = ProofInput {
+            inline: Some(InlineInput {
+                json: Some("{}".into()),
+                base64: None,
+            }),
+            secret_key_ref: Some(KeyRef {
+                name: "s".into(),
+                key: "k".into(),
+            }),
+            ..ProofInput::default()
+        };
+        assert_eq!(input.source(), None);
+    }
+
+    #[test]
+    fn status_round_trips_with_phase_names() {
+        let status = ProofJobStatus {
+            phase: Some(JobPhase::Succeeded),
+            attempt_count: Some(2),
+            attempts: vec![
+                Attempt {
+                    attempt: 1,
+                    pod: Some("gpu-pool-0".into()),
+                    outcome: Some(AttemptOutcome::LeaseExpired),
+                    ..Attempt::default()
+                },
+                Attempt {
+                    attempt: 2,
+                    pod: Some("gpu-pool-1".into()),
+                    outcome: Some(AttemptOutcome::Succeeded),
+                    ..Attempt::default()
+                },
+            ],
+            proving_millis: Some(1234),
+            result: Some(ProofResult {
+                proof: Some(
+                    json!({"pi_a": ["1", "2", "1"], "protocol": "groth16", "curve": "bn128"})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                ),
+                public_signals: Some(vec!["33".into()]),
+                ..ProofResult::default()
+            }),
+            verification: Some(Verification {
+                verified: true,
+                verifier_millis: Some(8),
+            }),
+            ..ProofJobStatus::default()
+        };
+        let value = serde_json::to_value(&status).unwrap();
+        assert_eq!(value["phase"], "Succeeded");
+        assert_eq!(value["attempts"][0]["outcome"], "LeaseExpired");
+        assert_eq!(value["result"]["proof"]["protocol"], "groth16");
+        assert_eq!(value["result"]["publicSignals"], json!(["33"]));
+        assert_eq!(
+            serde_json::from_value::<ProofJobStatus>(value).unwrap(),
+            status
+        );
+    }
+
+    #[test]
+    fn phases_serialize_as_kubernetes_names() {
+        let names: Vec<_> = [
+            JobPhase::Pending,
+            JobPhase::Queued,
+            JobPhase::Running,
+            JobPhase::Succeeded,
+            JobPhase::Failed,
+        ]
+        .iter()
+        .map(|p| serde_json::to_value(p).unwrap())
+        .collect();
+        assert_eq!(
+            names,
+            vec!["Pending", "Queued", "Running", "Succeeded", "Failed"]
+        );
+        assert!(JobPhase::Failed.is_finished() && !JobPhase::Running.is_finished());
+    }
+}

@@ -1,0 +1,3 @@
+module zkfleet.dev/e2e/pause
+
+go 1.24.0

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds zkfleet's static binaries for musl and imports them into the
+# cluster's containerd as images tagged with the workspace version, so pods
+# with imagePullPolicy IfNotPresent run them.
+#   build-images.sh [PACKAGE:BINARY:IMAGE]...   (default: every image below)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$here/.." && pwd)
+. "$here/scripts/versions.sh"
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
+
+images=("$@")
+if [ ${#images[@]} -eq 0 ]; then
+  images=("zkfleet-e2e-testserver:zkfleet-e2e-testserver:zkfleet.local/e2e-testserver:$version")
+fi
+
+# ring and other C dependencies need a musl C compiler.
+command -v musl-gcc >/dev/null || {
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >/dev/null
+}
+rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl ||
+  rustup target add x86_64-unknown-linux-musl >&2
+
+for spec in "${images[@]}"; do
+  IFS=: read -r package binary image tag <<<"$spec"
+  (cd "$repo" && cargo build -q --release --target x86_64-unknown-linux-musl -p "$package" --bin "$binary")
+  "$here/scripts/oci-image.sh" --binary "$target_dir/x86_64-unknown-linux-musl/release/$binary" \
+    --image "$image:$tag" --import
+done

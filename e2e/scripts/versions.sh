@@ -1,0 +1,8 @@
+# Versions of every upstream component the e2e cluster is built from.
+# The build cache is keyed by these, so bumping one rebuilds only that part.
+K8S_VERSION=v1.34.4
+K8S_STAGING_VERSION=v0.34.4
+ETCD_VERSION=v3.6.16
+HELM_VERSION=v3.22.0
+COREDNS_VERSION=v1.14.7
+ZKFLEET_CACHE=${ZKFLEET_CACHE:-$HOME/.cache/zkfleet}

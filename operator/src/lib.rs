@@ -1,0 +1,1 @@
+//! zkfleet operator: the ProverPool and ProofJob controllers, the dispatcher and scaling.

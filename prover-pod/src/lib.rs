@@ -1,0 +1,1 @@
+//! zkfleet prover pod: proving backends, parameters loader and the HTTP server.
