@@ -8,7 +8,7 @@ export ZKFLEET_CACHE ?= $(HOME)/.cache/zkfleet
 export CARGO_TARGET_DIR ?= $(ZKFLEET_CACHE)/cargo-target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: build test unit e2e cluster-up cluster-down demo crds lint
+.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint
 
 build:
 	cargo build --workspace --all-targets
@@ -40,6 +40,10 @@ demo:
 ## Regenerate the CRD YAML from the Rust types.
 crds:
 	cargo run -q -p zkfleet-crds --bin crdgen
+
+## Re-render manifests/install.yaml from the chart.
+manifests:
+	charts/render-install.sh
 
 lint:
 	cargo fmt --all --check
