@@ -8,7 +8,7 @@ export ZKFLEET_CACHE ?= $(HOME)/.cache/zkfleet
 export CARGO_TARGET_DIR ?= $(ZKFLEET_CACHE)/cargo-target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint
+.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint fixtures bench-prover
 
 build:
 	cargo build --workspace --all-targets
@@ -18,7 +18,7 @@ test: lint unit e2e
 
 ## Unit and handler tests; no cluster needed.
 unit:
-	cargo test --workspace --exclude zkfleet-e2e
+	eval "$$(prover-pod/fixtures/make-fixtures.sh)" && cargo test --workspace --exclude zkfleet-e2e
 	cargo test -p zkfleet-e2e --lib --bins
 
 ## Real-cluster tests: brings the local cluster up if needed (e2e/cluster).
@@ -40,6 +40,14 @@ demo:
 ## Regenerate the CRD YAML from the Rust types.
 crds:
 	cargo run -q -p zkfleet-crds --bin crdgen
+
+## Circuits, keys and witnesses the prover tests use (cached by content hash).
+fixtures:
+	prover-pod/fixtures/make-fixtures.sh
+
+## zkfleet-prover against snarkjs (and rapidsnark when on PATH); not a test.
+bench-prover:
+	prover-pod/benches/bench-prover.sh 12 14 16
 
 ## Re-render manifests/install.yaml from the chart.
 manifests:

@@ -1,4 +1,192 @@
-fn main() {
-    eprintln!("zkfleet-prover: not built yet");
-    std::process::exit(1);
+//! zkfleet-prover: the prover pod binary (see `zkfleet-prover --help`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use zkfleet_prover::backend::{
+    Backend, ExecGroth16Backend, Groth16Backend, Groth16Files, ProofInput,
+};
+use zkfleet_prover::config::{BackendKind, Cli, Command, LogFormat, ProveArgs, ServeArgs};
+use zkfleet_prover::groth16::{json, preprocessed};
+use zkfleet_prover::server::{AppState, router};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Prove(args) => prove(args),
+        Command::ExportVk { zkey, out } => {
+            let (z, _) = preprocessed::load(&zkey, None, None)?;
+            let text = serde_json::to_string_pretty(&json::verification_key_json(&z.pk.vk))?;
+            if out == "-" {
+                println!("{text}");
+            } else {
+                std::fs::write(&out, text).with_context(|| format!("writing {out}"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn prove(args: ProveArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let files = Groth16Files {
+        zkey: args.zkey,
+        zkey_sha256: None,
+        wasm: args.wasm,
+        wasm_sha256: None,
+        cache_dir: args.cache_dir,
+    };
+    let backend = Groth16Backend::load(&files)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let input = match (args.wtns, args.input) {
+        (Some(w), _) => {
+            ProofInput::Wtns(std::fs::read(&w).with_context(|| format!("reading {}", w.display()))?)
+        }
+        (None, Some(i)) => ProofInput::Inputs(serde_json::from_slice(
+            &std::fs::read(&i).with_context(|| format!("reading {}", i.display()))?,
+        )?),
+        (None, None) => anyhow::bail!("give --wtns or --input"),
+    };
+    let out = backend.prove(input)?;
+    std::fs::write(&args.proof, serde_json::to_string_pretty(&out.proof)?)?;
+    std::fs::write(
+        &args.public,
+        serde_json::to_string_pretty(&out.public_signals)?,
+    )?;
+    eprintln!(
+        "zkfleet-prover: load {load_ms:.1} ms ({}), witness {:.1} ms, prove {:.1} ms",
+        if backend.report.from_cache {
+            "preprocessed"
+        } else {
+            "parsed"
+        },
+        out.timings.witness_ms,
+        out.timings.prove_ms
+    );
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let state = AppState::new(
+        args.backend.name(),
+        args.parameters_version.clone(),
+        args.slots as usize,
+        Duration::from_secs(args.proof_timeout_seconds),
+        args.max_body_bytes,
+    )?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, backend = args.backend.name(), "serving");
+
+    // Load in the background: health and metrics answer meanwhile, and a bad
+    // parameter file leaves the pod up, not ready, with the reason on /readyz.
+    let loader = state.clone();
+    let files = Groth16Files {
+        zkey: args.zkey.clone(),
+        zkey_sha256: args.zkey_sha256.clone(),
+        wasm: args.wasm.clone(),
+        wasm_sha256: args.wasm_sha256.clone(),
+        cache_dir: args.cache_dir.clone(),
+    };
+    let kind = args.backend;
+    let template = match &args.exec_template {
+        Some(t) => t.split_whitespace().map(str::to_string).collect(),
+        None => zkfleet_prover::exec::profile_template(
+            args.exec_profile.name(),
+            args.exec_program.as_deref(),
+        )
+        .context("exec profile has no template")?,
+    };
+    let (exec_workdir, timeout) = (
+        args.exec_workdir.clone(),
+        Duration::from_secs(args.proof_timeout_seconds),
+    );
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let loaded = Groth16Backend::load(&files).map(|b| {
+            let digest = format!("sha256:{}", b.report.digest);
+            tracing::info!(
+                digest,
+                from_cache = b.report.from_cache,
+                seconds = b.report.seconds,
+                note = b.report.cache_note.as_deref().unwrap_or(""),
+                "parameters loaded"
+            );
+            let backend: Arc<dyn Backend> = match kind {
+                BackendKind::Groth16Bn254 => b,
+                BackendKind::Exec => Arc::new(ExecGroth16Backend {
+                    inner: b,
+                    zkey: files.zkey.clone(),
+                    template,
+                    work_root: exec_workdir,
+                    timeout,
+                }),
+            };
+            (backend, digest)
+        });
+        if let Err(e) = &loaded {
+            tracing::error!(code = e.code(), "parameters not loaded: {e}");
+        }
+        loader.set_params(loaded, start.elapsed().as_secs_f64());
+    });
+
+    let drain_state = state.clone();
+    let drain_timeout = Duration::from_secs(args.drain_timeout_seconds);
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("SIGTERM: draining, no new proofs accepted");
+        drain_state.start_draining();
+    };
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown);
+    let server = tokio::spawn(async move { server.await });
+    // After the signal, in-flight requests get drain_timeout to finish.
+    tokio::select! {
+        r = server => { r??; }
+        _ = async {
+            while !state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tokio::time::sleep(drain_timeout).await;
+        } => { tracing::warn!("drain timeout reached; exiting with proofs still running"); }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

@@ -1,0 +1,331 @@
+//! The proving backends behind one interface, and the errors they report
+//! with stable codes (the `code` of the HTTP error body and the `outcome`
+//! label of the proofs metric).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::groth16::json::{self, ProofJson};
+use crate::groth16::preprocessed::{self, LoadReport};
+use crate::groth16::witness::{WitnessCalculator, WitnessError};
+use crate::groth16::{Groth16Error, Prover, wtns};
+
+/// What to prove: circuit inputs (the witness is computed from the circuit's
+/// wasm) or a ready `.wtns` witness.
+#[derive(Clone, Debug)]
+pub enum ProofInput {
+    Inputs(Value),
+    Wtns(Vec<u8>),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Timings {
+    pub witness_ms: f64,
+    pub prove_ms: f64,
+}
+
+/// A proof in snarkjs form with its public signals.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProofOutput {
+    pub proof: ProofJson,
+    pub public_signals: Vec<String>,
+    pub timings: Timings,
+}
+
+/// A request the backend refuses or cannot finish; each has a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Witness(#[from] WitnessError),
+    #[error("invalid .wtns witness: {0}")]
+    Wtns(#[from] wtns::WtnsError),
+    #[error(transparent)]
+    Groth16(#[from] Groth16Error),
+    #[error("invalid proof: {0}")]
+    Proof(#[from] json::JsonError),
+    #[error("this pod has no circuit wasm, so it only proves .wtns witnesses")]
+    NoWasm,
+    #[error("{0}")]
+    Exec(String),
+}
+
+impl BackendError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BackendError::Witness(e) => match e {
+                WitnessError::NotAnObject => "invalid_input",
+                WitnessError::UnknownSignal(_) => "unknown_signal",
+                WitnessError::WrongSize { .. } => "wrong_signal_size",
+                WitnessError::NotAFieldValue { .. } => "invalid_signal_value",
+                WitnessError::MissingSignal { .. } => "missing_signal",
+                WitnessError::Rejected(_) => "witness_rejected",
+                WitnessError::BadWasm(_) | WitnessError::WrongField => "invalid_parameters",
+            },
+            BackendError::Wtns(_) => "invalid_witness",
+            BackendError::Groth16(e) => match e {
+                Groth16Error::WrongWitnessLength { .. } | Groth16Error::WitnessNotOne => {
+                    "wrong_witness_length"
+                }
+                Groth16Error::WrongPublicCount { .. } => "wrong_public_count",
+                Groth16Error::BadDomain(_) => "invalid_parameters",
+            },
+            BackendError::Proof(json::JsonError::BadSignal(_)) => "invalid_public_signal",
+            BackendError::Proof(_) => "invalid_proof",
+            BackendError::NoWasm => "inputs_unsupported",
+            BackendError::Exec(_) => "prover_failed",
+        }
+    }
+
+    /// True when the request itself is at fault (4xx), false for the pod (5xx).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self.code(), "invalid_parameters" | "prover_failed")
+    }
+}
+
+/// A proving backend with its parameters loaded.
+pub trait Backend: Send + Sync {
+    /// The backend name as in `ProverPool.spec.backend` (`groth16-bn254`, `exec`).
+    fn name(&self) -> &'static str;
+    fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError>;
+    fn verify(&self, proof: &ProofJson, public_signals: &[String]) -> Result<bool, BackendError>;
+    /// snarkjs `verification_key.json`, when the backend has one.
+    fn verification_key(&self) -> Option<Value>;
+}
+
+/// Where the groth16 parameters are on local disk.
+#[derive(Clone, Debug)]
+pub struct Groth16Files {
+    pub zkey: PathBuf,
+    pub zkey_sha256: Option<String>,
+    pub wasm: Option<PathBuf>,
+    pub wasm_sha256: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Why parameters could not be loaded; the pod stays up and not ready.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamsError {
+    #[error("{file}: sha256 is {actual}, expected {expected}")]
+    DigestMismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ParamsError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParamsError::DigestMismatch { .. } => "digest_mismatch",
+            ParamsError::Invalid(_) => "invalid_parameters",
+            ParamsError::Unavailable(_) => "parameters_unavailable",
+        }
+    }
+}
+
+/// The `groth16-bn254` backend.
+pub struct Groth16Backend {
+    prover: Prover,
+    witness: Option<WitnessCalculator>,
+    vk_json: Value,
+    pub report: LoadReport,
+}
+
+impl Groth16Backend {
+    /// Loads and checks the zkey (through the preprocessed cache) and the wasm.
+    pub fn load(files: &Groth16Files) -> Result<Arc<Self>, ParamsError> {
+        let (zkey, report) = match &files.zkey_sha256 {
+            // With an expected digest the file is always hashed and compared,
+            // so a cache entry is only used for the exact bytes asked for.
+            Some(expected) => {
+                let bytes = std::fs::read(&files.zkey).map_err(|e| {
+                    ParamsError::Unavailable(format!("cannot read {}: {e}", files.zkey.display()))
+                })?;
+                let actual = preprocessed::sha256_hex(&bytes);
+                if !actual.eq_ignore_ascii_case(expected) {
+                    return Err(ParamsError::DigestMismatch {
+                        file: files.zkey.display().to_string(),
+                        expected: expected.to_ascii_lowercase(),
+                        actual,
+                    });
+                }
+                drop(bytes);
+                preprocessed::load(&files.zkey, Some(&actual), files.cache_dir.as_deref())
+            }
+            None => preprocessed::load(&files.zkey, None, files.cache_dir.as_deref()),
+        }
+        .map_err(|e| match e {
+            preprocessed::LoadError::Read { .. } => ParamsError::Unavailable(e.to_string()),
+            preprocessed::LoadError::Zkey { .. } => ParamsError::Invalid(e.to_string()),
+        })?;
+        let prover = Prover::new(zkey).map_err(|e| ParamsError::Invalid(e.to_string()))?;
+        let witness = match &files.wasm {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    ParamsError::Unavailable(format!("cannot read {}: {e}", path.display()))
+                })?;
+                if let Some(expected) = &files.wasm_sha256 {
+                    let actual = preprocessed::sha256_hex(&bytes);
+                    if !actual.eq_ignore_ascii_case(expected) {
+                        return Err(ParamsError::DigestMismatch {
+                            file: path.display().to_string(),
+                            expected: expected.to_ascii_lowercase(),
+                            actual,
+                        });
+                    }
+                }
+                let calc = WitnessCalculator::new(&bytes)
+                    .map_err(|e| ParamsError::Invalid(format!("{}: {e}", path.display())))?;
+                if calc.witness_size() != prover.n_vars() {
+                    return Err(ParamsError::Invalid(format!(
+                        "{} computes {} signals but the zkey has {}: they are not the same circuit",
+                        path.display(),
+                        calc.witness_size(),
+                        prover.n_vars()
+                    )));
+                }
+                Some(calc)
+            }
+            None => None,
+        };
+        let vk_json = json::verification_key_json(&prover.zkey.pk.vk);
+        Ok(Arc::new(Groth16Backend {
+            prover,
+            witness,
+            vk_json,
+            report,
+        }))
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+impl Groth16Backend {
+    /// The witness of a request as `.wtns` bytes (computed from inputs when needed).
+    pub fn witness_file(&self, input: ProofInput) -> Result<Vec<u8>, BackendError> {
+        match input {
+            ProofInput::Wtns(bytes) => {
+                let w = wtns::parse(&bytes)?;
+                if w.len() != self.prover.n_vars() {
+                    return Err(Groth16Error::WrongWitnessLength {
+                        expected: self.prover.n_vars(),
+                        got: w.len(),
+                    }
+                    .into());
+                }
+                Ok(bytes)
+            }
+            ProofInput::Inputs(v) => Ok(wtns::write(
+                &self
+                    .witness
+                    .as_ref()
+                    .ok_or(BackendError::NoWasm)?
+                    .calculate(&v)?,
+            )),
+        }
+    }
+}
+
+/// The `exec` backend for Groth16 provers with the snarkjs file contract
+/// (profiles `snarkjs`, `rapidsnark`, or a custom template): the external
+/// program proves; the pod computes witnesses and verifies natively with
+/// the zkey it also loads.
+pub struct ExecGroth16Backend {
+    pub inner: Arc<Groth16Backend>,
+    pub zkey: PathBuf,
+    pub template: Vec<String>,
+    pub work_root: Option<PathBuf>,
+    pub timeout: std::time::Duration,
+}
+
+impl Backend for ExecGroth16Backend {
+    fn name(&self) -> &'static str {
+        "exec"
+    }
+
+    fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError> {
+        let start = Instant::now();
+        let wtns_bytes = self.inner.witness_file(input)?;
+        let witness_ms = ms(start);
+        let start = Instant::now();
+        let (proof, public_signals) = crate::exec::prove_groth16_files(
+            &self.template,
+            &self.zkey,
+            &wtns_bytes,
+            self.work_root.as_deref(),
+            self.timeout,
+        )
+        .map_err(|e| BackendError::Exec(e.to_string()))?;
+        let proof: ProofJson = serde_json::from_value(proof).map_err(|e| {
+            BackendError::Exec(format!(
+                "prover wrote a proof.json that is not a groth16 proof: {e}"
+            ))
+        })?;
+        Ok(ProofOutput {
+            proof,
+            public_signals,
+            timings: Timings {
+                witness_ms,
+                prove_ms: ms(start),
+            },
+        })
+    }
+
+    fn verify(&self, proof: &ProofJson, public_signals: &[String]) -> Result<bool, BackendError> {
+        self.inner.verify(proof, public_signals)
+    }
+
+    fn verification_key(&self) -> Option<Value> {
+        self.inner.verification_key()
+    }
+}
+
+impl Backend for Groth16Backend {
+    fn name(&self) -> &'static str {
+        "groth16-bn254"
+    }
+
+    fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError> {
+        let start = Instant::now();
+        let witness = match input {
+            ProofInput::Inputs(v) => self
+                .witness
+                .as_ref()
+                .ok_or(BackendError::NoWasm)?
+                .calculate(&v)?,
+            ProofInput::Wtns(bytes) => wtns::parse(&bytes)?,
+        };
+        let witness_ms = ms(start);
+        let start = Instant::now();
+        let (proof, public) = self.prover.prove(&witness)?;
+        Ok(ProofOutput {
+            proof: ProofJson::from_proof(&proof),
+            public_signals: json::public_json(&public),
+            timings: Timings {
+                witness_ms,
+                prove_ms: ms(start),
+            },
+        })
+    }
+
+    fn verify(&self, proof: &ProofJson, public_signals: &[String]) -> Result<bool, BackendError> {
+        let proof = proof.to_proof()?;
+        let public = json::parse_public(public_signals)?;
+        Ok(self.prover.verify(&proof, &public)?)
+    }
+
+    fn verification_key(&self) -> Option<Value> {
+        Some(self.vk_json.clone())
+    }
+}

@@ -1,0 +1,399 @@
+//! The `exec` backend: runs any command-line prover from a template with
+//! placeholders for parameter, input and output files, with a timeout; a
+//! failure reports the exit code and the tail of stderr.
+//!
+//! Profiles fix the template and the file contract:
+//! - `snarkjs`: `snarkjs groth16 prove {zkey} {witness} {proof} {public}`
+//! - `rapidsnark`: `rapidsnark {zkey} {witness} {proof} {public}` (same files)
+//! - `stone`: Stone's `cpu_air_prover`; the pod writes the FRI parameters
+//!   itself from the trace length (see [`fri_parameters`]).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Why the Stone FRI parameters cannot be chosen.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FriError {
+    #[error("n_steps must be a power of two, got {0}")]
+    NotPowerOfTwo(u64),
+    #[error("n_steps must be at least 512, got {0}")]
+    TooFewSteps(u64),
+    #[error("last_layer_degree_bound must be a power of two, got {0}")]
+    LastLayerNotPowerOfTwo(u64),
+    #[error(
+        "last_layer_degree_bound {bound} leaves no FRI steps for n_steps {n_steps}: \
+         log2(bound) must be below log2(n_steps) + 4 = {total}"
+    )]
+    LastLayerTooLarge {
+        bound: u64,
+        n_steps: u64,
+        total: u32,
+    },
+    #[error("the largest FRI step must be between 1 and 8, got {0}")]
+    BadMaxStep(u32),
+}
+
+/// Stone FRI layout: log2(last_layer_degree_bound) + Σ fri_step_list = log2(n_steps) + 4.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FriParameters {
+    pub fri_step_list: Vec<u32>,
+    pub last_layer_degree_bound: u64,
+}
+
+/// log2 of the blow-up Stone uses (`log_n_cosets`), the "+ 4" of the equation.
+pub const LOG_N_COSETS: u32 = 4;
+
+/// Chooses FRI parameters for a trace of `n_steps`: the first step is 0 (as
+/// in Stone's examples), then steps of `max_step` and a smaller remainder;
+/// the last layer defaults to degree bound 64.
+pub fn fri_parameters(
+    n_steps: u64,
+    last_layer_degree_bound: Option<u64>,
+    max_step: u32,
+) -> Result<FriParameters, FriError> {
+    if !(1..=8).contains(&max_step) {
+        return Err(FriError::BadMaxStep(max_step));
+    }
+    if !n_steps.is_power_of_two() {
+        return Err(FriError::NotPowerOfTwo(n_steps));
+    }
+    if n_steps < 512 {
+        return Err(FriError::TooFewSteps(n_steps));
+    }
+    let total = n_steps.trailing_zeros() + LOG_N_COSETS;
+    let bound = last_layer_degree_bound.unwrap_or(64);
+    if !bound.is_power_of_two() {
+        return Err(FriError::LastLayerNotPowerOfTwo(bound));
+    }
+    let log_bound = bound.trailing_zeros();
+    if log_bound >= total {
+        return Err(FriError::LastLayerTooLarge {
+            bound,
+            n_steps,
+            total,
+        });
+    }
+    let mut rest = total - log_bound;
+    let mut steps = vec![0];
+    while rest > 0 {
+        let s = rest.min(max_step);
+        steps.push(s);
+        rest -= s;
+    }
+    Ok(FriParameters {
+        fri_step_list: steps,
+        last_layer_degree_bound: bound,
+    })
+}
+
+/// The `cpu_air_params.json` Stone reads.
+pub fn stone_parameter_file(fri: &FriParameters, n_queries: u32, proof_of_work_bits: u32) -> Value {
+    json!({
+        "field": "PrimeField0",
+        "stark": {
+            "fri": {
+                "fri_step_list": fri.fri_step_list,
+                "last_layer_degree_bound": fri.last_layer_degree_bound,
+                "n_queries": n_queries,
+                "proof_of_work_bits": proof_of_work_bits,
+            },
+            "log_n_cosets": LOG_N_COSETS,
+        },
+        "use_extension_field": false,
+    })
+}
+
+/// Why an external prover run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("prover exited with {code}; its output ends with: {stderr_tail}")]
+    Failed { code: String, stderr_tail: String },
+    #[error("prover did not finish within {0:?} and was killed")]
+    Timeout(Duration),
+    #[error("prover output: {0}")]
+    Output(String),
+    #[error("template: {0}")]
+    Template(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Replaces `{name}` placeholders in each argument; an unknown placeholder is an error.
+pub fn render(template: &[String], vars: &[(&str, &Path)]) -> Result<Vec<String>, ExecError> {
+    template
+        .iter()
+        .map(|arg| {
+            let mut out = String::new();
+            let mut rest = arg.as_str();
+            while let Some(open) = rest.find('{') {
+                out.push_str(&rest[..open]);
+                let close = rest[open..].find('}').ok_or_else(|| {
+                    ExecError::Template(format!("unclosed placeholder in {arg:?}"))
+                })?;
+                let name = &rest[open + 1..open + close];
+                let (_, path) = vars.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+                    ExecError::Template(format!("unknown placeholder {{{name}}} in {arg:?}"))
+                })?;
+                out.push_str(&path.to_string_lossy());
+                rest = &rest[open + close + 1..];
+            }
+            out.push_str(rest);
+            Ok(out)
+        })
+        .collect()
+}
+
+/// Runs `argv` in `dir` with a timeout, stderr kept in a file for the error.
+pub fn run(argv: &[String], dir: &Path, timeout: Duration) -> Result<(), ExecError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| ExecError::Template("empty command".into()))?;
+    // Some provers (snarkjs) report errors on stdout: keep both.
+    let stderr_path = dir.join("prover.log");
+    let stderr = std::fs::File::create(&stderr_path)?;
+    let stdout = stderr.try_clone()?;
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|source| ExecError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ExecError::Timeout(timeout));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut tail = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(&stderr_path) {
+        let _ = f.read_to_end(&mut tail);
+    }
+    let start = tail.len().saturating_sub(2048);
+    let code = status
+        .code()
+        .map_or_else(|| "a signal".to_string(), |c| format!("code {c}"));
+    Err(ExecError::Failed {
+        code,
+        stderr_tail: String::from_utf8_lossy(&tail[start..]).trim().to_string(),
+    })
+}
+
+/// Groth16 through an external prover (`snarkjs` or `rapidsnark` profiles):
+/// writes the witness, runs the template, reads snarkjs `proof.json` and `public.json`.
+pub fn prove_groth16_files(
+    template: &[String],
+    zkey: &Path,
+    wtns: &[u8],
+    work_root: Option<&Path>,
+    timeout: Duration,
+) -> Result<(Value, Vec<String>), ExecError> {
+    let dir = match work_root {
+        Some(r) => tempfile::Builder::new().prefix("proof-").tempdir_in(r)?,
+        None => tempfile::Builder::new()
+            .prefix("zkfleet-proof-")
+            .tempdir()?,
+    };
+    let witness = dir.path().join("witness.wtns");
+    std::fs::write(&witness, wtns)?;
+    let (proof, public): (PathBuf, PathBuf) = (
+        dir.path().join("proof.json"),
+        dir.path().join("public.json"),
+    );
+    let argv = render(
+        template,
+        &[
+            ("zkey", zkey),
+            ("witness", &witness),
+            ("proof", &proof),
+            ("public", &public),
+            ("workdir", dir.path()),
+        ],
+    )?;
+    run(&argv, dir.path(), timeout)?;
+    let read = |p: &Path| -> Result<Value, ExecError> {
+        let bytes = std::fs::read(p)
+            .map_err(|e| ExecError::Output(format!("{} not written: {e}", p.display())))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ExecError::Output(format!("{} is not JSON: {e}", p.display())))
+    };
+    let proof = read(&proof)?;
+    let public: Vec<String> = serde_json::from_value(read(&public)?)
+        .map_err(|e| ExecError::Output(format!("public.json is not a list of strings: {e}")))?;
+    Ok((proof, public))
+}
+
+/// The default command of each profile.
+pub fn profile_template(profile: &str, program: Option<&str>) -> Option<Vec<String>> {
+    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    match profile {
+        "snarkjs" => {
+            let mut t = v(&[program.unwrap_or("snarkjs")]);
+            t.extend(v(&[
+                "groth16",
+                "prove",
+                "{zkey}",
+                "{witness}",
+                "{proof}",
+                "{public}",
+            ]));
+            Some(t)
+        }
+        "rapidsnark" => Some(v(&[
+            program.unwrap_or("rapidsnark"),
+            "{zkey}",
+            "{witness}",
+            "{proof}",
+            "{public}",
+        ])),
+        "stone" => Some(v(&[
+            program.unwrap_or("cpu_air_prover"),
+            "--out_file={proof}",
+            "--public_input_file={public_input}",
+            "--private_input_file={private_input}",
+            "--prover_config_file={prover_config}",
+            "--parameter_file={parameters}",
+        ])),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(n_steps: u64, p: &FriParameters) {
+        let sum: u32 = p.fri_step_list.iter().sum();
+        assert_eq!(
+            p.last_layer_degree_bound.trailing_zeros() + sum,
+            n_steps.trailing_zeros() + 4
+        );
+        assert!(p.last_layer_degree_bound.is_power_of_two());
+    }
+
+    #[test]
+    fn fri_equation_holds_for_every_valid_size() {
+        for log in 9..=30 {
+            let n = 1u64 << log;
+            for bound in [None, Some(1), Some(32), Some(128), Some(1u64 << (log + 3))] {
+                for max_step in 1..=5 {
+                    let p = fri_parameters(n, bound, max_step).unwrap();
+                    check(n, &p);
+                    assert!(p.fri_step_list.iter().all(|s| *s <= max_step));
+                }
+            }
+        }
+        // Stone's example layout: 16384 steps -> last layer 64, steps [0, 4, 4, 4].
+        let p = fri_parameters(16384, None, 4).unwrap();
+        assert_eq!(
+            p,
+            FriParameters {
+                fri_step_list: vec![0, 4, 4, 4],
+                last_layer_degree_bound: 64
+            }
+        );
+        assert_eq!(
+            fri_parameters(512, None, 4).unwrap().fri_step_list,
+            vec![0, 4, 3]
+        );
+    }
+
+    #[test]
+    fn impossible_fri_combinations_are_refused() {
+        assert_eq!(
+            fri_parameters(1000, None, 4),
+            Err(FriError::NotPowerOfTwo(1000))
+        );
+        assert_eq!(fri_parameters(0, None, 4), Err(FriError::NotPowerOfTwo(0)));
+        assert_eq!(
+            fri_parameters(256, None, 4),
+            Err(FriError::TooFewSteps(256))
+        );
+        assert_eq!(
+            fri_parameters(1024, Some(100), 4),
+            Err(FriError::LastLayerNotPowerOfTwo(100))
+        );
+        assert_eq!(
+            fri_parameters(1024, Some(1 << 14), 4),
+            Err(FriError::LastLayerTooLarge {
+                bound: 1 << 14,
+                n_steps: 1024,
+                total: 14
+            })
+        );
+        assert_eq!(fri_parameters(1024, None, 0), Err(FriError::BadMaxStep(0)));
+        let msg = fri_parameters(1024, Some(1 << 20), 4)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("last_layer_degree_bound"), "{msg}");
+    }
+
+    #[test]
+    fn templates_and_failures() {
+        let t: Vec<String> = vec!["x".into(), "--in={witness}".into(), "{proof}.json".into()];
+        let out = render(
+            &t,
+            &[("witness", Path::new("/w")), ("proof", Path::new("/p"))],
+        )
+        .unwrap();
+        assert_eq!(out, vec!["x", "--in=/w", "/p.json"]);
+        assert!(matches!(
+            render(&["{nope}".into()], &[]),
+            Err(ExecError::Template(_))
+        ));
+        assert!(matches!(
+            render(&["{open".into()], &[]),
+            Err(ExecError::Template(_))
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let sh = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+        match run(
+            &sh("echo first >&2; echo boom >&2; exit 3"),
+            dir.path(),
+            Duration::from_secs(60),
+        ) {
+            Err(ExecError::Failed { code, stderr_tail }) => {
+                assert_eq!(code, "code 3");
+                assert!(stderr_tail.ends_with("boom"), "{stderr_tail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            run(&sh("sleep 30"), dir.path(), Duration::from_millis(100)),
+            Err(ExecError::Timeout(_))
+        ));
+        assert!(matches!(
+            run(
+                &["/nonexistent/prover".into()],
+                dir.path(),
+                Duration::from_secs(5)
+            ),
+            Err(ExecError::Spawn { .. })
+        ));
+        let p = stone_parameter_file(&fri_parameters(16384, None, 4).unwrap(), 18, 24);
+        assert_eq!(p["stark"]["fri"]["fri_step_list"], json!([0, 4, 4, 4]));
+    }
+}

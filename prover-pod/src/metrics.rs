@@ -1,0 +1,78 @@
+//! Prometheus metrics of the prover pod (`zkfleet_prover_*`).
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub proofs: IntCounterVec,
+    pub proving_seconds: HistogramVec,
+    pub active_proofs: IntGauge,
+    pub free_slots: IntGauge,
+    pub parameters_load_seconds: Gauge,
+    pub build_info: GaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let proofs = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_prover_proofs_total",
+                "Proof requests by backend and outcome (ok or an error code).",
+            ),
+            &["backend", "outcome"],
+        )?;
+        let proving_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "zkfleet_prover_proving_seconds",
+                "Time to make one proof, witness included.",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
+            &["backend"],
+        )?;
+        let active_proofs =
+            IntGauge::new("zkfleet_prover_active_proofs", "Proofs being made now.")?;
+        let free_slots = IntGauge::new("zkfleet_prover_free_slots", "Proof slots free now.")?;
+        let parameters_load_seconds = Gauge::new(
+            "zkfleet_prover_parameters_load_seconds",
+            "Time the last parameters load took.",
+        )?;
+        let build_info = GaugeVec::new(
+            Opts::new(
+                "zkfleet_prover_build_info",
+                "Always 1; labels describe the build.",
+            ),
+            &["version"],
+        )?;
+        registry.register(Box::new(proofs.clone()))?;
+        registry.register(Box::new(proving_seconds.clone()))?;
+        registry.register(Box::new(active_proofs.clone()))?;
+        registry.register(Box::new(free_slots.clone()))?;
+        registry.register(Box::new(parameters_load_seconds.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        Ok(Metrics {
+            registry,
+            proofs,
+            proving_seconds,
+            active_proofs,
+            free_slots,
+            parameters_load_seconds,
+            build_info,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on invalid metric names, fixed above.
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}

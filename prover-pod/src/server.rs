@@ -1,0 +1,475 @@
+//! The HTTP server: health, readiness, metrics, info, and synchronous
+//! prove/verify with bounded concurrency, body limits, per-proof timeouts and
+//! JSON errors `{code, message}`.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::backend::{Backend, BackendError, ParamsError, ProofInput};
+use crate::groth16::json::ProofJson;
+use crate::metrics::Metrics;
+
+/// Where parameter loading stands.
+pub enum Params {
+    Loading,
+    Ready {
+        backend: Arc<dyn Backend>,
+        digest: String,
+    },
+    Failed(ParamsError),
+}
+
+/// Shared state of the server.
+pub struct AppState {
+    pub backend_name: &'static str,
+    pub parameters_version: String,
+    pub params: RwLock<Params>,
+    pub slots: Arc<Semaphore>,
+    pub total_slots: usize,
+    pub proof_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub draining: std::sync::atomic::AtomicBool,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(
+        backend_name: &'static str,
+        parameters_version: String,
+        slots: usize,
+        proof_timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<Arc<Self>, prometheus::Error> {
+        let metrics = Metrics::new()?;
+        metrics.free_slots.set(slots as i64);
+        Ok(Arc::new(AppState {
+            backend_name,
+            parameters_version,
+            params: RwLock::new(Params::Loading),
+            slots: Arc::new(Semaphore::new(slots)),
+            total_slots: slots,
+            proof_timeout,
+            max_body_bytes,
+            draining: Default::default(),
+            metrics,
+        }))
+    }
+
+    /// Records the outcome of loading parameters.
+    pub fn set_params(
+        &self,
+        loaded: Result<(Arc<dyn Backend>, String), ParamsError>,
+        seconds: f64,
+    ) {
+        self.metrics.parameters_load_seconds.set(seconds);
+        let next = match loaded {
+            Ok((backend, digest)) => Params::Ready { backend, digest },
+            Err(e) => Params::Failed(e),
+        };
+        if let Ok(mut p) = self.params.write() {
+            *p = next;
+        }
+    }
+
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn backend(&self) -> Result<Arc<dyn Backend>, ApiError> {
+        let p = self
+            .params
+            .read()
+            .map_err(|_| ApiError::internal("state lock poisoned"))?;
+        match &*p {
+            Params::Ready { backend, .. } => Ok(backend.clone()),
+            Params::Loading => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "parameters are still loading",
+            )),
+            Params::Failed(e) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                format!("parameters could not be loaded: {e}"),
+            )),
+        }
+    }
+}
+
+/// An error answer: status plus `{code, message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+    fn bad_json(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body is not valid JSON of the expected shape: {e}"),
+        )
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        let status = if e.is_client_error() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(ErrorBody {
+                code: self.code.into(),
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    match body {
+        Ok(b) if b.len() > limit => Err(too_large()),
+        Ok(b) => Ok(b),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            e.body_text(),
+        )),
+    }
+}
+
+/// `POST /v1/prove` JSON body: exactly one of `inputs` and `witness`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProveRequest {
+    /// Backend the caller expects; refused if this pod runs another.
+    pub backend: Option<String>,
+    /// Circuit input signals.
+    pub inputs: Option<Value>,
+    /// A `.wtns` witness, base64.
+    pub witness: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct ProveResponse {
+    pub backend: String,
+    pub parameters: ParametersInfo,
+    pub proof: ProofJson,
+    pub public_signals: Vec<String>,
+    pub timings: Value,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ParametersInfo {
+    pub version: String,
+    pub digest: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    pub backend: Option<String>,
+    pub proof: ProofJson,
+    pub public_signals: Vec<String>,
+}
+
+fn check_backend(state: &AppState, asked: Option<&str>) -> Result<(), ApiError> {
+    match asked {
+        Some(b) if b != state.backend_name => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_backend",
+            format!("this pod runs backend {}, not {b:?}", state.backend_name),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn digest(state: &AppState) -> String {
+    match state.params.read().as_deref() {
+        Ok(Params::Ready { digest, .. }) => digest.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Builds the router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/info", get(info))
+        .route("/v1/verification-key", get(verification_key))
+        .route("/v1/prove", post(prove))
+        .route("/v1/verify", post(verify))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the pod is shutting down",
+        ));
+    }
+    state.backend()?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let (ready, error) = match state.params.read().as_deref() {
+        Ok(Params::Ready { .. }) => (true, None),
+        Ok(Params::Failed(e)) => (
+            false,
+            Some(json!({"code": e.code(), "message": e.to_string()})),
+        ),
+        _ => (false, None),
+    };
+    Json(json!({
+        "backend": state.backend_name,
+        "parameters": {"version": state.parameters_version, "digest": digest(&state), "ready": ready, "error": error},
+        "slots": state.total_slots,
+        "free_slots": state.slots.available_permits(),
+        "mode": "cpu",
+        "threads": rayon::current_num_threads(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn verification_key(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let backend = state.backend()?;
+    backend.verification_key().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_verification_key",
+            "this backend has no verification key",
+        )
+    })
+}
+
+async fn prove(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = prove_inner(&state, &headers, raw).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    };
+    state
+        .metrics
+        .proofs
+        .with_label_values(&[state.backend_name, outcome])
+        .inc();
+    if result.is_ok() {
+        state
+            .metrics
+            .proving_seconds
+            .with_label_values(&[state.backend_name])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    match result {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn prove_inner(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<ProveResponse, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the pod is shutting down",
+        ));
+    }
+    let raw = body(raw, state.max_body_bytes)?;
+    let backend = state.backend()?;
+    let is_binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    let input = if is_binary {
+        check_backend(
+            state,
+            headers
+                .get("x-zkfleet-backend")
+                .and_then(|v| v.to_str().ok()),
+        )?;
+        ProofInput::Wtns(raw.to_vec())
+    } else {
+        let req: ProveRequest = serde_json::from_slice(&raw).map_err(ApiError::bad_json)?;
+        check_backend(state, req.backend.as_deref())?;
+        match (req.inputs, req.witness) {
+            (Some(inputs), None) => ProofInput::Inputs(inputs),
+            (None, Some(w)) => ProofInput::Wtns(
+                base64::engine::general_purpose::STANDARD
+                    .decode(w.trim())
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_witness",
+                            format!("witness is not base64: {e}"),
+                        )
+                    })?,
+            ),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    "give exactly one of `inputs` (circuit input signals) and `witness` (base64 .wtns)",
+                ));
+            }
+        }
+    };
+
+    let permit = state
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "busy",
+                format!(
+                    "all {} proof slots are in use; retry later",
+                    state.total_slots
+                ),
+            )
+        })?;
+    state
+        .metrics
+        .free_slots
+        .set(state.slots.available_permits() as i64);
+    state.metrics.active_proofs.inc();
+    let st = state.clone();
+    // The permit moves into the blocking task: a proof that outlives its
+    // timeout still holds its slot until the CPU work really ends.
+    let job = tokio::task::spawn_blocking(move || {
+        let out = backend.prove(input);
+        drop(permit);
+        st.metrics.active_proofs.dec();
+        st.metrics
+            .free_slots
+            .set(st.slots.available_permits() as i64);
+        out
+    });
+    let out = match tokio::time::timeout(state.proof_timeout, job).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "proof took longer than {} s",
+                    state.proof_timeout.as_secs_f64()
+                ),
+            ));
+        }
+        Ok(Err(e)) => return Err(ApiError::internal(format!("prover task failed: {e}"))),
+        Ok(Ok(r)) => r?,
+    };
+    Ok(ProveResponse {
+        backend: state.backend_name.to_string(),
+        parameters: ParametersInfo {
+            version: state.parameters_version.clone(),
+            digest: digest(state),
+        },
+        proof: out.proof,
+        public_signals: out.public_signals,
+        timings: json!({"witness_ms": out.timings.witness_ms, "prove_ms": out.timings.prove_ms}),
+    })
+}
+
+async fn verify(
+    State(state): State<Arc<AppState>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let raw = body(raw, state.max_body_bytes)?;
+    let backend = state.backend()?;
+    let req: VerifyRequest = serde_json::from_slice(&raw).map_err(ApiError::bad_json)?;
+    check_backend(&state, req.backend.as_deref())?;
+    let started = Instant::now();
+    let valid =
+        tokio::task::spawn_blocking(move || backend.verify(&req.proof, &req.public_signals))
+            .await
+            .map_err(|e| ApiError::internal(format!("verifier task failed: {e}")))??;
+    Ok(Json(
+        json!({"valid": valid, "verifier_ms": started.elapsed().as_secs_f64() * 1e3}),
+    ))
+}

@@ -1,0 +1,339 @@
+//! The groth16-bn254 backend against snarkjs, on real circom circuits.
+
+mod common;
+
+use ark_bn254::Fr;
+use ark_ff::One;
+use common::{CIRCUITS, circuit, snarkjs_verifies};
+use zkfleet_prover::groth16::json::{ProofJson, parse_public, public_json, verification_key_json};
+use zkfleet_prover::groth16::witness::{WitnessCalculator, WitnessError};
+use zkfleet_prover::groth16::{Groth16Error, Prover, ZkeyError, wtns, zkey};
+
+fn prover(name: &str) -> Prover {
+    let bytes = std::fs::read(circuit(name).join("circuit.zkey")).unwrap();
+    Prover::new(zkey::parse(&bytes, true).unwrap()).unwrap()
+}
+
+#[test]
+fn proofs_from_wtns_verify_with_snarkjs() {
+    for name in CIRCUITS {
+        let dir = circuit(name);
+        let p = prover(name);
+        let w = wtns::parse(&std::fs::read(dir.join("witness.wtns")).unwrap()).unwrap();
+        let (proof, public) = p.prove(&w).unwrap();
+        assert!(p.verify(&proof, &public).unwrap(), "{name}: own verifier");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let (proof_path, public_path) = (
+            tmp.path().join("proof.json"),
+            tmp.path().join("public.json"),
+        );
+        std::fs::write(
+            &proof_path,
+            serde_json::to_vec(&ProofJson::from_proof(&proof)).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            &public_path,
+            serde_json::to_vec(&public_json(&public)).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            snarkjs_verifies(
+                &dir.join("verification_key.json"),
+                &public_path,
+                &proof_path
+            ),
+            "{name}: snarkjs"
+        );
+
+        // The exported verification key is what snarkjs exports, and snarkjs accepts it.
+        let ours = verification_key_json(&p.zkey.pk.vk);
+        let mut theirs: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("verification_key.json")).unwrap())
+                .unwrap();
+        theirs.as_object_mut().unwrap().remove("vk_alphabeta_12");
+        assert_eq!(ours, theirs, "{name}: verification_key.json");
+        let vk_path = tmp.path().join("vk.json");
+        std::fs::write(&vk_path, serde_json::to_vec(&ours).unwrap()).unwrap();
+        assert!(
+            snarkjs_verifies(&vk_path, &public_path, &proof_path),
+            "{name}: snarkjs with our vk"
+        );
+    }
+}
+
+#[test]
+fn witness_from_inputs_matches_snarkjs_wtns() {
+    for name in CIRCUITS {
+        let dir = circuit(name);
+        let calc =
+            WitnessCalculator::new(&std::fs::read(dir.join("circuit.wasm")).unwrap()).unwrap();
+        let input: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("input.json")).unwrap()).unwrap();
+        let ours = calc.calculate(&input).unwrap();
+        let theirs = wtns::parse(&std::fs::read(dir.join("witness.wtns")).unwrap()).unwrap();
+        assert_eq!(ours, theirs, "{name}");
+
+        let p = prover(name);
+        let (proof, public) = p.prove(&ours).unwrap();
+        assert!(p.verify(&proof, &public).unwrap());
+    }
+}
+
+#[test]
+fn verifier_rejects_tampered_proofs_and_wrong_signals() {
+    let p = prover("merkle");
+    let w = wtns::parse(&std::fs::read(circuit("merkle").join("witness.wtns")).unwrap()).unwrap();
+    let (proof, public) = p.prove(&w).unwrap();
+    let json = ProofJson::from_proof(&proof);
+
+    // A different valid point in pi_a: still parses, must not verify.
+    let mut tampered = proof.clone();
+    tampered.a = (tampered.a + tampered.a).into();
+    assert!(!p.verify(&tampered, &public).unwrap());
+    let mut swapped = proof.clone();
+    std::mem::swap(&mut swapped.a, &mut swapped.c);
+    assert!(!p.verify(&swapped, &public).unwrap());
+
+    // A coordinate changed in the JSON: not on the curve any more.
+    let mut bad = json.clone();
+    bad.pi_c[0] = "1".into();
+    assert!(bad.to_proof().is_err());
+    bad = json.clone();
+    bad.pi_b[0][1] = "12345".into();
+    assert!(bad.to_proof().is_err());
+
+    let mut wrong = public.clone();
+    wrong[0] += Fr::one();
+    assert!(!p.verify(&proof, &wrong).unwrap());
+    assert_eq!(
+        p.verify(&proof, &public[1..]),
+        Err(Groth16Error::WrongPublicCount {
+            expected: public.len(),
+            got: public.len() - 1
+        })
+    );
+    assert!(parse_public(&["-1".to_string()]).is_err());
+    assert!(
+        parse_public(&[
+            "21888242871839275222246405745257275088548364400416034343698204186575808495617"
+                .to_string()
+        ])
+        .is_err()
+    );
+    assert!(
+        p.verify(
+            &json.to_proof().unwrap(),
+            &parse_public(&public_json(&public)).unwrap()
+        )
+        .unwrap()
+    );
+}
+
+#[test]
+fn bad_witnesses_and_inputs_are_errors() {
+    let p = prover("mulchain");
+    let w = wtns::parse(&std::fs::read(circuit("mulchain").join("witness.wtns")).unwrap()).unwrap();
+    assert_eq!(
+        p.prove(&w[1..]).unwrap_err(),
+        Groth16Error::WrongWitnessLength {
+            expected: w.len(),
+            got: w.len() - 1
+        }
+    );
+    let calc =
+        WitnessCalculator::new(&std::fs::read(circuit("mulchain").join("circuit.wasm")).unwrap())
+            .unwrap();
+    use serde_json::json;
+    assert!(matches!(
+        calc.calculate(&json!({"a": 3})),
+        Err(WitnessError::MissingSignal { .. })
+    ));
+    assert_eq!(
+        calc.calculate(&json!({"a": 3, "c": 1})),
+        Err(WitnessError::UnknownSignal("c".into()))
+    );
+    assert!(matches!(
+        calc.calculate(&json!({"a": 3, "b": "x"})),
+        Err(WitnessError::NotAFieldValue { .. })
+    ));
+    assert!(matches!(
+        calc.calculate(&json!({"a": 3, "b": [1, 2]})),
+        Err(WitnessError::WrongSize { .. })
+    ));
+    assert_eq!(calc.calculate(&json!([1])), Err(WitnessError::NotAnObject));
+    // The merkle circuit constrains path indices to bits: 2 fails an assertion.
+    let merkle =
+        WitnessCalculator::new(&std::fs::read(circuit("merkle").join("circuit.wasm")).unwrap())
+            .unwrap();
+    let mut input: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(circuit("merkle").join("input.json")).unwrap())
+            .unwrap();
+    input["pathIndices"][0] = json!("2");
+    assert!(matches!(
+        merkle.calculate(&input),
+        Err(WitnessError::Rejected(_))
+    ));
+    assert!(matches!(
+        WitnessCalculator::new(b"\0asm junk"),
+        Err(WitnessError::BadWasm(_))
+    ));
+}
+
+#[test]
+fn truncated_or_foreign_zkeys_are_errors() {
+    let bytes = std::fs::read(circuit("mulchain").join("circuit.zkey")).unwrap();
+    assert_eq!(
+        zkey::parse(b"not a zkey at all", true).unwrap_err(),
+        ZkeyError::NotAZkey
+    );
+    for cut in [0, 3, 10, 100, 1000, bytes.len() / 2, bytes.len() - 1] {
+        assert!(zkey::parse(&bytes[..cut], true).is_err(), "cut at {cut}");
+    }
+    // Flip a byte inside the A points: detected by the point checks.
+    let mut flipped = bytes.clone();
+    let at = section_offset(&bytes, 5) + 64 * 3 + 5;
+    flipped[at] ^= 0x55;
+    assert!(matches!(
+        zkey::parse(&flipped, true),
+        Err(ZkeyError::InvalidPoint {
+            what: "A",
+            index: 3
+        })
+    ));
+    // Unchecked parsing is only for files whose digest was checked before.
+    assert!(zkey::parse(&flipped, false).is_ok());
+    let wtns_bytes = std::fs::read(circuit("mulchain").join("witness.wtns")).unwrap();
+    assert_eq!(
+        zkey::parse(&wtns_bytes, true).unwrap_err(),
+        ZkeyError::NotAZkey
+    );
+}
+
+fn section_offset(zkey: &[u8], wanted: u32) -> usize {
+    let mut pos = 12;
+    loop {
+        let ty = u32::from_le_bytes(zkey[pos..pos + 4].try_into().unwrap());
+        let size = u64::from_le_bytes(zkey[pos + 4..pos + 12].try_into().unwrap()) as usize;
+        if ty == wanted {
+            return pos + 12;
+        }
+        pos += 12 + size;
+    }
+}
+
+#[test]
+fn preprocessed_key_is_reused_and_damage_is_ignored() {
+    use zkfleet_prover::groth16::preprocessed::{cache_path, load};
+    let zkey_path = circuit("merkle").join("circuit.zkey");
+    let direct = zkey::parse(&std::fs::read(&zkey_path).unwrap(), true).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+
+    let (first, report) = load(&zkey_path, None, Some(cache.path())).unwrap();
+    assert!(!report.from_cache);
+    assert_eq!(first, direct);
+    let (second, report) = load(&zkey_path, None, Some(cache.path())).unwrap();
+    assert!(report.from_cache, "{:?}", report.cache_note);
+    assert_eq!(second, direct);
+    // Only the finished file is left in the cache directory.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+
+    // A damaged preprocessed file is ignored and replaced.
+    let file = cache_path(cache.path(), &report.digest);
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::write(&file, &std::fs::read(&file).unwrap()[..(len / 2) as usize]).unwrap();
+    let (third, report) = load(&zkey_path, Some(&report.digest), Some(cache.path())).unwrap();
+    assert!(!report.from_cache);
+    assert_eq!(third, direct);
+    let (_, report) = load(&zkey_path, Some(&report.digest), Some(cache.path())).unwrap();
+    assert!(report.from_cache);
+
+    // Proving with the cached key still gives proofs snarkjs accepts.
+    let p = Prover::new(second).unwrap();
+    let w = wtns::parse(&std::fs::read(circuit("merkle").join("witness.wtns")).unwrap()).unwrap();
+    let (proof, public) = p.prove(&w).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (proof_path, public_path) = (
+        tmp.path().join("proof.json"),
+        tmp.path().join("public.json"),
+    );
+    std::fs::write(
+        &proof_path,
+        serde_json::to_vec(&ProofJson::from_proof(&proof)).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        &public_path,
+        serde_json::to_vec(&public_json(&public)).unwrap(),
+    )
+    .unwrap();
+    assert!(snarkjs_verifies(
+        &circuit("merkle").join("verification_key.json"),
+        &public_path,
+        &proof_path
+    ));
+}
+
+#[test]
+fn exec_backend_with_snarkjs_makes_proofs_snarkjs_accepts() {
+    use std::time::Duration;
+    use zkfleet_prover::backend::{
+        Backend, ExecGroth16Backend, Groth16Backend, Groth16Files, ProofInput,
+    };
+    use zkfleet_prover::exec::profile_template;
+    let dir = circuit("merkle");
+    let files = Groth16Files {
+        zkey: dir.join("circuit.zkey"),
+        zkey_sha256: None,
+        wasm: Some(dir.join("circuit.wasm")),
+        wasm_sha256: None,
+        cache_dir: None,
+    };
+    let snarkjs = common::fixtures().join("bin/snarkjs");
+    let backend = ExecGroth16Backend {
+        inner: Groth16Backend::load(&files).unwrap(),
+        zkey: files.zkey.clone(),
+        template: profile_template("snarkjs", snarkjs.to_str()).unwrap(),
+        work_root: None,
+        timeout: Duration::from_secs(600),
+    };
+    let input: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("input.json")).unwrap()).unwrap();
+    let out = backend.prove(ProofInput::Inputs(input)).unwrap();
+    assert!(backend.verify(&out.proof, &out.public_signals).unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let (proof_path, public_path) = (
+        tmp.path().join("proof.json"),
+        tmp.path().join("public.json"),
+    );
+    std::fs::write(&proof_path, serde_json::to_vec(&out.proof).unwrap()).unwrap();
+    std::fs::write(
+        &public_path,
+        serde_json::to_vec(&out.public_signals).unwrap(),
+    )
+    .unwrap();
+    assert!(snarkjs_verifies(
+        &dir.join("verification_key.json"),
+        &public_path,
+        &proof_path
+    ));
+
+    // A failing prover reports its exit code and stderr.
+    let failing = ExecGroth16Backend {
+        template: vec![
+            snarkjs.to_str().unwrap().into(),
+            "groth16".into(),
+            "prove".into(),
+            "/nonexistent.zkey".into(),
+            "{witness}".into(),
+            "{proof}".into(),
+            "{public}".into(),
+        ],
+        ..backend
+    };
+    let w = std::fs::read(dir.join("witness.wtns")).unwrap();
+    let err = failing.prove(ProofInput::Wtns(w)).unwrap_err();
+    assert_eq!(err.code(), "prover_failed");
+    assert!(err.to_string().contains("exited with"), "{err}");
+}
