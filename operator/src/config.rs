@@ -1,0 +1,110 @@
+//! Command-line flags, each also settable through a `ZKFLEET_*` (or downward-API) variable.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log pipelines.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// zkfleet operator: turns ProverPools into GPU-scheduled prover pods and keeps their status.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "zkfleet-operator", version, long_about = None)]
+pub struct Cli {
+    /// Address of the admin HTTP server: /healthz (process alive), /readyz (200 only on the
+    /// replica that holds the leader Lease) and /metrics (Prometheus).
+    #[arg(long, env = "ZKFLEET_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+
+    /// Prover image for pools that do not set spec.image, for example
+    /// zkfleet.local/zkfleet-prover:0.1.0. Its entrypoint must be the zkfleet-prover binary.
+    #[arg(long, env = "ZKFLEET_PROVER_IMAGE")]
+    pub prover_image: String,
+
+    /// The operator's own namespace: where the leader Lease lives, and the namespace whose
+    /// zkfleet-operator pods the prover NetworkPolicies admit.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: String,
+
+    /// Name this replica uses in the leader Lease; must differ between replicas. Defaults to
+    /// the pod name (POD_NAME), else the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Name of the coordination.k8s.io Lease the replicas elect a leader with.
+    #[arg(long, env = "ZKFLEET_LEASE_NAME", default_value = "zkfleet-operator")]
+    pub lease_name: String,
+
+    /// Directory on each node under which prover pods cache parameters, one subdirectory per
+    /// parameters digest (mounted as a hostPath; must be writable by uid 65532).
+    #[arg(
+        long,
+        env = "ZKFLEET_PARAMETERS_CACHE_PATH",
+        default_value = "/var/lib/zkfleet/parameters"
+    )]
+    pub parameters_cache_path: String,
+
+    /// Seconds a parameters rotation may take to become ready before the pool is rolled back
+    /// to its previous parameters.
+    #[arg(long, env = "ZKFLEET_ROLLOUT_DEADLINE_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub rollout_deadline_seconds: u64,
+
+    /// Log format: json for log pipelines, text for people.
+    #[arg(long, env = "ZKFLEET_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// `--identity`, else the host name, else a fixed name (single-replica use only).
+    pub fn identity(&self) -> String {
+        self.identity
+            .clone()
+            .filter(|i| !i.is_empty())
+            .or_else(|| hostname::get().ok().and_then(|h| h.into_string().ok()))
+            .unwrap_or_else(|| "zkfleet-operator".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent_and_documented() {
+        Cli::command().debug_assert();
+        for arg in Cli::command().get_arguments() {
+            if arg.get_id() != "help" && arg.get_id() != "version" {
+                assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let cli = Cli::try_parse_from([
+            "zkfleet-operator",
+            "--prover-image",
+            "img:1",
+            "--namespace",
+            "zkfleet-system",
+        ])
+        .unwrap();
+        assert_eq!(cli.admin_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(cli.lease_name, "zkfleet-operator");
+        assert_eq!(cli.parameters_cache_path, "/var/lib/zkfleet/parameters");
+        assert_eq!(cli.rollout_deadline_seconds, 300);
+        assert!(!cli.identity().is_empty());
+        assert!(
+            Cli::try_parse_from(["zkfleet-operator", "--namespace", "x"]).is_err(),
+            "--prover-image is required"
+        );
+    }
+}

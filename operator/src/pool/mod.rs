@@ -1,0 +1,283 @@
+//! The ProverPool controller: each pass runs fetch → validate → build → apply → status, and
+//! publishes Events for the transitions it saw. Pools are watched as untyped objects and parsed
+//! per pass, so one malformed pool gets a condition instead of stalling the watch for all.
+
+pub mod apply;
+pub mod events;
+pub mod fetch;
+pub mod rollout;
+pub mod status;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+use zkfleet_crds::v1alpha1::{ProverPool, RolloutState, find_condition, pool_condition};
+
+use crate::FIELD_MANAGER;
+use crate::build::token_secret::DispatcherToken;
+use crate::build::{self, BuildContext, MANAGED_BY, POOL_LABEL};
+use crate::metrics::Metrics;
+use apply::{ApplyError, Children};
+use fetch::FetchError;
+use status::StatusError;
+use validate::Invalid;
+
+/// `controller` label of this controller's metrics.
+pub const CONTROLLER: &str = "proverpool";
+
+/// How often a rotating pool is looked at even when nothing it watches changes, so the
+/// rollout deadline is noticed on time.
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
+/// How often a settled pool is re-checked anyway (drift the watches missed).
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// What every pass shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub build: BuildContext,
+    /// How long a parameters rotation may take before it is rolled back.
+    pub rollout_deadline: Duration,
+}
+
+/// Why a pass failed. All transient: the pass is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("generating the dispatcher token: {0}")]
+    GenerateToken(getrandom::Error),
+}
+
+impl Error {
+    /// The innermost variant name: the failures metric's `error` label and the Event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Fetch(e) => e.reason(),
+            Self::Apply(e) => e.reason(),
+            Self::Status(e) => e.reason(),
+            Self::GenerateToken(_) => "GenerateToken",
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves; passes in flight then finish.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let resource = ApiResource::erase::<ProverPool>(&());
+    let pools: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    // Only children this operator labelled are watched: never every Secret in the cluster.
+    let ours =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let pod_owner = resource.clone();
+    Controller::new_with(pools, watcher::Config::default(), resource)
+        .owns(Api::<Deployment>::all(client.clone()), ours.clone())
+        .owns(Api::<Service>::all(client.clone()), ours.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), ours.clone())
+        .owns(Api::<Secret>::all(client.clone()), ours.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            ours.clone(),
+        )
+        .owns(Api::<NetworkPolicy>::all(client.clone()), ours.clone())
+        // Pods belong to ReplicaSets, not to the pool; their label names the pool. Their
+        // readiness and scheduling feed the pool's status.
+        .watches(Api::<Pod>::all(client), ours, move |pod: Pod| {
+            let ns = pod.namespace()?;
+            let pool = pod.labels().get(POOL_LABEL)?.clone();
+            Some(ObjectRef::new_with(&pool, pod_owner.clone()).within(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile did not run");
+            }
+        })
+        .await;
+}
+
+#[instrument(skip(obj, ctx), fields(pool = %obj.name_any(), namespace = obj.namespace().unwrap_or_default()))]
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconcile_started(CONTROLLER);
+    let started = Instant::now();
+    let result = reconcile_pool(&obj, &ctx).await;
+    ctx.metrics
+        .reconcile_finished(CONTROLLER, started.elapsed());
+    if let Err(error) = &result {
+        ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
+        let ev = events::event(
+            EventType::Warning,
+            error.reason(),
+            "Reconcile",
+            error.to_string(),
+        );
+        let reference = obj.object_ref(&ApiResource::erase::<ProverPool>(&()));
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            warn!(error = %e, "publishing an Event failed");
+        }
+    }
+    result
+}
+
+fn error_policy(_obj: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(%error, reason = error.reason(), "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    if obj.metadata.deletion_timestamp.is_some() {
+        // Children go with the pool through their owner references.
+        return Ok(Action::await_change());
+    }
+    let pool: ProverPool = match obj.clone().try_parse() {
+        Ok(pool) => pool,
+        Err(e) => {
+            report_malformed(obj, ctx, &e.to_string()).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let now = Timestamp::now();
+
+    // validate
+    if let Err(problem) = validate::validate(&pool) {
+        let was = pool
+            .status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, pool_condition::READY))
+            .map(|c| c.reason.clone());
+        let next = status::invalid(&pool, &problem, Time(now));
+        status::write(&ctx.client, &pool, &next).await?;
+        ctx.metrics.reconcile_failed(CONTROLLER, problem.reason());
+        if was.as_deref() != Some(problem.reason()) {
+            warn!(reason = problem.reason(), %problem, "pool is invalid; waiting for a change");
+            publish(
+                ctx,
+                &pool,
+                events::event(
+                    EventType::Warning,
+                    problem.reason(),
+                    "Validate",
+                    problem.to_string(),
+                ),
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
+
+    // fetch
+    let world = fetch::fetch(&ctx.client, &pool).await?;
+
+    // build
+    let decision = rollout::decide(
+        &pool,
+        world.deployment.as_ref(),
+        &world.pods,
+        now,
+        ctx.rollout_deadline,
+    );
+    let token = match world.token {
+        Some(token) => token,
+        None => DispatcherToken::generate().map_err(Error::GenerateToken)?,
+    };
+    let children = Children {
+        service_account: build::service_account::service_account(&pool, &ctx.build),
+        token_secret: build::token_secret::token_secret(&pool, &token, &ctx.build),
+        service: build::service::service(&pool, &ctx.build),
+        network_policy: build::network_policy::network_policy(&pool, &ctx.build),
+        pdb: build::pdb::pdb(&pool, &ctx.build),
+        deployment: build::deployment::deployment(&pool, &decision.serving, &ctx.build),
+    };
+
+    // apply
+    let deployment = apply::apply(&ctx.client, &pool, &children).await?;
+    let pruned = apply::prune(&ctx.client, &pool, &children).await?;
+    if !pruned.is_empty() {
+        info!(?pruned, "deleted children the pool no longer needs");
+    }
+
+    // status
+    let next = status::compute(&pool, Some(&deployment), &world.pods, &decision, Time(now));
+    let to_publish = events::transitions(pool.status.as_ref(), &next, &decision);
+    if status::write(&ctx.client, &pool, &next).await? {
+        info!(
+            ready = next.ready_replicas,
+            replicas = next.replicas,
+            rollout = ?decision.status.rollout,
+            "status updated"
+        );
+    }
+    for ev in to_publish {
+        publish(ctx, &pool, ev).await;
+    }
+
+    Ok(match decision.status.rollout {
+        Some(RolloutState::Progressing | RolloutState::Failed) => Action::requeue(ROLLOUT_RECHECK),
+        _ => Action::requeue(RESYNC),
+    })
+}
+
+async fn publish(ctx: &Context, pool: &ProverPool, ev: kube::runtime::events::Event) {
+    if let Err(error) = ctx.recorder.publish(&ev, &pool.object_ref(&())).await {
+        warn!(%error, reason = %ev.reason, "publishing an Event failed");
+    }
+}
+
+/// A pool object that does not parse: say so on its status and wait for a fix.
+async fn report_malformed(obj: &DynamicObject, ctx: &Context, error: &str) -> Result<(), Error> {
+    let problem = Invalid::Malformed(error.to_string());
+    warn!(%problem, "pool cannot be read");
+    ctx.metrics.reconcile_failed(CONTROLLER, problem.reason());
+    let resource = ApiResource::erase::<ProverPool>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &obj.namespace().unwrap_or_default(),
+        &resource,
+    );
+    let condition = zkfleet_crds::v1alpha1::new_condition(
+        pool_condition::READY,
+        zkfleet_crds::v1alpha1::status::FALSE,
+        problem.reason(),
+        problem.to_string(),
+        obj.metadata.generation,
+        Time(Timestamp::now()),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": zkfleet_crds::v1alpha1::API_VERSION,
+        "kind": "ProverPool",
+        "status": {"conditions": [condition]},
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| StatusError::PatchStatus {
+        name: obj.name_any(),
+        source,
+    })?;
+    Ok(())
+}

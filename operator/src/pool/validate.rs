@@ -1,0 +1,174 @@
+//! Checks a pool can be built before anything is applied. Problems the API server's schema
+//! cannot catch end up here, each with a message saying what to change.
+
+use kube::ResourceExt;
+use zkfleet_crds::v1alpha1::{BackendKind, ExecProfile, ParametersLocation, ProverPool};
+
+use crate::build::deployment::zkey_name;
+
+/// Longest pool name: `<name>-prover` must fit a 63-character DNS label (Service name).
+pub const MAX_POOL_NAME: usize = 63 - "-prover".len();
+
+/// Why a pool cannot be built. The variant name is the condition reason, the Event reason and
+/// the `error` label of the failures metric.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    /// The name does not fit the children's names.
+    #[error(
+        "pool name {name:?} cannot name its Service: use at most {MAX_POOL_NAME} lowercase letters, digits and '-', starting with a letter"
+    )]
+    InvalidName { name: String },
+    /// The object could not be read as a ProverPool at all.
+    #[error("the pool could not be read: {0}; fix the manifest and apply it again")]
+    Malformed(String),
+    /// Not exactly one parameters source.
+    #[error("spec.parameters.source must set exactly one of url, configMap or pvc")]
+    NoParametersSource,
+    /// `source.image` is in the API but not implemented yet.
+    #[error(
+        "spec.parameters.source.image is not supported yet: publish the files at a url, or put them in a configMap or pvc"
+    )]
+    ImageSourceUnsupported,
+    /// The proving key is not among the files.
+    #[error(
+        "spec.parameters.files has no {zkey}: add it with its sha256, or name the proving key in spec.backend.groth16.zkey"
+    )]
+    MissingProvingKey { zkey: String },
+    /// `backend.type: exec` without settings.
+    #[error("spec.backend.type is exec but spec.backend.exec is missing: add the prover command")]
+    MissingExecSettings,
+    /// An exec profile the prover pods cannot run yet.
+    #[error(
+        "spec.backend.exec.profile {profile} is not supported by the prover yet: use snarkjs or rapidsnark"
+    )]
+    UnsupportedExecProfile { profile: String },
+}
+
+impl Invalid {
+    /// Stable name of the problem: condition reason, Event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidName { .. } => "InvalidName",
+            Self::Malformed(_) => "Malformed",
+            Self::NoParametersSource => "NoParametersSource",
+            Self::ImageSourceUnsupported => "ImageSourceUnsupported",
+            Self::MissingProvingKey { .. } => "MissingProvingKey",
+            Self::MissingExecSettings => "MissingExecSettings",
+            Self::UnsupportedExecProfile { .. } => "UnsupportedExecProfile",
+        }
+    }
+}
+
+/// Whether `pool` can be turned into children.
+pub fn validate(pool: &ProverPool) -> Result<(), Invalid> {
+    let name = pool.name_any();
+    if !is_dns_label(&name) || name.len() > MAX_POOL_NAME {
+        return Err(Invalid::InvalidName { name });
+    }
+    match pool.spec.parameters.source.location() {
+        None => return Err(Invalid::NoParametersSource),
+        Some(ParametersLocation::Image(_)) => return Err(Invalid::ImageSourceUnsupported),
+        Some(_) => {}
+    }
+    let zkey = zkey_name(pool);
+    if !pool.spec.parameters.files.iter().any(|f| f.name == zkey) {
+        return Err(Invalid::MissingProvingKey { zkey: zkey.into() });
+    }
+    if pool.spec.backend.kind == BackendKind::Exec {
+        let exec = pool
+            .spec
+            .backend
+            .exec
+            .as_ref()
+            .ok_or(Invalid::MissingExecSettings)?;
+        if exec.profile == ExecProfile::Stone {
+            return Err(Invalid::UnsupportedExecProfile {
+                profile: "stone".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::*;
+
+    #[test]
+    fn accepts_the_fixtures() {
+        assert_eq!(validate(&pool(GPU_POOL)), Ok(()));
+        assert_eq!(validate(&pool(CPU_POOL)), Ok(()));
+    }
+
+    #[test]
+    fn refuses_image_sources_with_what_to_do() {
+        let yaml = CPU_POOL.replace(
+            "      url: https://params.example/multiplier/v7\n",
+            "      image:\n        reference: registry.example/params@sha256:abc\n",
+        );
+        let err = validate(&pool(&yaml)).unwrap_err();
+        assert_eq!(err, Invalid::ImageSourceUnsupported);
+        assert!(err.to_string().contains("url"));
+        assert_eq!(err.reason(), "ImageSourceUnsupported");
+    }
+
+    #[test]
+    fn refuses_a_missing_proving_key() {
+        let yaml = CPU_POOL.replace("name: circuit.zkey", "name: other.zkey");
+        let err = validate(&pool(&yaml)).unwrap_err();
+        assert_eq!(
+            err,
+            Invalid::MissingProvingKey {
+                zkey: "circuit.zkey".into()
+            }
+        );
+        assert!(err.to_string().contains("spec.backend.groth16.zkey"));
+    }
+
+    #[test]
+    fn refuses_names_too_long_for_a_service() {
+        let long = "p".repeat(MAX_POOL_NAME + 1);
+        let yaml = CPU_POOL.replace("name: cpu-pool", &format!("name: {long}"));
+        assert!(matches!(
+            validate(&pool(&yaml)),
+            Err(Invalid::InvalidName { .. })
+        ));
+        let dotted = CPU_POOL.replace("name: cpu-pool", "name: cpu.pool");
+        assert!(matches!(
+            validate(&pool(&dotted)),
+            Err(Invalid::InvalidName { .. })
+        ));
+        let ok = CPU_POOL.replace(
+            "name: cpu-pool",
+            &format!("name: {}", "p".repeat(MAX_POOL_NAME)),
+        );
+        assert_eq!(validate(&pool(&ok)), Ok(()));
+    }
+
+    #[test]
+    fn refuses_exec_profiles_the_prover_lacks() {
+        let yaml = CPU_POOL.replace(
+            "  backend:\n    type: groth16-bn254\n",
+            "  backend:\n    type: exec\n    exec:\n      profile: stone\n      command: [cpu_air_prover]\n",
+        );
+        assert_eq!(
+            validate(&pool(&yaml)),
+            Err(Invalid::UnsupportedExecProfile {
+                profile: "stone".into()
+            })
+        );
+        let missing = CPU_POOL.replace("    type: groth16-bn254\n", "    type: exec\n");
+        assert_eq!(validate(&pool(&missing)), Err(Invalid::MissingExecSettings));
+    }
+}

@@ -1,0 +1,135 @@
+//! Wires the operator together: admin server, leader election, the controllers, and a graceful
+//! shutdown on SIGTERM/SIGINT that finishes passes in flight and releases the Lease.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::build::BuildContext;
+use crate::config::Cli;
+use crate::leader::{Elector, Timing};
+use crate::metrics::Metrics;
+use crate::{pool, telemetry};
+
+/// Runs the operator until SIGTERM/SIGINT, or until it loses the leader Lease (then it exits
+/// with an error so that Kubernetes restarts it as a standby).
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    telemetry::init(cli.log_format);
+    let identity = cli.identity();
+    info!(version = env!("CARGO_PKG_VERSION"), %identity, namespace = %cli.namespace, "starting");
+
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes client: set KUBECONFIG or run in a pod")?;
+    let metrics = Arc::new(Metrics::new());
+    let leader = Arc::new(AtomicBool::new(false));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let admin = tokio::spawn(serve_admin(
+        cli.admin_addr,
+        AdminState {
+            leader: leader.clone(),
+            metrics: metrics.clone(),
+        },
+        shutdown_rx.clone(),
+    ));
+
+    let elector = Elector::new(
+        client.clone(),
+        &cli.namespace,
+        &cli.lease_name,
+        &identity,
+        Timing::default(),
+    );
+    let mut waiting = shutdown_rx.clone();
+    if !elector.acquire(&mut waiting).await {
+        admin.await??;
+        return Ok(());
+    }
+    leader.store(true, Ordering::Release);
+
+    let ctx = Arc::new(pool::Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "zkfleet-operator".into(),
+                instance: Some(identity),
+            },
+        ),
+        metrics,
+        build: BuildContext {
+            prover_image: cli.prover_image.clone(),
+            operator_namespace: cli.namespace.clone(),
+            parameters_cache_path: cli.parameters_cache_path.clone(),
+        },
+        rollout_deadline: Duration::from_secs(cli.rollout_deadline_seconds),
+    });
+    let controllers = pool::run(ctx, shutdown(shutdown_rx.clone()));
+
+    let outcome = tokio::select! {
+        () = controllers => Ok(()),
+        lost = elector.hold() => Err(lost),
+    };
+    leader.store(false, Ordering::Release);
+    match outcome {
+        Ok(()) => {
+            if let Err(e) = elector.release().await {
+                warn!(error = %e, "could not release the lease; a standby takes over when it expires");
+            }
+            admin.await??;
+            info!("stopped");
+            Ok(())
+        }
+        Err(lost) => {
+            error!(error = %lost, "lost leadership; exiting so a standby can lead");
+            Err(lost.into())
+        }
+    }
+}
+
+async fn serve_admin(
+    addr: SocketAddr,
+    state: AdminState,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin server to {addr}"))?;
+    info!(%addr, "admin server listening");
+    axum::serve(listener, admin::router(state))
+        .with_graceful_shutdown(shutdown(stop))
+        .await
+        .context("admin server")
+}
+
+/// Resolves once shutdown was requested.
+async fn shutdown(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
