@@ -13,6 +13,7 @@ use crate::groth16::json::{self, ProofJson};
 use crate::groth16::preprocessed::{self, LoadReport};
 use crate::groth16::witness::{WitnessCalculator, WitnessError};
 use crate::groth16::{Groth16Error, Prover, wtns};
+use crate::params::FetchError;
 
 /// What to prove: circuit inputs (the witness is computed from the circuit's
 /// wasm) or a ready `.wtns` witness.
@@ -110,7 +111,9 @@ pub struct Groth16Files {
 /// Why parameters could not be loaded; the pod stays up and not ready.
 #[derive(Debug, thiserror::Error)]
 pub enum ParamsError {
-    #[error("{file}: sha256 is {actual}, expected {expected}")]
+    #[error(
+        "parameters digest sha256:{expected} does not match file {file} (its sha256 is sha256:{actual}); fix the file or its sha256 in the parameters"
+    )]
     DigestMismatch {
         file: String,
         expected: String,
@@ -120,6 +123,24 @@ pub enum ParamsError {
     Invalid(String),
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl From<FetchError> for ParamsError {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::DigestMismatch {
+                name,
+                expected,
+                actual,
+            } => ParamsError::DigestMismatch {
+                file: name,
+                expected: expected.hex(),
+                actual: actual.hex(),
+            },
+            FetchError::Unavailable { .. } => ParamsError::Unavailable(e.to_string()),
+            FetchError::Config(_) => ParamsError::Invalid(e.to_string()),
+        }
+    }
 }
 
 impl ParamsError {
@@ -143,10 +164,28 @@ pub struct Groth16Backend {
 impl Groth16Backend {
     /// Loads and checks the zkey (through the preprocessed cache) and the wasm.
     pub fn load(files: &Groth16Files) -> Result<Arc<Self>, ParamsError> {
+        Self::load_inner(files, false)
+    }
+
+    /// Like [`Groth16Backend::load`] for files whose sha256 the parameters
+    /// loader has just checked against `zkey_sha256`/`wasm_sha256` (the
+    /// digests must be set): the zkey is not hashed again, so a cached
+    /// preprocessed key is used without reading the zkey at all.
+    pub fn load_checked(files: &Groth16Files) -> Result<Arc<Self>, ParamsError> {
+        Self::load_inner(files, true)
+    }
+
+    fn load_inner(files: &Groth16Files, checked: bool) -> Result<Arc<Self>, ParamsError> {
         let (zkey, report) = match &files.zkey_sha256 {
+            Some(known) if checked => preprocessed::load(
+                &files.zkey,
+                Some(known.trim_start_matches("sha256:")),
+                files.cache_dir.as_deref(),
+            ),
             // With an expected digest the file is always hashed and compared,
             // so a cache entry is only used for the exact bytes asked for.
             Some(expected) => {
+                let expected = expected.trim_start_matches("sha256:");
                 let bytes = std::fs::read(&files.zkey).map_err(|e| {
                     ParamsError::Unavailable(format!("cannot read {}: {e}", files.zkey.display()))
                 })?;
@@ -173,7 +212,8 @@ impl Groth16Backend {
                 let bytes = std::fs::read(path).map_err(|e| {
                     ParamsError::Unavailable(format!("cannot read {}: {e}", path.display()))
                 })?;
-                if let Some(expected) = &files.wasm_sha256 {
+                if let Some(expected) = files.wasm_sha256.as_ref().filter(|_| !checked) {
+                    let expected = expected.trim_start_matches("sha256:");
                     let actual = preprocessed::sha256_hex(&bytes);
                     if !actual.eq_ignore_ascii_case(expected) {
                         return Err(ParamsError::DigestMismatch {

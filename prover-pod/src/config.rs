@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::params::{self, Digest, FileSpec, Source, Spec};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "zkfleet-prover",
@@ -91,8 +93,10 @@ pub struct ServeArgs {
     )]
     pub backend: BackendKind,
 
-    /// The circuit's proving key (.zkey) on local disk.
-    #[arg(long, env = "ZKFLEET_ZKEY")]
+    /// The circuit's proving key (.zkey): a path on local disk or, with
+    /// --parameters-url or --parameters-dir, the name of one of the parameter
+    /// files (of a path, only the file name counts).
+    #[arg(long, env = "ZKFLEET_ZKEY", default_value = "circuit.zkey")]
     pub zkey: PathBuf,
 
     /// Expected sha256 of the .zkey (hex). When set, a file with another
@@ -100,8 +104,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ZKFLEET_ZKEY_SHA256")]
     pub zkey_sha256: Option<String>,
 
-    /// The circuit's witness generator (.wasm from circom). Without it the pod
-    /// proves only .wtns witnesses, not circuit inputs.
+    /// The circuit's witness generator (.wasm from circom), a path or a
+    /// parameter file name like --zkey. Without it the pod proves only .wtns
+    /// witnesses, not circuit inputs.
     #[arg(long, env = "ZKFLEET_WASM")]
     pub wasm: Option<PathBuf>,
 
@@ -109,12 +114,42 @@ pub struct ServeArgs {
     #[arg(long, env = "ZKFLEET_WASM_SHA256")]
     pub wasm_sha256: Option<String>,
 
+    /// Base URL the parameter files are fetched from, each from `<url>/<name>`:
+    /// https:// (http:// also works, for in-cluster mirrors), s3://bucket/prefix,
+    /// gs://bucket/prefix or az://container/prefix. Object store credentials
+    /// come from the standard AWS_*, GOOGLE_* and AZURE_* variables. Downloads
+    /// go to --cache-dir (required), named by sha256, and every file needs a
+    /// digest (--parameter-file, --zkey-sha256, --wasm-sha256).
+    #[arg(long, env = "ZKFLEET_PARAMETERS_URL")]
+    pub parameters_url: Option<String>,
+
+    /// Directory holding the parameter files under their names (a ConfigMap,
+    /// PVC or image mount); each is checked against its sha256 before use.
+    /// With --parameters-url, the downloaded files are linked in here instead,
+    /// for exec templates that expect them under their names.
+    #[arg(long, env = "ZKFLEET_PARAMETERS_DIR")]
+    pub parameters_dir: Option<PathBuf>,
+
+    /// A parameter file and its sha256, as NAME=SHA256 (`sha256sum` hex, or
+    /// `sha256:<hex>`); repeat for each file, or give a comma-separated list in
+    /// the variable. --zkey/--zkey-sha256 and --wasm/--wasm-sha256 add their
+    /// files to this list. The pod is ready only once every file is present
+    /// and matches.
+    #[arg(
+        long = "parameter-file",
+        env = "ZKFLEET_PARAMETER_FILES",
+        value_name = "NAME=SHA256",
+        value_delimiter = ','
+    )]
+    pub parameter_files: Vec<FileSpec>,
+
     /// Label of the parameters (ProverPool spec.parameters.version), reported by /v1/info.
     #[arg(long, env = "ZKFLEET_PARAMETERS_VERSION", default_value = "")]
     pub parameters_version: String,
 
-    /// Node-local directory for preprocessed proving keys, named by the
-    /// zkey's sha256, so a restart or a second pod skips parsing and checks.
+    /// Node-local cache directory: downloaded parameter files
+    /// (`files/<sha256>`) and preprocessed proving keys, named by sha256, so a
+    /// restart or a second pod on the node downloads and parses nothing.
     /// Unset: no cache.
     #[arg(long, env = "ZKFLEET_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -186,4 +221,129 @@ pub struct ProveArgs {
     /// Directory for preprocessed proving keys (see `serve --cache-dir`).
     #[arg(long, env = "ZKFLEET_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// Where the groth16 files are, once the parameters are resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedFiles {
+    /// Name of the zkey among the parameter files.
+    pub zkey: String,
+    /// Name of the wasm among the parameter files, if any.
+    pub wasm: Option<String>,
+}
+
+impl ServeArgs {
+    /// The parameters to fetch and check before loading, when a source
+    /// (--parameters-url or --parameters-dir) is given; `None` means the
+    /// --zkey/--wasm paths are used directly. Errors are flag mistakes.
+    pub fn parameters(&self) -> Result<Option<(Spec, ResolvedFiles)>, String> {
+        let source = match (&self.parameters_url, &self.parameters_dir) {
+            (Some(url), _) => {
+                params::check_url(url)?;
+                Source::Url(url.clone())
+            }
+            (None, Some(dir)) => Source::Dir(dir.clone()),
+            (None, None) => return Ok(None),
+        };
+        if matches!(source, Source::Url(_)) && self.cache_dir.is_none() {
+            return Err(
+                "--parameters-url needs --cache-dir (ZKFLEET_CACHE_DIR) for the downloads".into(),
+            );
+        }
+        let mut files = self.parameter_files.clone();
+        let name_of = |p: &std::path::Path, flag: &str| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+                .ok_or_else(|| format!("{flag} {} has no file name", p.display()))
+        };
+        let mut add = |name: String, sha: Option<&String>, flag: &str| -> Result<(), String> {
+            let digest: Option<Digest> = sha.map(|s| s.parse()).transpose()?;
+            match (files.iter().find(|f| f.name == name), digest) {
+                (Some(f), Some(d)) if f.sha256 != d => Err(format!(
+                    "{flag}-sha256 and --parameter-file give different digests for {name}"
+                )),
+                (Some(_), _) => Ok(()),
+                (None, Some(d)) => {
+                    files.push(FileSpec::new(&name, d)?);
+                    Ok(())
+                }
+                (None, None) => Err(format!(
+                    "{name} has no sha256: give {flag}-sha256 or --parameter-file {name}=SHA256"
+                )),
+            }
+        };
+        let zkey = name_of(&self.zkey, "--zkey")?;
+        add(zkey.clone(), self.zkey_sha256.as_ref(), "--zkey")?;
+        let wasm = match &self.wasm {
+            Some(w) => {
+                let name = name_of(w, "--wasm")?;
+                add(name.clone(), self.wasm_sha256.as_ref(), "--wasm")?;
+                Some(name)
+            }
+            None => None,
+        };
+        Ok(Some((Spec { source, files }, ResolvedFiles { zkey, wasm })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["zkfleet-prover", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Serve(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn parameter_files_come_from_flags_and_the_zkey_digest() {
+        let (z, w) = ("1".repeat(64), "2".repeat(64));
+        let a = serve(&[
+            "--parameters-url",
+            "https://example.test/p/",
+            "--cache-dir",
+            "/tmp/c",
+            "--zkey",
+            "/var/run/zkfleet/parameters/circuit.zkey",
+            "--zkey-sha256",
+            &z,
+            "--parameter-file",
+            &format!("circuit.wasm={w}"),
+            "--wasm",
+            "circuit.wasm",
+        ]);
+        let (spec, files) = a.parameters().unwrap().unwrap();
+        assert_eq!(spec.source, Source::Url("https://example.test/p/".into()));
+        assert_eq!(files.zkey, "circuit.zkey");
+        assert_eq!(files.wasm.as_deref(), Some("circuit.wasm"));
+        let names: Vec<_> = spec.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["circuit.wasm", "circuit.zkey"]);
+    }
+
+    #[test]
+    fn parameter_mistakes_are_refused() {
+        // A URL without a cache, a file without a digest, two digests.
+        assert!(
+            serve(&["--parameters-url", "https://x.test"])
+                .parameters()
+                .is_err()
+        );
+        assert!(serve(&["--parameters-dir", "/p"]).parameters().is_err());
+        let ftp = serve(&["--parameters-url", "ftp://x.test/p", "--cache-dir", "/c"]);
+        assert!(ftp.parameters().is_err());
+        let a = serve(&[
+            "--parameters-dir",
+            "/p",
+            "--zkey-sha256",
+            &"1".repeat(64),
+            "--parameter-file",
+            &format!("circuit.zkey={}", "2".repeat(64)),
+        ]);
+        assert!(a.parameters().is_err());
+        assert!(serve(&[]).parameters().unwrap().is_none());
+    }
 }

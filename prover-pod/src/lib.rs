@@ -5,4 +5,5 @@ pub mod config;
 pub mod exec;
 pub mod groth16;
 pub mod metrics;
+pub mod params;
 pub mod server;

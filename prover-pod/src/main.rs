@@ -6,10 +6,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use zkfleet_prover::backend::{
-    Backend, ExecGroth16Backend, Groth16Backend, Groth16Files, ProofInput,
+    Backend, ExecGroth16Backend, Groth16Backend, Groth16Files, ParamsError, ProofInput,
 };
-use zkfleet_prover::config::{BackendKind, Cli, Command, LogFormat, ProveArgs, ServeArgs};
+use zkfleet_prover::config::{
+    BackendKind, Cli, Command, LogFormat, ProveArgs, ResolvedFiles, ServeArgs,
+};
 use zkfleet_prover::groth16::{json, preprocessed};
+use zkfleet_prover::params;
 use zkfleet_prover::server::{AppState, router};
 
 fn main() -> anyhow::Result<()> {
@@ -98,17 +101,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, backend = args.backend.name(), "serving");
 
-    // Load in the background: health and metrics answer meanwhile, and a bad
-    // parameter file leaves the pod up, not ready, with the reason on /readyz.
-    let loader = state.clone();
-    let files = Groth16Files {
-        zkey: args.zkey.clone(),
-        zkey_sha256: args.zkey_sha256.clone(),
-        wasm: args.wasm.clone(),
-        wasm_sha256: args.wasm_sha256.clone(),
-        cache_dir: args.cache_dir.clone(),
-    };
-    let kind = args.backend;
+    // Flag mistakes stop the process; anything found while fetching or
+    // loading leaves the pod up, not ready, with the reason on /readyz.
+    let parameters = args
+        .parameters()
+        .map_err(anyhow::Error::msg)
+        .context("parameters flags")?;
     let template = match &args.exec_template {
         Some(t) => t.split_whitespace().map(str::to_string).collect(),
         None => zkfleet_prover::exec::profile_template(
@@ -117,35 +115,22 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .context("exec profile has no template")?,
     };
-    let (exec_workdir, timeout) = (
-        args.exec_workdir.clone(),
-        Duration::from_secs(args.proof_timeout_seconds),
-    );
-    tokio::task::spawn_blocking(move || {
+    let loader = state.clone();
+    let load = Load {
+        args: args.clone(),
+        parameters,
+        template,
+    };
+    tokio::spawn(async move {
         let start = Instant::now();
-        let loaded = Groth16Backend::load(&files).map(|b| {
-            let digest = format!("sha256:{}", b.report.digest);
-            tracing::info!(
+        let loaded = load.run(&loader).await;
+        match &loaded {
+            Ok((_, digest)) => tracing::info!(
                 digest,
-                from_cache = b.report.from_cache,
-                seconds = b.report.seconds,
-                note = b.report.cache_note.as_deref().unwrap_or(""),
-                "parameters loaded"
-            );
-            let backend: Arc<dyn Backend> = match kind {
-                BackendKind::Groth16Bn254 => b,
-                BackendKind::Exec => Arc::new(ExecGroth16Backend {
-                    inner: b,
-                    zkey: files.zkey.clone(),
-                    template,
-                    work_root: exec_workdir,
-                    timeout,
-                }),
-            };
-            (backend, digest)
-        });
-        if let Err(e) = &loaded {
-            tracing::error!(code = e.code(), "parameters not loaded: {e}");
+                seconds = start.elapsed().as_secs_f64(),
+                "parameters ready"
+            ),
+            Err(e) => tracing::error!(code = e.code(), "parameters not loaded: {e}"),
         }
         loader.set_params(loaded, start.elapsed().as_secs_f64());
     });
@@ -171,6 +156,90 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Everything the background parameters load needs.
+struct Load {
+    args: ServeArgs,
+    parameters: Option<(params::Spec, ResolvedFiles)>,
+    template: Vec<String>,
+}
+
+impl Load {
+    /// Fetches and checks the parameter files (when a source is configured),
+    /// then loads the backend from them.
+    async fn run(self, state: &AppState) -> Result<(Arc<dyn Backend>, String), ParamsError> {
+        let args = self.args;
+        let (files, checked) = match self.parameters {
+            None => (
+                Groth16Files {
+                    zkey: args.zkey.clone(),
+                    zkey_sha256: args.zkey_sha256.clone(),
+                    wasm: args.wasm.clone(),
+                    wasm_sha256: args.wasm_sha256.clone(),
+                    cache_dir: args.cache_dir.clone(),
+                },
+                false,
+            ),
+            Some((spec, names)) => {
+                let fetched = params::fetch(&spec, args.cache_dir.as_deref()).await?;
+                state.set_parameter_files(fetched.clone());
+                if let (params::Source::Url(_), Some(dir)) = (&spec.source, &args.parameters_dir) {
+                    params::link_into(&fetched, dir)?;
+                }
+                let file = |name: &str| {
+                    fetched.get(name).ok_or_else(|| {
+                        ParamsError::Invalid(format!("{name} is not among the parameter files"))
+                    })
+                };
+                let zkey = file(&names.zkey)?;
+                let wasm = names.wasm.as_deref().map(file).transpose()?;
+                (
+                    Groth16Files {
+                        zkey: zkey.path.clone(),
+                        zkey_sha256: Some(zkey.sha256.hex()),
+                        wasm: wasm.map(|w| w.path.clone()),
+                        wasm_sha256: wasm.map(|w| w.sha256.hex()),
+                        cache_dir: args.cache_dir.clone(),
+                    },
+                    true,
+                )
+            }
+        };
+        let (kind, template, timeout) = (
+            args.backend,
+            self.template,
+            Duration::from_secs(args.proof_timeout_seconds),
+        );
+        tokio::task::spawn_blocking(move || {
+            let b = if checked {
+                Groth16Backend::load_checked(&files)?
+            } else {
+                Groth16Backend::load(&files)?
+            };
+            let digest = format!("sha256:{}", b.report.digest);
+            tracing::info!(
+                digest,
+                from_cache = b.report.from_cache,
+                seconds = b.report.seconds,
+                note = b.report.cache_note.as_deref().unwrap_or(""),
+                "proving key loaded"
+            );
+            let backend: Arc<dyn Backend> = match kind {
+                BackendKind::Groth16Bn254 => b,
+                BackendKind::Exec => Arc::new(ExecGroth16Backend {
+                    inner: b,
+                    zkey: files.zkey.clone(),
+                    template,
+                    work_root: args.exec_workdir,
+                    timeout,
+                }),
+            };
+            Ok((backend, digest))
+        })
+        .await
+        .map_err(|e| ParamsError::Invalid(format!("loading task failed: {e}")))?
+    }
 }
 
 async fn shutdown_signal() {

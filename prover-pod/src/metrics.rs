@@ -1,7 +1,8 @@
 //! Prometheus metrics of the prover pod (`zkfleet_prover_*`).
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry,
 };
 
 pub struct Metrics {
@@ -11,6 +12,8 @@ pub struct Metrics {
     pub active_proofs: IntGauge,
     pub free_slots: IntGauge,
     pub parameters_load_seconds: Gauge,
+    pub parameters_fetch_seconds: Gauge,
+    pub parameters_downloaded_bytes: IntCounter,
     pub build_info: GaugeVec,
 }
 
@@ -39,7 +42,15 @@ impl Metrics {
         let free_slots = IntGauge::new("zkfleet_prover_free_slots", "Proof slots free now.")?;
         let parameters_load_seconds = Gauge::new(
             "zkfleet_prover_parameters_load_seconds",
-            "Time the last parameters load took.",
+            "Time the last parameters load took: fetching, digest checks and parsing.",
+        )?;
+        let parameters_fetch_seconds = Gauge::new(
+            "zkfleet_prover_parameters_fetch_seconds",
+            "Time the last parameters load spent fetching files and checking their sha256.",
+        )?;
+        let parameters_downloaded_bytes = IntCounter::new(
+            "zkfleet_prover_parameters_downloaded_bytes_total",
+            "Bytes of parameter files downloaded (cache hits download nothing).",
         )?;
         let build_info = GaugeVec::new(
             Opts::new(
@@ -53,6 +64,8 @@ impl Metrics {
         registry.register(Box::new(active_proofs.clone()))?;
         registry.register(Box::new(free_slots.clone()))?;
         registry.register(Box::new(parameters_load_seconds.clone()))?;
+        registry.register(Box::new(parameters_fetch_seconds.clone()))?;
+        registry.register(Box::new(parameters_downloaded_bytes.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -64,6 +77,8 @@ impl Metrics {
             active_proofs,
             free_slots,
             parameters_load_seconds,
+            parameters_fetch_seconds,
+            parameters_downloaded_bytes,
             build_info,
         })
     }

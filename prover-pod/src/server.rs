@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use crate::backend::{Backend, BackendError, ParamsError, ProofInput};
 use crate::groth16::json::ProofJson;
 use crate::metrics::Metrics;
+use crate::params::Fetched;
 
 /// Where parameter loading stands.
 pub enum Params {
@@ -42,6 +43,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub draining: std::sync::atomic::AtomicBool,
     pub metrics: Metrics,
+    /// The parameter files as fetched and checked (when a source is configured).
+    pub parameter_files: RwLock<Option<Fetched>>,
+    /// How long the last parameters load took, fetching included.
+    pub load_seconds: RwLock<Option<f64>>,
 }
 
 impl AppState {
@@ -64,6 +69,8 @@ impl AppState {
             max_body_bytes,
             draining: Default::default(),
             metrics,
+            parameter_files: RwLock::new(None),
+            load_seconds: RwLock::new(None),
         }))
     }
 
@@ -74,12 +81,26 @@ impl AppState {
         seconds: f64,
     ) {
         self.metrics.parameters_load_seconds.set(seconds);
+        if let Ok(mut s) = self.load_seconds.write() {
+            *s = Some(seconds);
+        }
         let next = match loaded {
             Ok((backend, digest)) => Params::Ready { backend, digest },
             Err(e) => Params::Failed(e),
         };
         if let Ok(mut p) = self.params.write() {
             *p = next;
+        }
+    }
+
+    /// Records the parameter files once they are fetched and checked.
+    pub fn set_parameter_files(&self, fetched: Fetched) {
+        self.metrics.parameters_fetch_seconds.set(fetched.seconds);
+        self.metrics
+            .parameters_downloaded_bytes
+            .inc_by(fetched.downloaded_bytes());
+        if let Ok(mut f) = self.parameter_files.write() {
+            *f = Some(fetched);
         }
     }
 
@@ -295,9 +316,22 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         ),
         _ => (false, None),
     };
+    let load_seconds = state.load_seconds.read().ok().and_then(|s| *s);
+    let files = state
+        .parameter_files
+        .read()
+        .ok()
+        .and_then(|f| f.as_ref().map(|f| json!(f.files)));
     Json(json!({
         "backend": state.backend_name,
-        "parameters": {"version": state.parameters_version, "digest": digest(&state), "ready": ready, "error": error},
+        "parameters": {
+            "version": state.parameters_version,
+            "digest": digest(&state),
+            "ready": ready,
+            "error": error,
+            "load_seconds": load_seconds,
+            "files": files,
+        },
         "slots": state.total_slots,
         "free_slots": state.slots.available_permits(),
         "mode": "cpu",

@@ -211,6 +211,58 @@ fn truncated_or_foreign_zkeys_are_errors() {
     );
 }
 
+/// A G2 point on the curve but outside the prime-order subgroup, in zkey
+/// bytes (Montgomery limbs, little-endian).
+fn g2_outside_subgroup() -> Vec<u8> {
+    use ark_bn254::{Fq2, G2Affine};
+    let mut x = Fq2::one();
+    loop {
+        if let Some(p) = G2Affine::get_point_from_x_unchecked(x, true)
+            && !p.is_in_correct_subgroup_assuming_on_curve()
+        {
+            return [p.x.c0, p.x.c1, p.y.c0, p.y.c1]
+                .iter()
+                .flat_map(|f| f.0.0.iter().flat_map(|l| l.to_le_bytes()))
+                .collect();
+        }
+        x += Fq2::one();
+    }
+}
+
+#[test]
+fn proving_key_points_outside_the_subgroup_only_yield_proofs_that_fail() {
+    let dir = circuit("mulchain");
+    let bytes = std::fs::read(dir.join("circuit.zkey")).unwrap();
+    let bad = g2_outside_subgroup();
+
+    // In the verification key (delta2): refused.
+    let mut in_vk = bytes.clone();
+    let delta2 = section_offset(&bytes, 2) + 84 + 64 + 64 + 128 + 128 + 64;
+    in_vk[delta2..delta2 + 128].copy_from_slice(&bad);
+    assert_eq!(
+        zkey::parse(&in_vk, true).unwrap_err(),
+        ZkeyError::InvalidPoint {
+            what: "delta2",
+            index: 0
+        }
+    );
+
+    // In the proving key (B2 #1, weighted by the public output): loaded,
+    // but its proofs are rejected by the verifier.
+    let mut in_pk = bytes.clone();
+    let b2 = section_offset(&bytes, 7) + 128;
+    in_pk[b2..b2 + 128].copy_from_slice(&bad);
+    let p = Prover::new(zkey::parse(&in_pk, true).unwrap()).unwrap();
+    let w = wtns::parse(&std::fs::read(dir.join("witness.wtns")).unwrap()).unwrap();
+    let (proof, public) = p.prove(&w).unwrap();
+    assert!(!p.verify(&proof, &public).unwrap());
+    assert!(
+        prover("mulchain")
+            .verify(&proof, &public)
+            .is_ok_and(|ok| !ok)
+    );
+}
+
 fn section_offset(zkey: &[u8], wanted: u32) -> usize {
     let mut pos = 12;
     loop {

@@ -1,5 +1,5 @@
 //! Reads snarkjs `.zkey` proving keys (Groth16, BN254), in parallel and with
-//! every curve point checked.
+//! every curve point checked (see [`parse`] for which checks each point gets).
 //!
 //! Layout (all integers little-endian): magic `zkey`, version, section count,
 //! then sections `(type u32, size u64, bytes)`. Field elements are 32-byte
@@ -109,14 +109,30 @@ fn g1(b: &[u8], check: bool) -> Option<G1Affine> {
     (!check || p.is_on_curve()).then_some(p)
 }
 
-fn g2(b: &[u8], check: bool) -> Option<G2Affine> {
+/// How much of a G2 point to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum G2Check {
+    /// Trust the bytes (a preprocessed key whose digest was checked).
+    Nothing,
+    /// On the curve, not necessarily in the prime-order subgroup: proving-key points.
+    OnCurve,
+    /// On the curve and in the subgroup: verification-key points.
+    Subgroup,
+}
+
+fn g2(b: &[u8], check: G2Check) -> Option<G2Affine> {
     let x = Fq2::new(fq_mont(&b[..32])?, fq_mont(&b[32..64])?);
     let y = Fq2::new(fq_mont(&b[64..96])?, fq_mont(&b[96..128])?);
     if x.is_zero() && y.is_zero() {
         return Some(G2Affine::zero());
     }
     let p = G2Affine::new_unchecked(x, y);
-    (!check || (p.is_on_curve() && p.is_in_correct_subgroup_assuming_on_curve())).then_some(p)
+    let ok = match check {
+        G2Check::Nothing => true,
+        G2Check::OnCurve => p.is_on_curve(),
+        G2Check::Subgroup => p.is_on_curve() && p.is_in_correct_subgroup_assuming_on_curve(),
+    };
+    ok.then_some(p)
 }
 
 fn g1_vec(
@@ -143,7 +159,7 @@ fn g2_vec(
     bytes: &[u8],
     n: usize,
     what: &'static str,
-    check: bool,
+    check: G2Check,
 ) -> Result<Vec<G2Affine>, ZkeyError> {
     if bytes.len() != n * G2_BYTES {
         return Err(ZkeyError::Malformed(format!(
@@ -167,9 +183,11 @@ fn bn254_q_bytes() -> Vec<u8> {
     Fq::MODULUS.0.iter().flat_map(|l| l.to_le_bytes()).collect()
 }
 
-/// Parses a zkey. With `check`, every point is checked to be on the curve and
-/// in the right subgroup (in parallel); without, the bytes are trusted (use
-/// only for files whose digest was checked before).
+/// Parses a zkey. With `check`, every point is checked to be on the curve
+/// (in parallel), and the verification key's G2 points also to be in the
+/// prime-order subgroup; without, the proving-key bytes are trusted (use only
+/// for files whose digest was checked before). The verification key is
+/// always fully checked.
 pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
     if buf.len() < 4 || &buf[..4] != b"zkey" {
         return Err(ZkeyError::NotAZkey);
@@ -231,11 +249,11 @@ pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
         |what| g1(h.take(G1_BYTES)?, true).ok_or(ZkeyError::InvalidPoint { what, index: 0 });
     let alpha_g1 = one_g1("alpha1")?;
     let beta_g1 = one_g1("beta1")?;
-    let beta_g2 = g2(h.take(G2_BYTES)?, true).ok_or(ZkeyError::InvalidPoint {
+    let beta_g2 = g2(h.take(G2_BYTES)?, G2Check::Subgroup).ok_or(ZkeyError::InvalidPoint {
         what: "beta2",
         index: 0,
     })?;
-    let gamma_g2 = g2(h.take(G2_BYTES)?, true).ok_or(ZkeyError::InvalidPoint {
+    let gamma_g2 = g2(h.take(G2_BYTES)?, G2Check::Subgroup).ok_or(ZkeyError::InvalidPoint {
         what: "gamma2",
         index: 0,
     })?;
@@ -243,7 +261,7 @@ pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
         what: "delta1",
         index: 0,
     })?;
-    let delta_g2 = g2(h.take(G2_BYTES)?, true).ok_or(ZkeyError::InvalidPoint {
+    let delta_g2 = g2(h.take(G2_BYTES)?, G2Check::Subgroup).ok_or(ZkeyError::InvalidPoint {
         what: "delta2",
         index: 0,
     })?;
@@ -258,11 +276,24 @@ pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
         section(9)?,
     );
     let n_private = n_vars - n_public - 1;
+    // Proving-key G2 points are checked on the curve but not in the subgroup
+    // (the subgroup check is ~all of a first load). That is safe: the zkey is
+    // authenticated by its sha256 before it is parsed, and a point outside
+    // the subgroup can only make the prover emit proofs that fail
+    // verification, while every proof is verified (by the operator, and by
+    // /v1/verify) against the verification key, whose points (alpha, beta,
+    // gamma, delta, IC) keep their full checks. G1 has cofactor 1, so on the
+    // curve already means in the group there.
+    let proving_key_g2 = if check {
+        G2Check::OnCurve
+    } else {
+        G2Check::Nothing
+    };
     // The big sections are independent: parse them side by side, each in parallel.
     let ((ic, (a_query, b_g1_query)), ((b_g2_query, l_query), (h_query, coeffs))) = rayon::join(
         || {
             rayon::join(
-                || g1_vec(s3, n_public + 1, "IC", check),
+                || g1_vec(s3, n_public + 1, "IC", true),
                 || {
                     rayon::join(
                         || g1_vec(s5, n_vars, "A", check),
@@ -275,7 +306,7 @@ pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
             rayon::join(
                 || {
                     rayon::join(
-                        || g2_vec(s7, n_vars, "B2", check),
+                        || g2_vec(s7, n_vars, "B2", proving_key_g2),
                         || g1_vec(s8, n_private, "C", check),
                     )
                 },

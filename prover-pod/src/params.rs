@@ -1,0 +1,541 @@
+//! Parameters loader: fetches the pod's parameter files from an https URL, an
+//! object store (`s3://`, `gs://`, `az://`) or a mounted directory, checks
+//! each against its sha256 before use, and caches downloads by digest in a
+//! node-local directory so a restart or a second pod on the node downloads
+//! nothing.
+//!
+//! Cache layout: `<cache>/files/<sha256 hex>`. A download streams into a
+//! temporary file in that directory while it is hashed, and is renamed to its
+//! final name only once the digest matches, so a partial or wrong download is
+//! never used and never shadows a good one.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt as _;
+
+/// A sha256 digest, written `sha256:<64 hex>` or bare hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Lowercase hex, without the `sha256:` prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl FromStr for Digest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hex_part = s.strip_prefix("sha256:").unwrap_or(s);
+        let mut out = [0u8; 32];
+        if hex_part.len() != 64 || hex::decode_to_slice(hex_part, &mut out).is_err() {
+            return Err(format!(
+                "{s:?} is not a sha256 digest (64 hex characters, optionally prefixed sha256:)"
+            ));
+        }
+        Ok(Digest(out))
+    }
+}
+
+/// One parameter file: its name (no directories) and expected sha256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FileSpec {
+    pub name: String,
+    pub sha256: Digest,
+}
+
+impl FileSpec {
+    pub fn new(name: &str, sha256: Digest) -> Result<Self, String> {
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !plain {
+            return Err(format!(
+                "parameter file name {name:?} must be a plain file name (letters, digits, '.', '_', '-')"
+            ));
+        }
+        Ok(FileSpec {
+            name: name.to_string(),
+            sha256,
+        })
+    }
+}
+
+impl FromStr for FileSpec {
+    type Err = String;
+    /// `NAME=SHA256`, as in `circuit.zkey=3b1f…`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, digest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not NAME=SHA256"))?;
+        FileSpec::new(name.trim(), digest.trim().parse()?)
+    }
+}
+
+/// Where the files come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A local or mounted directory (ConfigMap, PVC or image volume); files are
+    /// used in place after their digest is checked.
+    Dir(PathBuf),
+    /// A base URL (`https://`, `http://`, `s3://`, `gs://`, `az://`); each
+    /// file is fetched from `<url>/<name>` into the cache.
+    Url(String),
+}
+
+/// What to load: a source and the files with their digests.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub source: Source,
+    pub files: Vec<FileSpec>,
+}
+
+/// How one file was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Read from the mounted directory.
+    Dir,
+    /// Found in the node-local cache, nothing downloaded.
+    Cache,
+    /// Downloaded now.
+    Download,
+}
+
+/// A parameter file on local disk whose digest has been checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct LocalFile {
+    pub name: String,
+    pub sha256: Digest,
+    pub path: PathBuf,
+    pub origin: Origin,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Every file of a [`Spec`], checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fetched {
+    pub files: Vec<LocalFile>,
+    pub seconds: f64,
+}
+
+impl Fetched {
+    pub fn get(&self, name: &str) -> Option<&LocalFile> {
+        self.files.iter().find(|f| f.name == name)
+    }
+    pub fn downloaded_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .filter(|f| f.origin == Origin::Download)
+            .map(|f| f.bytes)
+            .sum()
+    }
+}
+
+/// Why the parameters could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(
+        "parameters digest {expected} does not match file {name} (its sha256 is {actual}); fix the file or its sha256 in the parameters"
+    )]
+    DigestMismatch {
+        name: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("parameter file {name} is unavailable: {message}")]
+    Unavailable { name: String, message: String },
+    #[error("parameters are misconfigured: {0}")]
+    Config(String),
+}
+
+/// The cached copy of a file with this digest.
+pub fn cache_path(cache_dir: &Path, digest: &Digest) -> PathBuf {
+    cache_dir.join("files").join(digest.hex())
+}
+
+/// Fetches and checks every file of `spec`. Downloads need `cache_dir`.
+pub async fn fetch(spec: &Spec, cache_dir: Option<&Path>) -> Result<Fetched, FetchError> {
+    let start = Instant::now();
+    let mut files = Vec::with_capacity(spec.files.len());
+    match &spec.source {
+        Source::Dir(dir) => {
+            for f in &spec.files {
+                let t = Instant::now();
+                let path = dir.join(&f.name);
+                let bytes =
+                    check_file(path.clone(), f)
+                        .await?
+                        .ok_or_else(|| FetchError::Unavailable {
+                            name: f.name.clone(),
+                            message: format!("{} does not exist", path.display()),
+                        })?;
+                files.push(LocalFile {
+                    name: f.name.clone(),
+                    sha256: f.sha256,
+                    path,
+                    origin: Origin::Dir,
+                    bytes,
+                    seconds: t.elapsed().as_secs_f64(),
+                });
+            }
+        }
+        Source::Url(url) => {
+            let cache_dir = cache_dir.ok_or_else(|| {
+                FetchError::Config(
+                    "fetching from a URL needs a cache directory (--cache-dir)".into(),
+                )
+            })?;
+            let remote = Remote::new(url)?;
+            let dir = cache_dir.join("files");
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| FetchError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            for f in &spec.files {
+                files.push(remote.fetch(f, cache_dir).await?);
+            }
+        }
+    }
+    Ok(Fetched {
+        files,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Hashes a local file and compares it with `f.sha256`: `Ok(None)` when the
+/// file does not exist, its size when it matches.
+async fn check_file(path: PathBuf, f: &FileSpec) -> Result<Option<u64>, FetchError> {
+    let name = f.name.clone();
+    let hashed = tokio::task::spawn_blocking(move || hash_file(&path))
+        .await
+        .map_err(|e| FetchError::Unavailable {
+            name: name.clone(),
+            message: format!("hashing task failed: {e}"),
+        })?;
+    match hashed {
+        Ok((actual, bytes)) if actual == f.sha256 => Ok(Some(bytes)),
+        Ok((actual, _)) => Err(FetchError::DigestMismatch {
+            name,
+            expected: f.sha256,
+            actual,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FetchError::Unavailable {
+            name,
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((Digest(hasher.finalize().into()), total))
+}
+
+/// Refuses a parameters URL whose scheme this loader cannot fetch from.
+pub fn check_url(url: &str) -> Result<(), String> {
+    match url.split_once("://") {
+        Some(("https" | "http" | "s3" | "gs" | "az", rest)) if !rest.is_empty() => Ok(()),
+        _ => Err(format!(
+            "unsupported parameters URL {url:?}: use https://, s3://, gs:// or az:// followed by a host or bucket"
+        )),
+    }
+}
+
+/// An object store and the prefix the files live under.
+struct Remote {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+}
+
+impl Remote {
+    fn new(url: &str) -> Result<Self, FetchError> {
+        let url = url.trim_end_matches('/');
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| FetchError::Config(format!("{url:?} is not a URL")))?;
+        let bad = |e: object_store::Error| FetchError::Config(format!("{url}: {e}"));
+        // Generous overall timeout: zkeys of large circuits are gigabytes.
+        let client = object_store::ClientOptions::new()
+            .with_timeout(Duration::from_secs(3600))
+            .with_allow_http(scheme == "http");
+        let retry = object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(15),
+                base: 2.0,
+            },
+            max_retries: 5,
+            retry_timeout: Duration::from_secs(120),
+        };
+        // Object stores take the bucket (container) from the URL and
+        // credentials from the standard environment variables
+        // (AWS_*, GOOGLE_*, AZURE_*); the rest of the path is a prefix.
+        let bucket_prefix = || rest.split_once('/').map_or("", |(_, p)| p);
+        let (store, prefix): (Arc<dyn ObjectStore>, &str) = match scheme {
+            "https" | "http" => (
+                Arc::new(
+                    object_store::http::HttpBuilder::new()
+                        .with_url(url)
+                        .with_client_options(client)
+                        .with_retry(retry)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                "",
+            ),
+            "s3" => (
+                Arc::new(
+                    object_store::aws::AmazonS3Builder::from_env()
+                        .with_url(url)
+                        .with_client_options(client)
+                        .with_retry(retry)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                bucket_prefix(),
+            ),
+            "gs" => (
+                Arc::new(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_url(url)
+                        .with_client_options(client)
+                        .with_retry(retry)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                bucket_prefix(),
+            ),
+            "az" => (
+                Arc::new(
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_url(url)
+                        .with_client_options(client)
+                        .with_retry(retry)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                bucket_prefix(),
+            ),
+            other => {
+                return Err(FetchError::Config(format!(
+                    "unsupported parameters URL scheme {other:?}: use https://, s3://, gs:// or az://"
+                )));
+            }
+        };
+        let prefix = StorePath::parse(prefix)
+            .map_err(|e| FetchError::Config(format!("{url}: bad path: {e}")))?;
+        Ok(Remote {
+            url: url.to_string(),
+            store,
+            prefix,
+        })
+    }
+
+    /// The file from the cache, or downloaded into it.
+    async fn fetch(&self, f: &FileSpec, cache_dir: &Path) -> Result<LocalFile, FetchError> {
+        let start = Instant::now();
+        let path = cache_path(cache_dir, &f.sha256);
+        let local = |origin, bytes| LocalFile {
+            name: f.name.clone(),
+            sha256: f.sha256,
+            path: path.clone(),
+            origin,
+            bytes,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        // A cached file was checked before it got its name; hashing it again
+        // costs little next to parsing and catches a damaged disk.
+        match check_file(path.clone(), f).await {
+            Ok(Some(bytes)) => return Ok(local(Origin::Cache, bytes)),
+            Ok(None) => {}
+            Err(FetchError::DigestMismatch { actual, .. }) => {
+                tracing::warn!(file = f.name, %actual, "cached parameter file is damaged; downloading it again");
+                let _ = tokio::fs::remove_file(&path).await;
+            }
+            Err(e) => return Err(e),
+        }
+        let bytes = self.download(f, &path).await?;
+        tracing::info!(
+            file = f.name,
+            bytes,
+            seconds = start.elapsed().as_secs_f64(),
+            "parameter file downloaded"
+        );
+        Ok(local(Origin::Download, bytes))
+    }
+
+    async fn download(&self, f: &FileSpec, dest: &Path) -> Result<u64, FetchError> {
+        let unavailable = |message: String| FetchError::Unavailable {
+            name: f.name.clone(),
+            message,
+        };
+        let location = self.prefix.clone().join(f.name.as_str());
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".download-")
+            .tempfile_in(dir)
+            .map_err(|e| unavailable(format!("cannot create a file in {}: {e}", dir.display())))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+        let result = self
+            .store
+            .get(&location)
+            .await
+            .map_err(|e| unavailable(format!("GET {}/{}: {e}", self.url, f.name)))?;
+        let mut stream = result.into_stream();
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                unavailable(format!(
+                    "download of {}/{} broke off: {e}",
+                    self.url, f.name
+                ))
+            })?;
+            hasher.update(&chunk);
+            total += chunk.len() as u64;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| unavailable(format!("writing {}: {e}", dir.display())))?;
+        }
+        let actual = Digest(hasher.finalize().into());
+        if actual != f.sha256 {
+            // Dropping `tmp` deletes the partial file.
+            return Err(FetchError::DigestMismatch {
+                name: f.name.clone(),
+                expected: f.sha256,
+                actual,
+            });
+        }
+        out.flush()
+            .await
+            .map_err(|e| unavailable(format!("writing {}: {e}", dir.display())))?;
+        out.into_inner()
+            .sync_all()
+            .await
+            .map_err(|e| unavailable(format!("writing {}: {e}", dir.display())))?;
+        // Another pod may have renamed the same bytes into place meanwhile;
+        // replacing them is harmless.
+        tmp.persist(dest)
+            .map_err(|e| unavailable(format!("cannot store {}: {e}", dest.display())))?;
+        Ok(total)
+    }
+}
+
+/// Makes `<dir>/<name>` point at each fetched file, so tools that expect the
+/// files under their names (exec templates' `{params}`) find them.
+pub fn link_into(fetched: &Fetched, dir: &Path) -> Result<(), FetchError> {
+    for f in &fetched.files {
+        let target = dir.join(&f.name);
+        if target == f.path {
+            continue;
+        }
+        let err = |e: std::io::Error| FetchError::Unavailable {
+            name: f.name.clone(),
+            message: format!("cannot link {} into {}: {e}", f.name, dir.display()),
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let tmp = dir.join(format!(".{}.link", f.name));
+        let _ = std::fs::remove_file(&tmp);
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&f.path, &tmp).map_err(err)?;
+        #[cfg(not(unix))]
+        std::fs::copy(&f.path, &tmp).map_err(err)?;
+        std::fs::rename(&tmp, &target).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_parse_with_or_without_prefix() {
+        let hex = "ab".repeat(32);
+        let a: Digest = hex.parse().unwrap();
+        let b: Digest = format!("sha256:{hex}").parse().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), format!("sha256:{hex}"));
+        assert!("abc".parse::<Digest>().is_err());
+        assert!("zz".repeat(32).parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn file_specs_are_plain_names_with_digests() {
+        let f: FileSpec = format!("circuit.zkey={}", "01".repeat(32)).parse().unwrap();
+        assert_eq!(f.name, "circuit.zkey");
+        assert!(
+            format!("../x={}", "01".repeat(32))
+                .parse::<FileSpec>()
+                .is_err()
+        );
+        assert!(
+            format!("a/b={}", "01".repeat(32))
+                .parse::<FileSpec>()
+                .is_err()
+        );
+        assert!("circuit.zkey".parse::<FileSpec>().is_err());
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused() {
+        assert!(matches!(
+            Remote::new("ftp://example/x").map(|_| ()),
+            Err(FetchError::Config(_))
+        ));
+    }
+}
