@@ -24,7 +24,7 @@ unit:
 ## Real-cluster tests: brings the local cluster up if needed (e2e/cluster).
 e2e: cluster-up
 	e2e/scripts/build-images.sh
-	KUBECONFIG=$${ZKFLEET_CLUSTER_DIR:-/var/lib/zkfleet-e2e}/admin.kubeconfig \
+	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
 	  cargo test -p zkfleet-e2e --test '*' -- --test-threads 4
 
 cluster-up:

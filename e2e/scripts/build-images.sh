@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds zkfleet's static binaries for musl and imports them into the
-# cluster's containerd as images tagged with the workspace version, so pods
-# with imagePullPolicy IfNotPresent run them.
+# Builds zkfleet's static binaries for musl (the operator, the prover and the
+# e2e test server) and imports them into the cluster's containerd as images
+# tagged with the workspace version, so pods with imagePullPolicy IfNotPresent
+# run them (the chart's defaults point at these references).
 #   build-images.sh [PACKAGE:BINARY:IMAGE]...   (default: every image below)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,7 +13,11 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
 
 images=("$@")
 if [ ${#images[@]} -eq 0 ]; then
-  images=("zkfleet-e2e-testserver:zkfleet-e2e-testserver:zkfleet.local/e2e-testserver:$version")
+  images=(
+    "zkfleet-e2e-testserver:zkfleet-e2e-testserver:zkfleet.local/e2e-testserver:$version"
+    "zkfleet-operator:zkfleet-operator:zkfleet.local/zkfleet-operator:$version"
+    "zkfleet-prover:zkfleet-prover:zkfleet.local/zkfleet-prover:$version"
+  )
 fi
 
 # ring and other C dependencies need a musl C compiler.
@@ -25,6 +30,12 @@ rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl |
 for spec in "${images[@]}"; do
   IFS=: read -r package binary image tag <<<"$spec"
   (cd "$repo" && cargo build -q --release --target x86_64-unknown-linux-musl -p "$package" --bin "$binary")
-  "$here/scripts/oci-image.sh" --binary "$target_dir/x86_64-unknown-linux-musl/release/$binary" \
+  bin=$target_dir/x86_64-unknown-linux-musl/release/$binary
+  # The images hold nothing but the binary: it must not need a dynamic loader or libc.
+  if command -v file >/dev/null && ! file -b "$bin" | grep -q 'statically linked\|static-pie linked'; then
+    echo "build-images.sh: $bin is not statically linked: $(file -b "$bin")" >&2
+    exit 1
+  fi
+  "$here/scripts/oci-image.sh" --binary "$bin" \
     --image "$image:$tag" --import
 done

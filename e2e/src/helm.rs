@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{conditions, wait::await_condition};
@@ -127,6 +128,39 @@ pub struct Release {
 /// installs CRDs only when they are missing and never upgrades them, and the
 /// e2e cluster outlives changes to the Rust types.
 pub async fn install_chart(ns: &TestNamespace, values: &str) -> anyhow::Result<Release> {
+    install(ns, values, &[]).await
+}
+
+/// Installs `charts/zkfleet` into `ns` with an operator that watches only `ns`
+/// (`watchNamespace`), so tests running side by side each have their own
+/// operator and never reconcile each other's pools; `values` (YAML) come on
+/// top. Waits until the operator leads: one of its pods holds the Lease and is
+/// Ready.
+pub async fn install_operator(ns: &TestNamespace, values: &str) -> anyhow::Result<Release> {
+    let release = install(ns, values, &[format!("watchNamespace={}", ns.name)]).await?;
+    ns.wait_for::<Deployment>(
+        &release.operator,
+        "an operator pod to become the Ready leader",
+        Duration::from_secs(180),
+        |d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                >= 1
+        },
+    )
+    .await?;
+    Ok(release)
+}
+
+/// `helm install` with `values` on stdin and each of `set_strings` as a
+/// `--set-string KEY=VALUE`.
+async fn install(
+    ns: &TestNamespace,
+    values: &str,
+    set_strings: &[String],
+) -> anyhow::Result<Release> {
     apply_crds(ns).await?;
     let name = ns.name.clone();
     let mut install = helm()?;
@@ -136,6 +170,9 @@ pub async fn install_chart(ns: &TestNamespace, values: &str) -> anyhow::Result<R
         "--values",
         "-",
     ]);
+    for set in set_strings {
+        install.args(["--set-string", set]);
+    }
     let values = values.to_string();
     tokio::task::spawn_blocking(move || run(install, &values))
         .await?

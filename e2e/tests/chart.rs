@@ -287,6 +287,8 @@ fn defaults_render_two_hardened_operator_replicas() {
         ),
         ("ZKFLEET_LEASE_NAME", "zkfleet-operator".into()),
         ("ZKFLEET_ROLLOUT_DEADLINE_SECONDS", "300".into()),
+        // Empty: every namespace.
+        ("ZKFLEET_WATCH_NAMESPACE", String::new()),
     ] {
         assert_eq!(env_value(&c, name), Some(value), "env {name}");
     }
@@ -365,6 +367,10 @@ fn custom_values_set_images_replicas_and_resources() {
         env_value(&c, "ZKFLEET_ROLLOUT_DEADLINE_SECONDS").as_deref(),
         Some("120")
     );
+    assert_eq!(
+        env_value(&c, "ZKFLEET_WATCH_NAMESPACE").as_deref(),
+        Some("provers")
+    );
     let resources = c.resources.unwrap();
     let q = |s: &str| Quantity(s.to_string());
     assert_eq!(
@@ -391,6 +397,15 @@ fn scheduling_values_pass_through_and_one_replica_has_no_disruption_budget() {
     let out = render(&ci_file("scheduling-values.yaml"));
     let deploy = out.one::<Deployment>();
     assert_eq!(deploy.spec.as_ref().unwrap().replicas, Some(1));
+    // Empty: each prover pod caches in its own emptyDir.
+    assert_eq!(
+        env_value(
+            &operator_container(&deploy),
+            "ZKFLEET_PARAMETERS_CACHE_PATH"
+        )
+        .as_deref(),
+        Some("")
+    );
     let pod = deploy.spec.unwrap().template.spec.unwrap();
     assert_eq!(
         pod.node_selector,
@@ -591,6 +606,7 @@ fn values_schema_refuses_bad_values_with_a_clear_message() {
             "prover:\n  parametersCachePath: relative/dir\n",
             "/prover/parametersCachePath",
         ),
+        ("watchNamespace: Team_A\n", "/watchNamespace"),
         (
             "rolloutDeadlineSeconds: \"600\"\n",
             "/rolloutDeadlineSeconds",
@@ -688,7 +704,10 @@ async fn helm_install_creates_the_operator_objects_on_the_cluster() {
         )
         .await
         .unwrap();
-    let release = install_chart(&ns, "").await.unwrap();
+    // Only this namespace: the operator must not touch other tests' pools.
+    let release = install_chart(&ns, &format!("watchNamespace: {}\n", ns.name))
+        .await
+        .unwrap();
     let client = ns.client.clone();
     let name = release.operator.clone();
     assert_eq!(name, format!("{}-zkfleet-operator", ns.name));

@@ -204,17 +204,36 @@ spec:
     .unwrap();
 
     let url = format!("http://backend.{}.svc.cluster.local:80/", ns.name);
-    ns.create::<Pod>(&one_shot_pod("client", &["fetch", &url], None))
-        .await
-        .unwrap();
-    let done = ns
-        .wait_for::<Pod>("client", "the client pod to finish", 2 * MINUTE, |p| {
-            matches!(pod_phase(p), "Succeeded" | "Failed")
-        })
-        .await
-        .unwrap();
-    let out = logs(&ns, "client").await;
-    assert_eq!(pod_phase(&done), "Succeeded", "client output: {out}");
+    // kube-proxy programs a new Service a moment after its endpoint is ready, and on a busy
+    // node (namespaces of earlier tests being deleted) that moment can outlast a pod start:
+    // until then the ClusterIP refuses connections. A new client then tries again.
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 0;
+    let (done, out) = loop {
+        attempt += 1;
+        let client = format!("client-{attempt}");
+        ns.create::<Pod>(&one_shot_pod(&client, &["fetch", &url], None))
+            .await
+            .unwrap();
+        let done = ns
+            .wait_for::<Pod>(&client, "the client pod to finish", 2 * MINUTE, |p| {
+                matches!(pod_phase(p), "Succeeded" | "Failed")
+            })
+            .await
+            .unwrap();
+        let out = logs(&ns, &client).await;
+        if pod_phase(&done) == "Succeeded"
+            || !out.contains("Connection refused")
+            || attempt == ATTEMPTS
+        {
+            break (done, out);
+        }
+    };
+    assert_eq!(
+        pod_phase(&done),
+        "Succeeded",
+        "client output (attempt {attempt}): {out}"
+    );
     assert!(
         out.starts_with("zkfleet-testserver backend-"),
         "client output: {out}"

@@ -41,8 +41,17 @@ pub struct Cli {
     #[arg(long, env = "ZKFLEET_LEASE_NAME", default_value = "zkfleet-operator")]
     pub lease_name: String,
 
-    /// Directory on each node under which prover pods cache parameters, one subdirectory per
-    /// parameters digest (mounted as a hostPath; must be writable by uid 65532).
+    /// Only namespace whose ProverPools (with their children and pods) this operator watches,
+    /// lists and reconciles; unset or empty: every namespace. Lets several operators share a
+    /// cluster, each with its own namespace. The leader Lease stays in --namespace.
+    #[arg(long, env = "ZKFLEET_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Directory on each node where prover pods cache downloaded parameter files and
+    /// preprocessed proving keys, named by sha256 (a hostPath, created by the kubelet if
+    /// missing). The kubelet creates it owned by root: prepare it owned by uid 65532 on the
+    /// nodes. Unwritable, it costs ConfigMap and PVC pools only the reuse, but URL pools cannot
+    /// download. Empty: no node cache, each pod caches in its own emptyDir.
     #[arg(
         long,
         env = "ZKFLEET_PARAMETERS_CACHE_PATH",
@@ -62,6 +71,11 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The namespace to restrict every watch and list to, `None` for the whole cluster.
+    pub fn watch_namespace(&self) -> Option<String> {
+        self.watch_namespace.clone().filter(|ns| !ns.is_empty())
+    }
+
     /// `--identity`, else the host name, else a fixed name (single-replica use only).
     pub fn identity(&self) -> String {
         self.identity
@@ -102,9 +116,29 @@ mod tests {
         assert_eq!(cli.parameters_cache_path, "/var/lib/zkfleet/parameters");
         assert_eq!(cli.rollout_deadline_seconds, 300);
         assert!(!cli.identity().is_empty());
+        assert_eq!(cli.watch_namespace(), None, "every namespace by default");
         assert!(
             Cli::try_parse_from(["zkfleet-operator", "--namespace", "x"]).is_err(),
             "--prover-image is required"
         );
+    }
+
+    #[test]
+    fn watch_namespace_restricts_only_when_not_empty() {
+        let parse = |extra: &[&str]| {
+            let base = [
+                "zkfleet-operator",
+                "--prover-image",
+                "i:1",
+                "--namespace",
+                "ops",
+            ];
+            Cli::try_parse_from(base.iter().chain(extra)).unwrap()
+        };
+        assert_eq!(
+            parse(&["--watch-namespace", "team-a"]).watch_namespace(),
+            Some("team-a".into())
+        );
+        assert_eq!(parse(&["--watch-namespace", ""]).watch_namespace(), None);
     }
 }

@@ -24,7 +24,13 @@ use crate::{pool, telemetry};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     let identity = cli.identity();
-    info!(version = env!("CARGO_PKG_VERSION"), %identity, namespace = %cli.namespace, "starting");
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %identity,
+        namespace = %cli.namespace,
+        watch_namespace = cli.watch_namespace().as_deref().unwrap_or("(all)"),
+        "starting"
+    );
 
     let client = Client::try_default()
         .await
@@ -77,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             parameters_cache_path: cli.parameters_cache_path.clone(),
         },
         rollout_deadline: Duration::from_secs(cli.rollout_deadline_seconds),
+        watch_namespace: cli.watch_namespace(),
     });
     let controllers = pool::run(ctx, shutdown(shutdown_rx.clone()));
 

@@ -345,20 +345,7 @@ fn volumes(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -
     };
     vec![
         parameters_volume,
-        Volume {
-            name: "parameters-cache".into(),
-            // One directory per content digest, so pods of the same parameters on a node share
-            // the preprocessed keys, and a rotation never reads another set's cache.
-            host_path: Some(HostPathVolumeSource {
-                path: format!(
-                    "{}/{}",
-                    ctx.parameters_cache_path.trim_end_matches('/'),
-                    params::digest_hex(parameters)
-                ),
-                type_: Some("DirectoryOrCreate".into()),
-            }),
-            ..Volume::default()
-        },
+        parameters_cache(ctx),
         Volume {
             name: "dispatcher-token".into(),
             secret: Some(SecretVolumeSource {
@@ -370,6 +357,26 @@ fn volumes(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -
         },
         empty_dir("tmp"),
     ]
+}
+
+/// The node-local parameters cache: the configured node directory as a whole, because the
+/// prover names every entry by its sha256, so sets never read each other's files. Not one
+/// hostPath per digest: the kubelet would create each of those owned by root, unwritable by the
+/// prover however the node prepared the parent. No path configured: a cache that lives as long
+/// as the pod.
+fn parameters_cache(ctx: &BuildContext) -> Volume {
+    let path = ctx.parameters_cache_path.trim_end_matches('/');
+    if path.is_empty() {
+        return empty_dir("parameters-cache");
+    }
+    Volume {
+        name: "parameters-cache".into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.into(),
+            type_: Some("DirectoryOrCreate".into()),
+        }),
+        ..Volume::default()
+    }
 }
 
 fn empty_dir(name: &str) -> Volume {
@@ -603,8 +610,47 @@ mod tests {
     }
 
     #[test]
+    fn parameters_cache_is_the_node_directory_or_an_empty_dir() {
+        let pool = pool(GPU_POOL);
+        let serving = Serving::fresh(&pool.spec.parameters);
+        let cache = |path: &str| {
+            let ctx = BuildContext {
+                parameters_cache_path: path.into(),
+                ..ctx()
+            };
+            let d = deployment(&pool, &serving, &ctx);
+            pod(&d)
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == "parameters-cache")
+                .cloned()
+                .unwrap()
+        };
+        // Sets share the node directory (entries are named by sha256), so a rotation needs no
+        // new directory that the kubelet would create owned by root.
+        let a = cache("/mnt/zk-cache/");
+        assert_eq!(a.host_path.as_ref().unwrap().path, "/mnt/zk-cache");
+        let mut rotated = pool.spec.parameters.clone();
+        rotated.files[0].sha256 = "9".repeat(64);
+        let d = deployment(&pool, &Serving::fresh(&rotated), &ctx());
+        assert!(
+            pod(&d)
+                .volumes
+                .iter()
+                .flatten()
+                .any(|v| v.host_path.as_ref().map(|h| h.path.as_str())
+                    == Some("/var/lib/zkfleet/parameters"))
+        );
+        // No node directory configured: the pod's own writable cache.
+        let b = cache("");
+        assert!(b.host_path.is_none());
+        assert!(b.empty_dir.is_some());
+    }
+
+    #[test]
     fn mounts_parameters_cache_token_and_tmp() {
-        let (pool, d) = build(GPU_POOL);
+        let (_, d) = build(GPU_POOL);
         let pod = pod(&d);
         let volumes: BTreeMap<_, _> = pod
             .volumes
@@ -617,13 +663,8 @@ mod tests {
             "multiplier-params"
         );
         let host_path = volumes["parameters-cache"].host_path.as_ref().unwrap();
-        assert_eq!(
-            host_path.path,
-            format!(
-                "/var/lib/zkfleet/parameters/{}",
-                params::digest_hex(&pool.spec.parameters)
-            )
-        );
+        assert_eq!(host_path.path, "/var/lib/zkfleet/parameters");
+        assert_eq!(host_path.type_.as_deref(), Some("DirectoryOrCreate"));
         assert_eq!(
             volumes["dispatcher-token"]
                 .secret

@@ -1,5 +1,7 @@
-//! Reads what a pass needs from the cluster: the pool's Deployment, its pods and the stored
-//! dispatcher token.
+//! Reads what a pass needs from the cluster: the pool's Deployment, its pods, the stored
+//! dispatcher token, and what unready provers say about themselves.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -19,6 +21,8 @@ pub struct World {
     pub pods: Vec<Pod>,
     /// The token already stored in the pool's Secret.
     pub token: Option<DispatcherToken>,
+    /// Why running prover pods are not ready, by pod name, as their provers say.
+    pub not_ready: BTreeMap<String, String>,
 }
 
 /// Why reading the world failed. All transient: the pass is retried with backoff.
@@ -82,9 +86,11 @@ pub async fn fetch(client: &Client, pool: &ProverPool) -> Result<World, FetchErr
         .map_err(|source| FetchError::GetTokenSecret { name, source })?
         .as_ref()
         .and_then(DispatcherToken::from_secret);
+    let not_ready = super::readiness::not_ready_reasons(&pods).await;
     Ok(World {
         deployment,
         pods,
         token,
+        not_ready,
     })
 }

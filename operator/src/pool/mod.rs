@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod events;
 pub mod fetch;
+pub mod readiness;
 pub mod rollout;
 pub mod status;
 pub mod validate;
@@ -55,6 +56,20 @@ pub struct Context {
     pub build: BuildContext,
     /// How long a parameters rotation may take before it is rolled back.
     pub rollout_deadline: Duration,
+    /// The one namespace watched, or `None` for every namespace.
+    pub watch_namespace: Option<String>,
+}
+
+/// An API over `namespace`, or over every namespace when it is `None`.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Why a pass failed. All transient: the pass is retried with backoff.
@@ -85,25 +100,26 @@ impl Error {
 /// Runs the controller until `shutdown` resolves; passes in flight then finish.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
+    let ns = ctx.watch_namespace.as_deref();
     let resource = ApiResource::erase::<ProverPool>(&());
-    let pools: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let pools: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
     // Only children this operator labelled are watched: never every Secret in the cluster.
     let ours =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
     let pod_owner = resource.clone();
     Controller::new_with(pools, watcher::Config::default(), resource)
-        .owns(Api::<Deployment>::all(client.clone()), ours.clone())
-        .owns(Api::<Service>::all(client.clone()), ours.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), ours.clone())
-        .owns(Api::<Secret>::all(client.clone()), ours.clone())
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            ours.clone(),
-        )
-        .owns(Api::<NetworkPolicy>::all(client.clone()), ours.clone())
+        .owns(scoped::<Deployment>(&client, ns), ours.clone())
+        .owns(scoped::<Service>(&client, ns), ours.clone())
+        .owns(scoped::<ServiceAccount>(&client, ns), ours.clone())
+        .owns(scoped::<Secret>(&client, ns), ours.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, ns), ours.clone())
+        .owns(scoped::<NetworkPolicy>(&client, ns), ours.clone())
         // Pods belong to ReplicaSets, not to the pool; their label names the pool. Their
         // readiness and scheduling feed the pool's status.
-        .watches(Api::<Pod>::all(client), ours, move |pod: Pod| {
+        .watches(scoped::<Pod>(&client, ns), ours, move |pod: Pod| {
             let ns = pod.namespace()?;
             let pool = pod.labels().get(POOL_LABEL)?.clone();
             Some(ObjectRef::new_with(&pool, pod_owner.clone()).within(&ns))
@@ -195,6 +211,7 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
         &pool,
         world.deployment.as_ref(),
         &world.pods,
+        &world.not_ready,
         now,
         ctx.rollout_deadline,
     );

@@ -2,6 +2,7 @@
 //! parameters the template serves now, whether a rotation finished, and when one that did not
 //! become ready in time goes back to the previous parameters. Pure, so every branch is tested.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -52,11 +53,13 @@ pub fn deployment_complete(deployment: &Deployment) -> bool {
 }
 
 /// Decides the parameters side of a pass. `deployment` is the Deployment as found before this
-/// pass applied anything; `deadline` is how long a rotation may take to become ready.
+/// pass applied anything; `not_ready` says, by pod name, why running provers are not ready
+/// (their `/readyz` answer); `deadline` is how long a rotation may take to become ready.
 pub fn decide(
     pool: &ProverPool,
     deployment: Option<&Deployment>,
     pods: &[Pod],
+    not_ready: &BTreeMap<String, String>,
     now: Timestamp,
     deadline: Duration,
 ) -> Decision {
@@ -79,6 +82,7 @@ pub fn decide(
             &prior,
             complete,
             pods,
+            not_ready,
             now,
             deadline,
         );
@@ -142,7 +146,7 @@ pub fn decide(
         ..observed
     };
     settle(
-        pool, deployment, serving, &prior, complete, pods, now, deadline,
+        pool, deployment, serving, &prior, complete, pods, not_ready, now, deadline,
     )
 }
 
@@ -155,6 +159,7 @@ fn settle(
     prior: &ParametersStatus,
     complete: bool,
     pods: &[Pod],
+    not_ready: &BTreeMap<String, String>,
     now: Timestamp,
     deadline: Duration,
 ) -> Decision {
@@ -204,7 +209,7 @@ fn settle(
         };
     }
 
-    let mut why = failure_message(&serving, &target, pods, deadline);
+    let mut why = failure_message(&serving, &target, pods, not_ready, deadline);
     if let Some(failure) = deployment.and_then(super::status::replica_failure) {
         why.push_str(&format!("; pods cannot be created: {failure}"));
     }
@@ -261,6 +266,7 @@ fn failure_message(
     serving: &Serving,
     target: &ParametersRevision,
     pods: &[Pod],
+    not_ready: &BTreeMap<String, String>,
     deadline: Duration,
 ) -> String {
     let fp = params::fingerprint(&serving.target);
@@ -277,7 +283,14 @@ fn failure_message(
     new_pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let details: Vec<String> = new_pods
         .iter()
-        .filter_map(|p| pod_problem(p))
+        .filter_map(|p| {
+            // A prover that runs says best why it is not ready; the kubelet only knows that.
+            let name = p.metadata.name.as_deref().unwrap_or("<pod>");
+            match not_ready.get(name) {
+                Some(reason) => Some(format!("pod {name}: prover not ready: {reason}")),
+                None => pod_problem(p),
+            }
+        })
         .take(2)
         .collect();
     let mut message = format!(
@@ -422,7 +435,7 @@ mod tests {
     #[test]
     fn first_template_progresses_then_completes() {
         let pool = pool(GPU_POOL);
-        let first = decide(&pool, None, &[], at(0), DEADLINE);
+        let first = decide(&pool, None, &[], &BTreeMap::new(), at(0), DEADLINE);
         assert_eq!(first.serving, Serving::fresh(&pool.spec.parameters));
         assert_eq!(first.status.rollout, Some(RolloutState::Progressing));
         assert_eq!(
@@ -433,7 +446,7 @@ mod tests {
 
         let pool = with_status(pool, first.status);
         let d = applied(&pool, &first.serving, true);
-        let done = decide(&pool, Some(&d), &[], at(30), DEADLINE);
+        let done = decide(&pool, Some(&d), &[], &BTreeMap::new(), at(30), DEADLINE);
         assert_eq!(done.status.rollout, Some(RolloutState::Complete));
         assert_eq!(done.status.previous, None);
     }
@@ -441,17 +454,24 @@ mod tests {
     #[test]
     fn first_template_that_never_loads_fails_without_rollback() {
         let pool = pool(GPU_POOL);
-        let first = decide(&pool, None, &[], at(0), DEADLINE);
+        let first = decide(&pool, None, &[], &BTreeMap::new(), at(0), DEADLINE);
         let pool = with_status(pool, first.status);
         let d = applied(&pool, &first.serving, false);
         let fp = params::fingerprint(&pool.spec.parameters);
-        let late = decide(&pool, Some(&d), &[crashing_pod(&fp)], at(301), DEADLINE);
+        let late = decide(
+            &pool,
+            Some(&d),
+            &[crashing_pod(&fp)],
+            &BTreeMap::new(),
+            at(301),
+            DEADLINE,
+        );
         assert_eq!(late.status.rollout, Some(RolloutState::Failed));
         assert_eq!(late.serving.target, pool.spec.parameters);
         assert!(matches!(late.event, Some(RolloutEvent::Failed { .. })));
         // Failing again is not news.
         let pool = with_status(pool, late.status);
-        let later = decide(&pool, Some(&d), &[], at(400), DEADLINE);
+        let later = decide(&pool, Some(&d), &[], &BTreeMap::new(), at(400), DEADLINE);
         assert_eq!(later.status.rollout, Some(RolloutState::Failed));
         assert_eq!(
             later.status,
@@ -472,7 +492,7 @@ mod tests {
         let d = applied(&v1, &serving_v1, true);
         let v2 = with_status(with_version(&v1, "v2", 'b'), v1_done);
 
-        let started = decide(&v2, Some(&d), &[], at(0), DEADLINE);
+        let started = decide(&v2, Some(&d), &[], &BTreeMap::new(), at(0), DEADLINE);
         assert_eq!(started.serving.target, v2.spec.parameters);
         assert_eq!(started.serving.previous, Some(v1.spec.parameters.clone()));
         assert_eq!(started.status.rollout, Some(RolloutState::Progressing));
@@ -490,18 +510,80 @@ mod tests {
         // Still rolling within the deadline: nothing new happens.
         let v2 = with_status(v2, started.status.clone());
         let d2 = applied(&v2, &started.serving, false);
-        let rolling = decide(&v2, Some(&d2), &[], at(200), DEADLINE);
+        let rolling = decide(&v2, Some(&d2), &[], &BTreeMap::new(), at(200), DEADLINE);
         assert_eq!(rolling.status, started.status);
         assert_eq!(rolling.serving, started.serving);
         assert_eq!(rolling.event, None);
 
         // Ready: complete, previous still shown.
         let d2 = applied(&v2, &started.serving, true);
-        let done = decide(&v2, Some(&d2), &[], at(250), DEADLINE);
+        let done = decide(&v2, Some(&d2), &[], &BTreeMap::new(), at(250), DEADLINE);
         assert_eq!(done.status.rollout, Some(RolloutState::Complete));
         assert_eq!(done.status.current.as_ref().unwrap().version, "v2");
         assert_eq!(done.status.previous.as_ref().unwrap().version, "v1");
         assert_eq!(done.event, None);
+    }
+
+    #[test]
+    fn rollback_message_quotes_the_prover_of_a_running_unready_pod() {
+        let v1 = with_version(&pool(GPU_POOL), "v1", 'a');
+        let v2 = with_version(&v1, "v2", 'b');
+        let serving = Serving {
+            target: v2.spec.parameters.clone(),
+            previous: Some(v1.spec.parameters.clone()),
+            rolled_back: None,
+        };
+        let v2 = with_status(
+            v2,
+            ParametersStatus {
+                current: Some(params::revision(&serving.target)),
+                previous: Some(params::revision(&v1.spec.parameters)),
+                rollout: Some(RolloutState::Progressing),
+                rollout_start_time: Some(Time(at(0))),
+                message: None,
+            },
+        );
+        let d = applied(&v2, &serving, false);
+        let fp = params::fingerprint(&v2.spec.parameters);
+        let unready: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "gpu-pool-prover-new", "labels": {PARAMETERS_LABEL: fp}},
+            "status": {"conditions": [{"type": "Ready", "status": "False",
+                "message": "containers with unready status: [prover]"}]}
+        }))
+        .unwrap();
+        let said = BTreeMap::from([(
+            "gpu-pool-prover-new".to_string(),
+            "parameters digest sha256:bbbb does not match file circuit.zkey".to_string(),
+        )]);
+        let decision = decide(
+            &v2,
+            Some(&d),
+            std::slice::from_ref(&unready),
+            &said,
+            at(301),
+            DEADLINE,
+        );
+        let message = decision.status.message.unwrap();
+        assert!(
+            message.contains(
+                "pod gpu-pool-prover-new: prover not ready: parameters digest sha256:bbbb does not match file circuit.zkey"
+            ),
+            "{message}"
+        );
+        // Without the prover's answer, the kubelet's words are all there is.
+        let decision = decide(
+            &v2,
+            Some(&d),
+            &[unready],
+            &BTreeMap::new(),
+            at(301),
+            DEADLINE,
+        );
+        let message = decision.status.message.unwrap();
+        assert!(
+            message.contains("not ready: containers with unready status"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -525,7 +607,14 @@ mod tests {
         );
         let d = applied(&v2, &serving, false);
         let fp = params::fingerprint(&v2.spec.parameters);
-        let decision = decide(&v2, Some(&d), &[crashing_pod(&fp)], at(301), DEADLINE);
+        let decision = decide(
+            &v2,
+            Some(&d),
+            &[crashing_pod(&fp)],
+            &BTreeMap::new(),
+            at(301),
+            DEADLINE,
+        );
 
         assert_eq!(decision.serving.target, v1.spec.parameters);
         assert_eq!(decision.serving.rolled_back, Some(fp));
@@ -544,7 +633,7 @@ mod tests {
         // Next pass: the rolled-back parameters are not retried while the spec is unchanged.
         let v2 = with_status(v2, decision.status.clone());
         let d = applied(&v2, &decision.serving, true);
-        let after = decide(&v2, Some(&d), &[], at(400), DEADLINE);
+        let after = decide(&v2, Some(&d), &[], &BTreeMap::new(), at(400), DEADLINE);
         assert_eq!(after.serving, decision.serving);
         assert_eq!(after.status.rollout, Some(RolloutState::RolledBack));
         assert_eq!(after.status.message, Some(message));
@@ -552,14 +641,14 @@ mod tests {
 
         // A fixed spec rotates again, from the restored set.
         let v3 = with_version(&v2, "v3", 'c');
-        let next = decide(&v3, Some(&d), &[], at(500), DEADLINE);
+        let next = decide(&v3, Some(&d), &[], &BTreeMap::new(), at(500), DEADLINE);
         assert_eq!(next.serving.target, v3.spec.parameters);
         assert_eq!(next.serving.previous, Some(v1.spec.parameters.clone()));
         assert_eq!(next.status.rollout, Some(RolloutState::Progressing));
 
         // Reverting the spec to the restored set completes without a rotation.
         let back = with_version(&v2, "v1", 'a');
-        let reverted = decide(&back, Some(&d), &[], at(500), DEADLINE);
+        let reverted = decide(&back, Some(&d), &[], &BTreeMap::new(), at(500), DEADLINE);
         assert_eq!(reverted.serving.target, v1.spec.parameters);
         assert_eq!(reverted.serving.rolled_back, None);
         assert_eq!(reverted.status.rollout, Some(RolloutState::Complete));
@@ -579,7 +668,7 @@ mod tests {
             },
         );
         let d = applied(&pool, &serving, false);
-        let decision = decide(&pool, Some(&d), &[], at(10_000), DEADLINE);
+        let decision = decide(&pool, Some(&d), &[], &BTreeMap::new(), at(10_000), DEADLINE);
         assert_eq!(decision.status.rollout, Some(RolloutState::Complete));
         assert_eq!(decision.event, None);
     }
