@@ -242,9 +242,9 @@ impl Drop for Release {
     }
 }
 
-/// Applies `charts/zkfleet/crds/*.yaml` server-side and waits until each is
-/// established.
-async fn apply_crds(ns: &TestNamespace) -> anyhow::Result<()> {
+/// Applies `charts/zkfleet/crds/*.yaml` server-side, exactly as the chart
+/// ships them, and waits until each is established.
+pub async fn apply_crds(ns: &TestNamespace) -> anyhow::Result<()> {
     let crds = Api::<CustomResourceDefinition>::all(ns.client.clone());
     let dir = chart_dir().join("crds");
     let mut files: Vec<_> = std::fs::read_dir(&dir)

@@ -3,46 +3,16 @@
 //! with the message its `# expect:` line names.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
-use kube::runtime::{conditions, wait::await_condition};
 use kube::{Api, ResourceExt};
 use serde::Deserialize;
 use zkfleet_e2e::TestNamespace;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Installs the generated CRDs exactly as the chart ships them.
-async fn install_crds(ns: &TestNamespace) {
-    let crds = Api::<CustomResourceDefinition>::all(ns.client.clone());
-    for file in ["proverpools.zkfleet.dev.yaml", "proofjobs.zkfleet.dev.yaml"] {
-        let path = repo().join("charts/zkfleet/crds").join(file);
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("zkfleet-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("the API server refused {}: {e}", path.display()));
-        let established = tokio::time::timeout(
-            Duration::from_secs(60),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await;
-        assert!(
-            matches!(established, Ok(Ok(_))),
-            "{name} not established: {established:?}"
-        );
-    }
+    zkfleet_e2e::helm::repo_dir()
 }
 
 fn api_for(ns: &TestNamespace, obj: &DynamicObject) -> Api<DynamicObject> {
@@ -79,7 +49,9 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test]
 async fn samples_are_accepted_and_bad_manifests_refused_with_their_message() {
     let ns = TestNamespace::new("crds").await.unwrap();
-    install_crds(&ns).await;
+    zkfleet_e2e::helm::apply_crds(&ns)
+        .await
+        .expect("the generated CRDs install");
     let server_dry_run = PostParams {
         dry_run: true,
         ..Default::default()

@@ -191,6 +191,39 @@ pub fn cache_path(cache_dir: &Path, digest: &Digest) -> PathBuf {
     cache_dir.join("files").join(digest.hex())
 }
 
+/// Where downloads are cached: `cache_dir` when this process can write there,
+/// else a pod-local directory under the temp dir. The node-local cache is
+/// usually a hostPath, which the kubelet creates owned by root when the node
+/// has not prepared it; the non-root prover must still become ready, only
+/// without sharing its downloads with other pods on the node.
+pub fn writable_cache_dir(cache_dir: &Path) -> Result<PathBuf, FetchError> {
+    let probe = |dir: &Path| -> std::io::Result<()> {
+        let files = dir.join("files");
+        std::fs::create_dir_all(&files)?;
+        tempfile::NamedTempFile::new_in(&files).map(drop)
+    };
+    match probe(cache_dir) {
+        Ok(()) => Ok(cache_dir.to_path_buf()),
+        Err(e) => {
+            let fallback = std::env::temp_dir().join("zkfleet-parameters");
+            tracing::warn!(
+                cache = %cache_dir.display(),
+                fallback = %fallback.display(),
+                error = %e,
+                "parameters cache is not writable; downloading into a pod-local directory"
+            );
+            probe(&fallback).map_err(|e2| {
+                FetchError::Config(format!(
+                    "cannot write the parameters cache {} ({e}) nor {} ({e2})",
+                    cache_dir.display(),
+                    fallback.display()
+                ))
+            })?;
+            Ok(fallback)
+        }
+    }
+}
+
 /// Fetches and checks every file of `spec`. Downloads need `cache_dir`.
 pub async fn fetch(spec: &Spec, cache_dir: Option<&Path>) -> Result<Fetched, FetchError> {
     let start = Instant::now();
@@ -224,12 +257,9 @@ pub async fn fetch(spec: &Spec, cache_dir: Option<&Path>) -> Result<Fetched, Fet
                 )
             })?;
             let remote = Remote::new(url)?;
-            let dir = cache_dir.join("files");
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| FetchError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            let cache_dir = writable_cache_dir(cache_dir)?;
             for f in &spec.files {
-                files.push(remote.fetch(f, cache_dir).await?);
+                files.push(remote.fetch(f, &cache_dir).await?);
             }
         }
     }

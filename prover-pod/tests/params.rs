@@ -353,3 +353,21 @@ fn the_pod_is_ready_only_once_its_downloaded_parameters_check_out() {
     assert_eq!(http(&pod.addr, "/healthz").unwrap().0, 200);
     rt.shutdown_background();
 }
+
+#[tokio::test]
+async fn an_unwritable_cache_falls_back_to_a_pod_local_directory() {
+    let (url, _) = file_server(&[("circuit.zkey", ZKEY)]).await;
+    // A plain file where the cache directory should be: nothing can be created
+    // under it, whoever runs the test (root ignores permission bits).
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    let want = spec(Source::Url(url), &[("circuit.zkey", ZKEY)]);
+    let fetched = params::fetch(&want, Some(blocker.path())).await.unwrap();
+    let file = fetched.get("circuit.zkey").unwrap();
+    assert!(
+        file.path
+            .starts_with(std::env::temp_dir().join("zkfleet-parameters")),
+        "downloaded to {}",
+        file.path.display()
+    );
+    assert_eq!(std::fs::read(&file.path).unwrap(), ZKEY);
+}
