@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::exec::{StoneInput, StoneInputError};
 use crate::groth16::json::{self, ProofJson};
 use crate::groth16::preprocessed::{self, LoadReport};
 use crate::groth16::witness::{WitnessCalculator, WitnessError};
@@ -16,11 +17,12 @@ use crate::groth16::{Groth16Error, Prover, wtns};
 use crate::params::FetchError;
 
 /// What to prove: circuit inputs (the witness is computed from the circuit's
-/// wasm) or a ready `.wtns` witness.
+/// wasm), a ready `.wtns` witness, or a Cairo run for Stone.
 #[derive(Clone, Debug)]
 pub enum ProofInput {
     Inputs(Value),
     Wtns(Vec<u8>),
+    Stone(StoneInput),
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -29,10 +31,11 @@ pub struct Timings {
     pub prove_ms: f64,
 }
 
-/// A proof in snarkjs form with its public signals.
+/// A proof as JSON (snarkjs form for Groth16, Stone's proof file for Stone)
+/// with its public signals (none for Stone: its public input is the request's).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ProofOutput {
-    pub proof: ProofJson,
+    pub proof: Value,
     pub public_signals: Vec<String>,
     pub timings: Timings,
 }
@@ -52,6 +55,16 @@ pub enum BackendError {
     NoWasm,
     #[error("{0}")]
     Exec(String),
+    #[error(transparent)]
+    StoneInput(#[from] StoneInputError),
+    #[error(
+        "this pod runs Stone (exec profile stone) and proves Cairo runs: send `stone` with publicInput, privateInput, trace and memory"
+    )]
+    StoneOnly,
+    #[error(
+        "this pod proves Groth16 circuits, not Cairo runs: send `inputs` or `witness`, or send `stone` to a pod started with --exec-profile stone"
+    )]
+    NotStone,
 }
 
 impl BackendError {
@@ -79,7 +92,20 @@ impl BackendError {
             BackendError::Proof(_) => "invalid_proof",
             BackendError::NoWasm => "inputs_unsupported",
             BackendError::Exec(_) => "prover_failed",
+            BackendError::StoneInput(StoneInputError::MissingSteps) => "missing_n_steps",
+            BackendError::StoneInput(
+                StoneInputError::BadSteps(..) | StoneInputError::NotANumber(_),
+            ) => "invalid_n_steps",
+            BackendError::StoneOnly | BackendError::NotStone => "wrong_input_kind",
         }
+    }
+
+    /// True when the request is malformed rather than unprovable (400, not 422).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            BackendError::StoneInput(_) | BackendError::StoneOnly | BackendError::NotStone
+        )
     }
 
     /// True when the request itself is at fault (4xx), false for the pod (5xx).
@@ -92,7 +118,19 @@ impl BackendError {
 pub trait Backend: Send + Sync {
     /// The backend name as in `ProverPool.spec.backend` (`groth16-bn254`, `exec`).
     fn name(&self) -> &'static str;
+    /// Refuses a request before it takes a slot (input of the wrong kind,
+    /// a Stone trace length no FRI layout fits).
+    fn check(&self, input: &ProofInput) -> Result<(), BackendError> {
+        match input {
+            ProofInput::Stone(_) => Err(BackendError::NotStone),
+            _ => Ok(()),
+        }
+    }
     fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError>;
+    /// Whether `verify` can check this backend's proofs.
+    fn verifies(&self) -> bool {
+        true
+    }
     fn verify(&self, proof: &ProofJson, public_signals: &[String]) -> Result<bool, BackendError>;
     /// snarkjs `verification_key.json`, when the backend has one.
     fn verification_key(&self) -> Option<Value>;
@@ -273,6 +311,7 @@ impl Groth16Backend {
                     .ok_or(BackendError::NoWasm)?
                     .calculate(&v)?,
             )),
+            ProofInput::Stone(_) => Err(BackendError::NotStone),
         }
     }
 }
@@ -307,7 +346,8 @@ impl Backend for ExecGroth16Backend {
             self.timeout,
         )
         .map_err(|e| BackendError::Exec(e.to_string()))?;
-        let proof: ProofJson = serde_json::from_value(proof).map_err(|e| {
+        // Checked for shape only: a proof.json that is not a Groth16 proof is the prover's fault.
+        serde_json::from_value::<ProofJson>(proof.clone()).map_err(|e| {
             BackendError::Exec(format!(
                 "prover wrote a proof.json that is not a groth16 proof: {e}"
             ))
@@ -345,12 +385,14 @@ impl Backend for Groth16Backend {
                 .ok_or(BackendError::NoWasm)?
                 .calculate(&v)?,
             ProofInput::Wtns(bytes) => wtns::parse(&bytes)?,
+            ProofInput::Stone(_) => return Err(BackendError::NotStone),
         };
         let witness_ms = ms(start);
         let start = Instant::now();
         let (proof, public) = self.prover.prove(&witness)?;
         Ok(ProofOutput {
-            proof: ProofJson::from_proof(&proof),
+            proof: serde_json::to_value(ProofJson::from_proof(&proof))
+                .map_err(|e| BackendError::Exec(format!("cannot write the proof as JSON: {e}")))?,
             public_signals: json::public_json(&public),
             timings: Timings {
                 witness_ms,
@@ -367,5 +409,67 @@ impl Backend for Groth16Backend {
 
     fn verification_key(&self) -> Option<Value> {
         Some(self.vk_json.clone())
+    }
+}
+
+/// The `exec` backend with the `stone` profile: StarkWare Stone's
+/// `cpu_air_prover` proves Cairo runs. The pod chooses the FRI parameters from
+/// each run's `n_steps`; it has no verifier for Stone proofs.
+pub struct StoneBackend {
+    pub template: Vec<String>,
+    pub work_root: Option<PathBuf>,
+    pub timeout: std::time::Duration,
+}
+
+impl Backend for StoneBackend {
+    fn name(&self) -> &'static str {
+        "exec"
+    }
+
+    fn check(&self, input: &ProofInput) -> Result<(), BackendError> {
+        match input {
+            ProofInput::Stone(s) => crate::exec::stone_fri_for(&s.public_input)
+                .map(drop)
+                .map_err(Into::into),
+            _ => Err(BackendError::StoneOnly),
+        }
+    }
+
+    fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError> {
+        let ProofInput::Stone(input) = input else {
+            return Err(BackendError::StoneOnly);
+        };
+        let fri = crate::exec::stone_fri_for(&input.public_input)?;
+        let start = Instant::now();
+        let proof = crate::exec::prove_stone_files(
+            &self.template,
+            &input,
+            &fri,
+            self.work_root.as_deref(),
+            self.timeout,
+        )
+        .map_err(|e| BackendError::Exec(e.to_string()))?;
+        Ok(ProofOutput {
+            proof,
+            public_signals: Vec::new(),
+            timings: Timings {
+                witness_ms: 0.0,
+                prove_ms: ms(start),
+            },
+        })
+    }
+
+    fn verifies(&self) -> bool {
+        false
+    }
+
+    fn verify(&self, _: &ProofJson, _: &[String]) -> Result<bool, BackendError> {
+        Err(BackendError::Exec(
+            "this pod does not verify Stone proofs".into(),
+        ))
+    }
+
+    fn verification_key(&self) -> Option<Value> {
+        None
     }
 }

@@ -52,6 +52,12 @@ pub enum ExecProfile {
     Snarkjs,
     /// `rapidsnark {zkey} {witness} {proof} {public}`.
     Rapidsnark,
+    /// StarkWare Stone's `cpu_air_prover` proving Cairo runs: POST /v1/prove
+    /// `{"stone": {"publicInput": {..}, "privateInput": {..}, "trace": b64,
+    /// "memory": b64}}` (n_steps a power of two ≥ 512); the pod writes
+    /// cpu_air_params.json (FRI parameters from n_steps) and
+    /// cpu_air_prover_config.json, and needs no zkey.
+    Stone,
 }
 
 impl ExecProfile {
@@ -59,6 +65,7 @@ impl ExecProfile {
         match self {
             ExecProfile::Snarkjs => "snarkjs",
             ExecProfile::Rapidsnark => "rapidsnark",
+            ExecProfile::Stone => "stone",
         }
     }
 }
@@ -186,6 +193,9 @@ pub struct ServeArgs {
     /// exec backend: a custom command instead of the profile's, arguments
     /// separated by spaces, with placeholders {zkey}, {witness}, {proof},
     /// {public} and {workdir}; it must write snarkjs proof.json/public.json.
+    /// For stone the placeholders are {proof}, {public_input},
+    /// {private_input}, {prover_config}, {parameters} and {workdir}, and a
+    /// command without placeholders is the program, Stone's flags appended.
     #[arg(long, env = "ZKFLEET_EXEC_TEMPLATE")]
     pub exec_template: Option<String>,
 
@@ -233,6 +243,11 @@ pub struct ResolvedFiles {
 }
 
 impl ServeArgs {
+    /// Whether this pod proves Cairo runs with Stone (no zkey, no wasm).
+    pub fn is_stone(&self) -> bool {
+        self.backend == BackendKind::Exec && self.exec_profile == ExecProfile::Stone
+    }
+
     /// The parameters to fetch and check before loading, when a source
     /// (--parameters-url or --parameters-dir) is given; `None` means the
     /// --zkey/--wasm paths are used directly. Errors are flag mistakes.
@@ -251,6 +266,14 @@ impl ServeArgs {
             );
         }
         let mut files = self.parameter_files.clone();
+        if self.is_stone() {
+            // Stone reads no parameter files of ours; any listed are fetched and checked.
+            let none = ResolvedFiles {
+                zkey: String::new(),
+                wasm: None,
+            };
+            return Ok(Some((Spec { source, files }, none)));
+        }
         let name_of = |p: &std::path::Path, flag: &str| {
             p.file_name()
                 .and_then(|n| n.to_str())

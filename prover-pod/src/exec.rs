@@ -107,6 +107,139 @@ pub fn stone_parameter_file(fri: &FriParameters, n_queries: u32, proof_of_work_b
     })
 }
 
+/// Defaults of the Stone profile: 18 queries with 24 proof-of-work bits
+/// (Stone's example, ~80 bits of security at blow-up 16), a last FRI layer of
+/// degree bound 64, and FRI steps of at most 4 (folding by 16).
+pub const STONE_N_QUERIES: u32 = 18;
+pub const STONE_PROOF_OF_WORK_BITS: u32 = 24;
+pub const STONE_LAST_LAYER_DEGREE_BOUND: u64 = 64;
+pub const STONE_MAX_FRI_STEP: u32 = 4;
+
+/// The `cpu_air_prover_config.json` the pod writes: Stone's own example
+/// settings, which keep the low-degree extension in memory only where it
+/// pays and split the work into tasks for all cores.
+pub fn stone_prover_config() -> Value {
+    json!({
+        "cached_lde_config": {
+            "store_full_lde": false,
+            "use_fft_for_eval": false,
+        },
+        "constraint_polynomial_task_size": 256,
+        "n_out_of_memory_merkle_layers": 1,
+        "table_prover_n_tasks_per_segment": 32,
+    })
+}
+
+/// Why a Stone request cannot be proved as given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoneInputError {
+    #[error(
+        "public_input has no n_steps: give the public input cairo-run wrote (--air_public_input), which holds n_steps"
+    )]
+    MissingSteps,
+    #[error(
+        "n_steps {0}: {1}; run the Cairo program with a step count that is a power of two of at least 512 (cairo-run --proof_mode pads the trace to one)"
+    )]
+    BadSteps(String, FriError),
+    #[error(
+        "n_steps {0} is not a whole number: give the power of two (at least 512) cairo-run wrote"
+    )]
+    NotANumber(String),
+}
+
+/// The FRI parameters for a Cairo run, from the `n_steps` of its public input.
+pub fn stone_fri_for(public_input: &Value) -> Result<FriParameters, StoneInputError> {
+    let n_steps = public_input
+        .get("n_steps")
+        .ok_or(StoneInputError::MissingSteps)?;
+    let n = n_steps
+        .as_u64()
+        .ok_or_else(|| StoneInputError::NotANumber(n_steps.to_string()))?;
+    fri_parameters(n, Some(STONE_LAST_LAYER_DEGREE_BOUND), STONE_MAX_FRI_STEP)
+        .map_err(|e| StoneInputError::BadSteps(n.to_string(), e))
+}
+
+/// One Stone proof's inputs: what `cairo-run` wrote for the program run.
+#[derive(Clone, Debug)]
+pub struct StoneInput {
+    /// `--air_public_input` JSON (holds `n_steps`, layout, memory segments).
+    pub public_input: Value,
+    /// `--air_private_input` JSON; its `trace_path` and `memory_path` are
+    /// replaced with the files the pod writes.
+    pub private_input: Value,
+    /// `--trace_file` bytes.
+    pub trace: Vec<u8>,
+    /// `--memory_file` bytes.
+    pub memory: Vec<u8>,
+}
+
+fn work_dir(work_root: Option<&Path>) -> Result<tempfile::TempDir, ExecError> {
+    Ok(match work_root {
+        Some(r) => tempfile::Builder::new().prefix("proof-").tempdir_in(r)?,
+        None => tempfile::Builder::new()
+            .prefix("zkfleet-proof-")
+            .tempdir()?,
+    })
+}
+
+fn read_json(p: &Path) -> Result<Value, ExecError> {
+    let bytes = std::fs::read(p)
+        .map_err(|e| ExecError::Output(format!("{} not written: {e}", p.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ExecError::Output(format!("{} is not JSON: {e}", p.display())))
+}
+
+/// A Stone proof: writes the inputs, `cpu_air_params.json` (from `fri`) and
+/// `cpu_air_prover_config.json` into a fresh directory, runs the template
+/// and returns the proof JSON it wrote to `{proof}`.
+pub fn prove_stone_files(
+    template: &[String],
+    input: &StoneInput,
+    fri: &FriParameters,
+    work_root: Option<&Path>,
+    timeout: Duration,
+) -> Result<Value, ExecError> {
+    let dir = work_dir(work_root)?;
+    let path = |name: &str| dir.path().join(name);
+    let (trace, memory) = (path("trace.bin"), path("memory.bin"));
+    std::fs::write(&trace, &input.trace)?;
+    std::fs::write(&memory, &input.memory)?;
+    let mut private = input.private_input.clone();
+    if let Some(obj) = private.as_object_mut() {
+        obj.insert("trace_path".into(), json!(trace.to_string_lossy()));
+        obj.insert("memory_path".into(), json!(memory.to_string_lossy()));
+    }
+    let write = |name: &str, v: &Value| -> Result<PathBuf, ExecError> {
+        let p = path(name);
+        std::fs::write(
+            &p,
+            serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?,
+        )?;
+        Ok(p)
+    };
+    let private = write("private_input.json", &private)?;
+    let public = write("public_input.json", &input.public_input)?;
+    let parameters = write(
+        "cpu_air_params.json",
+        &stone_parameter_file(fri, STONE_N_QUERIES, STONE_PROOF_OF_WORK_BITS),
+    )?;
+    let config = write("cpu_air_prover_config.json", &stone_prover_config())?;
+    let proof = path("proof.json");
+    let argv = render(
+        template,
+        &[
+            ("proof", &proof),
+            ("public_input", &public),
+            ("private_input", &private),
+            ("prover_config", &config),
+            ("parameters", &parameters),
+            ("workdir", dir.path()),
+        ],
+    )?;
+    run(&argv, dir.path(), timeout)?;
+    read_json(&proof)
+}
+
 /// Why an external prover run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -210,12 +343,7 @@ pub fn prove_groth16_files(
     work_root: Option<&Path>,
     timeout: Duration,
 ) -> Result<(Value, Vec<String>), ExecError> {
-    let dir = match work_root {
-        Some(r) => tempfile::Builder::new().prefix("proof-").tempdir_in(r)?,
-        None => tempfile::Builder::new()
-            .prefix("zkfleet-proof-")
-            .tempdir()?,
-    };
+    let dir = work_dir(work_root)?;
     let witness = dir.path().join("witness.wtns");
     std::fs::write(&witness, wtns)?;
     let (proof, public): (PathBuf, PathBuf) = (
@@ -233,16 +361,36 @@ pub fn prove_groth16_files(
         ],
     )?;
     run(&argv, dir.path(), timeout)?;
-    let read = |p: &Path| -> Result<Value, ExecError> {
-        let bytes = std::fs::read(p)
-            .map_err(|e| ExecError::Output(format!("{} not written: {e}", p.display())))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ExecError::Output(format!("{} is not JSON: {e}", p.display())))
-    };
-    let proof = read(&proof)?;
-    let public: Vec<String> = serde_json::from_value(read(&public)?)
+    let proof = read_json(&proof)?;
+    let public: Vec<String> = serde_json::from_value(read_json(&public)?)
         .map_err(|e| ExecError::Output(format!("public.json is not a list of strings: {e}")))?;
     Ok((proof, public))
+}
+
+/// The command a pod runs: the profile's, or a custom template. For
+/// `stone`, a template without placeholders names the program (and any
+/// leading arguments) and Stone's flags are appended, so a ProverPool command
+/// of just `[cpu_air_prover]` works.
+pub fn command(
+    profile: &str,
+    program: Option<&str>,
+    template: Option<&str>,
+) -> Option<Vec<String>> {
+    let custom: Option<Vec<String>> =
+        template.map(|t| t.split_whitespace().map(str::to_string).collect());
+    match custom {
+        Some(words)
+            if profile == "stone"
+                && !words.is_empty()
+                && !words.iter().any(|w| w.contains('{')) =>
+        {
+            let mut t = words;
+            t.extend(profile_template("stone", Some("-"))?.into_iter().skip(1));
+            Some(t)
+        }
+        Some(words) => Some(words),
+        None => profile_template(profile, program),
+    }
 }
 
 /// The default command of each profile.
@@ -393,6 +541,12 @@ mod tests {
             ),
             Err(ExecError::Spawn { .. })
         ));
+        // A stone command without placeholders is the program; the flags follow.
+        let c = command("stone", None, Some("sh /opt/prove.sh")).unwrap();
+        assert_eq!(c[..2], ["sh", "/opt/prove.sh"]);
+        assert!(c.iter().any(|a| a == "--parameter_file={parameters}"));
+        let own = command("stone", None, Some("p --out_file={proof}")).unwrap();
+        assert_eq!(own, ["p", "--out_file={proof}"]);
         let p = stone_parameter_file(&fri_parameters(16384, None, 4).unwrap(), 18, 24);
         assert_eq!(p["stark"]["fri"]["fri_step_list"], json!([0, 4, 4, 4]));
     }

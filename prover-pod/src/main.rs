@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use zkfleet_prover::backend::{
     Backend, ExecGroth16Backend, Groth16Backend, Groth16Files, ParamsError, ProofInput,
+    StoneBackend,
 };
 use zkfleet_prover::config::{
     BackendKind, Cli, Command, LogFormat, ProveArgs, ResolvedFiles, ServeArgs,
@@ -107,14 +108,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .parameters()
         .map_err(anyhow::Error::msg)
         .context("parameters flags")?;
-    let template = match &args.exec_template {
-        Some(t) => t.split_whitespace().map(str::to_string).collect(),
-        None => zkfleet_prover::exec::profile_template(
-            args.exec_profile.name(),
-            args.exec_program.as_deref(),
-        )
-        .context("exec profile has no template")?,
-    };
+    let template = zkfleet_prover::exec::command(
+        args.exec_profile.name(),
+        args.exec_program.as_deref(),
+        args.exec_template.as_deref(),
+    )
+    .context("exec profile has no template")?;
     let loader = state.clone();
     let load = Load {
         args: args.clone(),
@@ -170,6 +169,9 @@ impl Load {
     /// then loads the backend from them.
     async fn run(self, state: &AppState) -> Result<(Arc<dyn Backend>, String), ParamsError> {
         let args = self.args;
+        if args.is_stone() {
+            return load_stone(args, self.parameters, self.template, state).await;
+        }
         let (files, checked) = match self.parameters {
             None => (
                 Groth16Files {
@@ -240,6 +242,29 @@ impl Load {
         .await
         .map_err(|e| ParamsError::Invalid(format!("loading task failed: {e}")))?
     }
+}
+
+/// Stone needs no proving key: the pod is ready once any listed parameter
+/// files are fetched and checked.
+async fn load_stone(
+    args: ServeArgs,
+    parameters: Option<(params::Spec, ResolvedFiles)>,
+    template: Vec<String>,
+    state: &AppState,
+) -> Result<(Arc<dyn Backend>, String), ParamsError> {
+    if let Some((spec, _)) = parameters {
+        let fetched = params::fetch(&spec, args.cache_dir.as_deref()).await?;
+        state.set_parameter_files(fetched.clone());
+        if let (params::Source::Url(_), Some(dir)) = (&spec.source, &args.parameters_dir) {
+            params::link_into(&fetched, dir)?;
+        }
+    }
+    let backend: Arc<dyn Backend> = Arc::new(StoneBackend {
+        template,
+        work_root: args.exec_workdir,
+        timeout: Duration::from_secs(args.proof_timeout_seconds),
+    });
+    Ok((backend, String::new()))
 }
 
 async fn shutdown_signal() {

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::backend::{Backend, BackendError, ParamsError, ProofInput};
+use crate::exec::StoneInput;
 use crate::groth16::json::ProofJson;
 use crate::metrics::Metrics;
 use crate::params::Fetched;
@@ -172,7 +173,9 @@ impl ApiError {
 
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
-        let status = if e.is_client_error() {
+        let status = if e.is_bad_request() {
+            StatusCode::BAD_REQUEST
+        } else if e.is_client_error() {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -219,7 +222,7 @@ fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiE
     }
 }
 
-/// `POST /v1/prove` JSON body: exactly one of `inputs` and `witness`.
+/// `POST /v1/prove` JSON body: exactly one of `inputs`, `witness` and `stone`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProveRequest {
@@ -229,13 +232,55 @@ pub struct ProveRequest {
     pub inputs: Option<Value>,
     /// A `.wtns` witness, base64.
     pub witness: Option<String>,
+    /// A Cairo run to prove with Stone (pods with `--exec-profile stone`).
+    pub stone: Option<StoneRequest>,
+}
+
+/// A Cairo run as `cairo-run --proof_mode` writes it. The pod sets the
+/// private input's `trace_path`/`memory_path` to where it writes the files.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoneRequest {
+    /// `--air_public_input` JSON; its `n_steps` picks the FRI parameters.
+    pub public_input: serde_json::Map<String, Value>,
+    /// `--air_private_input` JSON.
+    pub private_input: serde_json::Map<String, Value>,
+    /// `--trace_file`, base64.
+    pub trace: String,
+    /// `--memory_file`, base64.
+    pub memory: String,
+}
+
+impl StoneRequest {
+    fn into_input(self) -> Result<StoneInput, ApiError> {
+        let decode = |name: &str, b64: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_stone_input",
+                        format!(
+                            "stone.{name} is not base64: {e}; send the file's bytes base64-encoded"
+                        ),
+                    )
+                })
+        };
+        Ok(StoneInput {
+            trace: decode("trace", &self.trace)?,
+            memory: decode("memory", &self.memory)?,
+            public_input: Value::Object(self.public_input),
+            private_input: Value::Object(self.private_input),
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 pub struct ProveResponse {
     pub backend: String,
     pub parameters: ParametersInfo,
-    pub proof: ProofJson,
+    /// snarkjs `proof.json` for Groth16; Stone's proof file for Stone.
+    pub proof: Value,
     pub public_signals: Vec<String>,
     pub timings: Value,
 }
@@ -409,9 +454,10 @@ async fn prove_inner(
     } else {
         let req: ProveRequest = serde_json::from_slice(&raw).map_err(ApiError::bad_json)?;
         check_backend(state, req.backend.as_deref())?;
-        match (req.inputs, req.witness) {
-            (Some(inputs), None) => ProofInput::Inputs(inputs),
-            (None, Some(w)) => ProofInput::Wtns(
+        match (req.inputs, req.witness, req.stone) {
+            (None, None, Some(stone)) => ProofInput::Stone(stone.into_input()?),
+            (Some(inputs), None, None) => ProofInput::Inputs(inputs),
+            (None, Some(w), None) => ProofInput::Wtns(
                 base64::engine::general_purpose::STANDARD
                     .decode(w.trim())
                     .map_err(|e| {
@@ -426,11 +472,12 @@ async fn prove_inner(
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_json",
-                    "give exactly one of `inputs` (circuit input signals) and `witness` (base64 .wtns)",
+                    "give exactly one of `inputs` (circuit input signals), `witness` (base64 .wtns) and `stone` (a Cairo run)",
                 ));
             }
         }
     };
+    backend.check(&input)?;
 
     let permit = state
         .slots
@@ -496,6 +543,13 @@ async fn verify(
 ) -> Result<Json<Value>, ApiError> {
     let raw = body(raw, state.max_body_bytes)?;
     let backend = state.backend()?;
+    if !backend.verifies() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "verification_unsupported",
+            "this pod runs Stone (exec profile stone) and does not verify its proofs: check them with Stone's cpu_air_verifier",
+        ));
+    }
     let req: VerifyRequest = serde_json::from_slice(&raw).map_err(ApiError::bad_json)?;
     check_backend(&state, req.backend.as_deref())?;
     let started = Instant::now();

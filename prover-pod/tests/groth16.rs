@@ -353,7 +353,8 @@ fn exec_backend_with_snarkjs_makes_proofs_snarkjs_accepts() {
     let input: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("input.json")).unwrap()).unwrap();
     let out = backend.prove(ProofInput::Inputs(input)).unwrap();
-    assert!(backend.verify(&out.proof, &out.public_signals).unwrap());
+    let proof = serde_json::from_value(out.proof.clone()).unwrap();
+    assert!(backend.verify(&proof, &out.public_signals).unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let (proof_path, public_path) = (
         tmp.path().join("proof.json"),

@@ -290,7 +290,6 @@ fn env(pool: &ProverPool, parameters: &ParametersSpec) -> Vec<EnvVar> {
         let profile = match exec.profile {
             ExecProfile::Snarkjs => "snarkjs",
             ExecProfile::Rapidsnark => "rapidsnark",
-            // Refused by validation until the prover supports it.
             ExecProfile::Stone => "stone",
         };
         env.push(("ZKFLEET_EXEC_PROFILE", profile.into()));

@@ -37,11 +37,6 @@ pub enum Invalid {
     /// `backend.type: exec` without settings.
     #[error("spec.backend.type is exec but spec.backend.exec is missing: add the prover command")]
     MissingExecSettings,
-    /// An exec profile the prover pods cannot run yet.
-    #[error(
-        "spec.backend.exec.profile {profile} is not supported by the prover yet: use snarkjs or rapidsnark"
-    )]
-    UnsupportedExecProfile { profile: String },
 }
 
 impl Invalid {
@@ -54,7 +49,6 @@ impl Invalid {
             Self::ImageSourceUnsupported => "ImageSourceUnsupported",
             Self::MissingProvingKey { .. } => "MissingProvingKey",
             Self::MissingExecSettings => "MissingExecSettings",
-            Self::UnsupportedExecProfile { .. } => "UnsupportedExecProfile",
         }
     }
 }
@@ -70,22 +64,21 @@ pub fn validate(pool: &ProverPool) -> Result<(), Invalid> {
         Some(ParametersLocation::Image(_)) => return Err(Invalid::ImageSourceUnsupported),
         Some(_) => {}
     }
-    let zkey = zkey_name(pool);
-    if !pool.spec.parameters.files.iter().any(|f| f.name == zkey) {
-        return Err(Invalid::MissingProvingKey { zkey: zkey.into() });
-    }
-    if pool.spec.backend.kind == BackendKind::Exec {
+    let stone = if pool.spec.backend.kind == BackendKind::Exec {
         let exec = pool
             .spec
             .backend
             .exec
             .as_ref()
             .ok_or(Invalid::MissingExecSettings)?;
-        if exec.profile == ExecProfile::Stone {
-            return Err(Invalid::UnsupportedExecProfile {
-                profile: "stone".into(),
-            });
-        }
+        exec.profile == ExecProfile::Stone
+    } else {
+        false
+    };
+    // Stone proves Cairo runs: its pods read no proving key.
+    let zkey = zkey_name(pool);
+    if !stone && !pool.spec.parameters.files.iter().any(|f| f.name == zkey) {
+        return Err(Invalid::MissingProvingKey { zkey: zkey.into() });
     }
     Ok(())
 }
@@ -157,17 +150,14 @@ mod tests {
     }
 
     #[test]
-    fn refuses_exec_profiles_the_prover_lacks() {
+    fn accepts_stone_pools_without_a_proving_key() {
         let yaml = CPU_POOL.replace(
             "  backend:\n    type: groth16-bn254\n",
             "  backend:\n    type: exec\n    exec:\n      profile: stone\n      command: [cpu_air_prover]\n",
         );
-        assert_eq!(
-            validate(&pool(&yaml)),
-            Err(Invalid::UnsupportedExecProfile {
-                profile: "stone".into()
-            })
-        );
+        assert_eq!(validate(&pool(&yaml)), Ok(()));
+        let no_zkey = yaml.replace("name: circuit.zkey", "name: other.bin");
+        assert_eq!(validate(&pool(&no_zkey)), Ok(()));
         let missing = CPU_POOL.replace("    type: groth16-bn254\n", "    type: exec\n");
         assert_eq!(validate(&pool(&missing)), Err(Invalid::MissingExecSettings));
     }
