@@ -151,18 +151,21 @@ impl Elector {
         }
     }
 
+    async fn get_lease(&self) -> Result<Option<Lease>, LeaderError> {
+        self.api
+            .get_opt(&self.name)
+            .await
+            .map_err(|source| LeaderError::GetLease {
+                name: self.name.clone(),
+                source,
+            })
+    }
+
     /// One attempt to take or renew the Lease. `Ok(false)` when another replica holds it or won
     /// a race for it.
     pub async fn try_claim(&self) -> Result<bool, LeaderError> {
         let now = Timestamp::now();
-        let current =
-            self.api
-                .get_opt(&self.name)
-                .await
-                .map_err(|source| LeaderError::GetLease {
-                    name: self.name.clone(),
-                    source,
-                })?;
+        let current = self.get_lease().await?;
         let Some(current) = current else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -269,14 +272,7 @@ impl Elector {
 
     /// Gives the Lease up if this replica still holds it, so a standby takes over at once.
     pub async fn release(&self) -> Result<(), LeaderError> {
-        let current =
-            self.api
-                .get_opt(&self.name)
-                .await
-                .map_err(|source| LeaderError::GetLease {
-                    name: self.name.clone(),
-                    source,
-                })?;
+        let current = self.get_lease().await?;
         let Some(mut lease) = current else {
             return Ok(());
         };
