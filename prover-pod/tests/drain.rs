@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::circuit;
+use common::{circuit, wait_for};
 
 fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
@@ -21,17 +21,6 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u1
     s.read_to_string(&mut out)?;
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((status, out))
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    // Polls a condition; the bound only keeps a broken build from hanging CI.
-    for _ in 0..6000 {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("gave up waiting for {what}");
 }
 
 #[test]

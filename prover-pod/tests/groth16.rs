@@ -14,6 +14,23 @@ fn prover(name: &str) -> Prover {
     Prover::new(zkey::parse(&bytes, true).unwrap()).unwrap()
 }
 
+/// Writes `proof.json` and `public.json` into `dir` as snarkjs reads them.
+fn write_snarkjs_files(
+    dir: &std::path::Path,
+    proof: &ark_groth16::Proof<ark_bn254::Bn254>,
+    public: &[Fr],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (proof_path, public_path) = (dir.join("proof.json"), dir.join("public.json"));
+    let proof_json = serde_json::to_vec(&ProofJson::from_proof(proof)).unwrap();
+    std::fs::write(&proof_path, proof_json).unwrap();
+    std::fs::write(
+        &public_path,
+        serde_json::to_vec(&public_json(public)).unwrap(),
+    )
+    .unwrap();
+    (proof_path, public_path)
+}
+
 #[test]
 fn proofs_from_wtns_verify_with_snarkjs() {
     for name in CIRCUITS {
@@ -24,20 +41,7 @@ fn proofs_from_wtns_verify_with_snarkjs() {
         assert!(p.verify(&proof, &public).unwrap(), "{name}: own verifier");
 
         let tmp = tempfile::tempdir().unwrap();
-        let (proof_path, public_path) = (
-            tmp.path().join("proof.json"),
-            tmp.path().join("public.json"),
-        );
-        std::fs::write(
-            &proof_path,
-            serde_json::to_vec(&ProofJson::from_proof(&proof)).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(
-            &public_path,
-            serde_json::to_vec(&public_json(&public)).unwrap(),
-        )
-        .unwrap();
+        let (proof_path, public_path) = write_snarkjs_files(tmp.path(), &proof, &public);
         assert!(
             snarkjs_verifies(
                 &dir.join("verification_key.json"),
@@ -306,20 +310,7 @@ fn preprocessed_key_is_reused_and_damage_is_ignored() {
     let w = wtns::parse(&std::fs::read(circuit("merkle").join("witness.wtns")).unwrap()).unwrap();
     let (proof, public) = p.prove(&w).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let (proof_path, public_path) = (
-        tmp.path().join("proof.json"),
-        tmp.path().join("public.json"),
-    );
-    std::fs::write(
-        &proof_path,
-        serde_json::to_vec(&ProofJson::from_proof(&proof)).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        &public_path,
-        serde_json::to_vec(&public_json(&public)).unwrap(),
-    )
-    .unwrap();
+    let (proof_path, public_path) = write_snarkjs_files(tmp.path(), &proof, &public);
     assert!(snarkjs_verifies(
         &circuit("merkle").join("verification_key.json"),
         &public_path,

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::wait_for;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -232,17 +234,6 @@ fn json_of(addr: &str, path: &str) -> Value {
         .ok()
         .and_then(|(_, body)| serde_json::from_str(&body).ok())
         .unwrap_or(Value::Null)
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    // Polls a condition; the bound only keeps a broken build from hanging CI.
-    for _ in 0..6000 {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("gave up waiting for {what}");
 }
 
 struct Pod {

@@ -54,3 +54,15 @@ pub fn snarkjs_verifies(
     ]);
     ok && text.contains("OK!")
 }
+
+/// Polls `ok` until it holds; the bound only keeps a broken build from
+/// hanging CI, it is not a timed assertion.
+pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("gave up waiting for {what}");
+}
