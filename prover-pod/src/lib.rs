@@ -1,9 +1,11 @@
-//! zkfleet prover pod: proving backends, parameters loader and the HTTP server.
+//! zkfleet prover pod: proving backends, parameters loader, the HTTP server and the lease
+//! protocol it speaks with the operator in agent mode.
 
 pub mod backend;
 pub mod config;
 pub mod exec;
 pub mod groth16;
+pub mod lease;
 pub mod metrics;
 pub mod params;
 pub mod server;

@@ -1,0 +1,246 @@
+//! Wire types of the lease protocol between a prover pod in agent mode and the operator's
+//! dispatcher (DESIGN §3). The operator depends on this crate for them, so both sides compile
+//! against the same definitions.
+//!
+//! Every request carries `Authorization: Bearer <pool token>` (the pool's dispatcher Secret,
+//! mounted in the pod) and names the pod; the dispatcher checks that the pod exists, is Ready
+//! and belongs to the pool before it answers. Errors are JSON `{code, message}`
+//! ([`crate::server::ErrorBody`]).
+//!
+//! **Fencing.** A lease is identified by the job's UID and the attempt number. The dispatcher
+//! writes every new attempt to the job's status before it hands the lease out, so attempt
+//! numbers only grow: a heartbeat or result that names an older attempt is stale and refused
+//! with 409, and the pod drops that work.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `POST`: long-poll for work. Body [`LeaseRequest`], answer [`LeaseResponse`].
+pub const LEASE_PATH: &str = "/v1/lease";
+/// `POST`: keep leases alive. Body [`HeartbeatRequest`], answer [`HeartbeatResponse`].
+pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
+/// `POST`: report how a leased job ended. Body [`CompleteRequest`], answer
+/// [`CompleteResponse`].
+pub const COMPLETE_PATH: &str = "/v1/complete";
+
+/// Who is calling: the pool and the pod, as the downward API gives them to the pod.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Caller {
+    /// Namespace of the pod and its pool.
+    pub namespace: String,
+    /// Name of the ProverPool.
+    pub pool: String,
+    /// Name of the pod.
+    pub pod: String,
+}
+
+/// Ask for up to `free_slots` jobs, waiting up to `wait_seconds` for one to be queued.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRequest {
+    #[serde(flatten)]
+    pub caller: Caller,
+    /// `spec.parameters.version` the pod serves.
+    pub parameters_version: String,
+    /// Digest of the proving key the pod loaded (`sha256:<hex>`).
+    pub parameters_digest: String,
+    /// Slots the pod can fill now (at least 1).
+    pub free_slots: u32,
+    /// Longest the dispatcher may hold the request open before answering with no jobs.
+    pub wait_seconds: u32,
+}
+
+/// Jobs leased to the pod; empty when none arrived within the wait.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseResponse {
+    pub jobs: Vec<LeasedJob>,
+}
+
+/// One job the pod now holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeasedJob {
+    #[serde(flatten)]
+    pub lease: LeaseRef,
+    /// `namespace/name` of the ProofJob, for logs.
+    pub job: String,
+    /// The lease runs out this many seconds after it was granted or last renewed; heartbeat
+    /// well within it (the agent uses a third of it).
+    pub lease_seconds: u32,
+    /// The attempt is abandoned after this many seconds, heartbeats or not.
+    pub timeout_seconds: u32,
+    /// What to prove.
+    pub input: JobInput,
+}
+
+/// A lease: the job's UID and the attempt number (the fencing token).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRef {
+    pub uid: String,
+    pub attempt: u32,
+}
+
+/// The proof input, resolved by the operator where the pod has no access (ConfigMaps and
+/// Secrets); URLs are fetched by the pod and checked against `sha256`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum JobInput {
+    /// Circuit input signals (circom `input.json`).
+    #[serde(rename_all = "camelCase")]
+    CircuitInputs { inputs: Value },
+    /// A `.wtns` witness, standard base64.
+    #[serde(rename_all = "camelCase")]
+    Witness { witness_base64: String },
+    /// A file to download (https:// or an object-store URI) and check.
+    #[serde(rename_all = "camelCase")]
+    Url {
+        url: String,
+        sha256: String,
+        /// `circuit-inputs` or `witness`.
+        format: InputFormat,
+    },
+}
+
+/// What a downloaded input file holds.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputFormat {
+    CircuitInputs,
+    Witness,
+}
+
+/// Renew the leases the pod holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatRequest {
+    #[serde(flatten)]
+    pub caller: Caller,
+    pub leases: Vec<LeaseRef>,
+}
+
+/// Leases the dispatcher no longer honours (the job was deleted, timed out, expired or was
+/// leased again). The pod aborts that work and frees the slots.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    pub revoked: Vec<LeaseRef>,
+}
+
+/// How a leased job ended on the pod.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteRequest {
+    #[serde(flatten)]
+    pub caller: Caller,
+    #[serde(flatten)]
+    pub lease: LeaseRef,
+    pub outcome: Outcome,
+}
+
+/// The result of one attempt.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A proof. The dispatcher verifies it before the job succeeds.
+    #[serde(rename_all = "camelCase")]
+    Proved {
+        /// snarkjs `proof.json` (Groth16) or the prover's proof file as JSON.
+        proof: Value,
+        /// snarkjs `public.json`.
+        public_signals: Vec<String>,
+        /// Milliseconds spent proving, witness generation included.
+        proving_millis: u64,
+        /// Digest of the proving key that made the proof.
+        parameters_digest: String,
+    },
+    /// The prover could not make the proof.
+    #[serde(rename_all = "camelCase")]
+    Failed {
+        /// The prover's stable error code, for example `missing_signal`.
+        code: String,
+        message: String,
+        /// False for bad input (retrying cannot help); true for everything else.
+        retryable: bool,
+    },
+}
+
+/// The dispatcher's answer to a result. 200 means the pod can forget the job: the result was
+/// recorded now or before (`duplicate`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompleteResponse {
+    /// What the job is now: `Succeeded`, `Failed` or `Queued` (to be retried).
+    pub phase: String,
+    /// True when this exact result had already been recorded.
+    pub duplicate: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn caller() -> Caller {
+        Caller {
+            namespace: "team".into(),
+            pool: "cpu".into(),
+            pod: "cpu-abc".into(),
+        }
+    }
+
+    #[test]
+    fn requests_are_flat_camel_case_json() {
+        let req = CompleteRequest {
+            caller: caller(),
+            lease: LeaseRef {
+                uid: "u1".into(),
+                attempt: 2,
+            },
+            outcome: Outcome::Proved {
+                proof: json!({"protocol": "groth16"}),
+                public_signals: vec!["33".into()],
+                proving_millis: 12,
+                parameters_digest: "sha256:ab".into(),
+            },
+        };
+        let value = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "namespace": "team", "pool": "cpu", "pod": "cpu-abc",
+                "uid": "u1", "attempt": 2,
+                "outcome": {"type": "proved", "proof": {"protocol": "groth16"},
+                            "publicSignals": ["33"], "provingMillis": 12,
+                            "parametersDigest": "sha256:ab"},
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<CompleteRequest>(value).unwrap(),
+            req
+        );
+    }
+
+    #[test]
+    fn inputs_are_tagged_by_type() {
+        let input: JobInput = serde_json::from_value(json!({
+            "type": "url", "url": "https://x/y.wtns", "sha256": "ab", "format": "witness"
+        }))
+        .unwrap();
+        assert_eq!(
+            input,
+            JobInput::Url {
+                url: "https://x/y.wtns".into(),
+                sha256: "ab".into(),
+                format: InputFormat::Witness
+            }
+        );
+        let inline = serde_json::to_value(JobInput::CircuitInputs {
+            inputs: json!({"a": "3"}),
+        })
+        .unwrap();
+        assert_eq!(inline, json!({"type": "circuit-inputs", "inputs": {"a": "3"}}));
+    }
+}
