@@ -7,6 +7,7 @@ use ark_ec::AffineRepr;
 use ark_ff::{PrimeField, Zero};
 use ark_groth16::{Proof, VerifyingKey};
 use num_bigint::BigUint;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -29,6 +30,23 @@ pub enum JsonError {
     BadSignal(usize),
     #[error("proof is for protocol {0:?}/curve {1:?}, expected groth16/bn128")]
     WrongProtocol(String, String),
+    #[error("verification key is for protocol {0:?}/curve {1:?}, expected groth16/bn128")]
+    WrongKeyProtocol(String, String),
+    #[error("verification key field {field} is missing or is not {expected}")]
+    BadKeyField {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("verification key IC[{0}] is not a valid BN254 G1 point")]
+    BadIcPoint(usize),
+    #[error(
+        "verification key {0} is the point at infinity, which no Groth16 setup produces: the file is damaged or not a verification key"
+    )]
+    KeyPointAtInfinity(&'static str),
+    #[error(
+        "verification key has {got} IC points but nPublic is {n_public}: IC must hold nPublic + 1 points"
+    )]
+    IcCount { n_public: usize, got: usize },
 }
 
 fn dec<F: PrimeField>(f: &F) -> String {
@@ -152,4 +170,73 @@ pub fn verification_key_json(vk: &VerifyingKey<Bn254>) -> Value {
         "vk_delta_2": g2_json(&vk.delta_g2),
         "IC": vk.gamma_abc_g1.iter().map(g1_json).collect::<Vec<_>>(),
     })
+}
+
+/// Reads snarkjs `verification_key.json` (as `snarkjs zkey export
+/// verificationkey` writes it; `vk_alphabeta_12` is ignored, it is derived
+/// from alpha and beta). Every point is checked to be on the curve and, for
+/// G2, in the prime-order subgroup; IC must hold nPublic + 1 points.
+pub fn parse_verification_key(v: &Value) -> Result<VerifyingKey<Bn254>, JsonError> {
+    const G1: &str = "a G1 point [x, y, z] of decimal strings";
+    const G2: &str = "a G2 point [[x0, x1], [y0, y1], [z0, z1]] of decimal strings";
+    let protocol: String = key_field(v, "protocol", "a string")?;
+    let curve: String = key_field(v, "curve", "a string")?;
+    // snarkjs names the curve bn128; other tools call it bn254.
+    if protocol != "groth16" || !matches!(curve.to_ascii_lowercase().as_str(), "bn128" | "bn254") {
+        return Err(JsonError::WrongKeyProtocol(protocol, curve));
+    }
+    let n_public: usize = key_field(v, "nPublic", "a non-negative integer")?;
+    let g1 = |name: &'static str| -> Result<G1Affine, JsonError> {
+        let p = g1_from(&key_field::<Vec<String>>(v, name, G1)?, name)?;
+        if p.is_zero() {
+            return Err(JsonError::KeyPointAtInfinity(name));
+        }
+        Ok(p)
+    };
+    let g2 = |name: &'static str| -> Result<G2Affine, JsonError> {
+        let p = g2_from(&key_field::<Vec<Vec<String>>>(v, name, G2)?, name)?;
+        if p.is_zero() {
+            return Err(JsonError::KeyPointAtInfinity(name));
+        }
+        Ok(p)
+    };
+    let alpha_g1 = g1("vk_alpha_1")?;
+    let beta_g2 = g2("vk_beta_2")?;
+    let gamma_g2 = g2("vk_gamma_2")?;
+    let delta_g2 = g2("vk_delta_2")?;
+    let ic: Vec<Value> = key_field(v, "IC", "a list of G1 points [x, y, z] of decimal strings")?;
+    if Some(ic.len()) != n_public.checked_add(1) {
+        return Err(JsonError::IcCount {
+            n_public,
+            got: ic.len(),
+        });
+    }
+    let gamma_abc_g1 = ic
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Vec::<String>::deserialize(p)
+                .ok()
+                .and_then(|coords| g1_from(&coords, "IC").ok())
+                .ok_or(JsonError::BadIcPoint(i))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(VerifyingKey {
+        alpha_g1,
+        beta_g2,
+        gamma_g2,
+        delta_g2,
+        gamma_abc_g1,
+    })
+}
+
+/// Field `field` of a verification key, read as `T`.
+fn key_field<T: DeserializeOwned>(
+    v: &Value,
+    field: &'static str,
+    expected: &'static str,
+) -> Result<T, JsonError> {
+    v.get(field)
+        .and_then(|f| T::deserialize(f).ok())
+        .ok_or(JsonError::BadKeyField { field, expected })
 }

@@ -7,6 +7,7 @@
 
 pub mod json;
 pub mod preprocessed;
+pub mod verifier;
 pub mod witness;
 pub mod wtns;
 pub mod zkey;
@@ -18,6 +19,7 @@ use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, prepare_verifying_key};
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
 use rayon::prelude::*;
 
+pub use verifier::{Verifier, VerifyError};
 pub use zkey::{Zkey, ZkeyError};
 
 /// Why a proof could not be made or checked.

@@ -6,6 +6,8 @@
 //! little-endian Montgomery form; the A/B coefficients of section 4 carry one
 //! extra Montgomery factor. A point at infinity is written as all zeros.
 
+use std::io::Read;
+
 use ark_bn254::{Bn254, Fq, Fq2, Fr, G1Affine, G2Affine};
 use ark_ec::AffineRepr;
 use ark_ff::{BigInt, PrimeField, Zero};
@@ -183,39 +185,22 @@ fn bn254_q_bytes() -> Vec<u8> {
     Fq::MODULUS.0.iter().flat_map(|l| l.to_le_bytes()).collect()
 }
 
-/// Parses a zkey. With `check`, every point is checked to be on the curve
-/// (in parallel), and the verification key's G2 points also to be in the
-/// prime-order subgroup; without, the proving-key bytes are trusted (use only
-/// for files whose digest was checked before). The verification key is
-/// always fully checked.
-pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
-    if buf.len() < 4 || &buf[..4] != b"zkey" {
-        return Err(ZkeyError::NotAZkey);
-    }
-    let mut r = Reader {
-        buf,
-        pos: 4,
-        what: "file header",
-    };
-    let _version = r.u32()?;
-    let n_sections = r.u32()?;
-    let mut sections: [Option<&[u8]>; 11] = [None; 11];
-    for _ in 0..n_sections {
-        r.what = "section header";
-        let ty = r.u32()?;
-        let size = r.u64()?;
-        r.what = "section";
-        let size =
-            usize::try_from(size).map_err(|_| ZkeyError::Truncated("section too large".into()))?;
-        let data = r.take(size)?;
-        if let Some(slot) = sections.get_mut(ty as usize) {
-            *slot = Some(data);
-        }
-    }
-    let section = |t: u32| sections[t as usize].ok_or(ZkeyError::MissingSection(t));
+/// Sections 1 and 2: sizes and the fixed points of the key.
+struct Header {
+    n_vars: usize,
+    n_public: usize,
+    domain_size: usize,
+    alpha_g1: G1Affine,
+    beta_g1: G1Affine,
+    beta_g2: G2Affine,
+    gamma_g2: G2Affine,
+    delta_g1: G1Affine,
+    delta_g2: G2Affine,
+}
 
+fn header(s1: &[u8], s2: &[u8]) -> Result<Header, ZkeyError> {
     let mut h = Reader {
-        buf: section(1)?,
+        buf: s1,
         pos: 0,
         what: "header section",
     };
@@ -225,7 +210,7 @@ pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
     }
 
     let mut h = Reader {
-        buf: section(2)?,
+        buf: s2,
         pos: 0,
         what: "groth16 header section",
     };
@@ -265,6 +250,130 @@ pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
         what: "delta2",
         index: 0,
     })?;
+    Ok(Header {
+        n_vars,
+        n_public,
+        domain_size,
+        alpha_g1,
+        beta_g1,
+        beta_g2,
+        gamma_g2,
+        delta_g1,
+        delta_g2,
+    })
+}
+
+/// Largest verifying-key section read by [`read_verifying_key`]: IC of a
+/// million public signals. Anything larger is not a circom circuit's key.
+const MAX_VK_SECTION: u64 = 64 << 20;
+
+/// Reads only the verifying key of a zkey (sections 1 to 3: header, fixed
+/// points and IC) from a stream read once, front to back: the proving-key
+/// sections are skipped without being kept, so a multi-gigabyte zkey costs
+/// little memory. Reads to the end of the last section. Every point is
+/// checked as [`parse`] checks the verifying key. Returns the key and nPublic.
+pub fn read_verifying_key<R: Read>(mut r: R) -> Result<(VerifyingKey<Bn254>, usize), ZkeyError> {
+    let io = |what: &'static str| {
+        move |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => ZkeyError::Truncated(format!("{what} ends early")),
+            _ => ZkeyError::Truncated(format!("cannot read the zkey: {e}")),
+        }
+    };
+    let mut magic = Vec::with_capacity(4);
+    (&mut r)
+        .take(4)
+        .read_to_end(&mut magic)
+        .map_err(io("file header"))?;
+    if magic != b"zkey" {
+        return Err(ZkeyError::NotAZkey);
+    }
+    let mut head = [0u8; 8];
+    r.read_exact(&mut head).map_err(io("file header"))?;
+    let n_sections = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let mut kept: [Option<Vec<u8>>; 4] = [None, None, None, None];
+    for _ in 0..n_sections {
+        let mut h = [0u8; 12];
+        r.read_exact(&mut h).map_err(io("section header"))?;
+        let ty = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let mut size = [0u8; 8];
+        size.copy_from_slice(&h[4..]);
+        let size = u64::from_le_bytes(size);
+        let mut body = (&mut r).take(size);
+        let got = if (1..=3).contains(&ty) {
+            if size > MAX_VK_SECTION {
+                return Err(ZkeyError::Malformed(format!(
+                    "section {ty} holds {size} bytes, too many for a verifying key"
+                )));
+            }
+            let mut buf = Vec::new();
+            body.read_to_end(&mut buf).map_err(io("section"))?;
+            let got = buf.len() as u64;
+            kept[ty] = Some(buf);
+            got
+        } else {
+            std::io::copy(&mut body, &mut std::io::sink()).map_err(io("section"))?
+        };
+        if got != size {
+            return Err(ZkeyError::Truncated("section ends early".into()));
+        }
+    }
+    let [_, s1, s2, s3] = kept;
+    let section = |s: Option<Vec<u8>>, t: u32| s.ok_or(ZkeyError::MissingSection(t));
+    let (s1, s2, s3) = (section(s1, 1)?, section(s2, 2)?, section(s3, 3)?);
+    let h = header(&s1, &s2)?;
+    let gamma_abc_g1 = g1_vec(&s3, h.n_public + 1, "IC", true)?;
+    let vk = VerifyingKey {
+        alpha_g1: h.alpha_g1,
+        beta_g2: h.beta_g2,
+        gamma_g2: h.gamma_g2,
+        delta_g2: h.delta_g2,
+        gamma_abc_g1,
+    };
+    Ok((vk, h.n_public))
+}
+
+/// Parses a zkey. With `check`, every point is checked to be on the curve
+/// (in parallel), and the verification key's G2 points also to be in the
+/// prime-order subgroup; without, the proving-key bytes are trusted (use only
+/// for files whose digest was checked before). The verification key is
+/// always fully checked.
+pub fn parse(buf: &[u8], check: bool) -> Result<Zkey, ZkeyError> {
+    if buf.len() < 4 || &buf[..4] != b"zkey" {
+        return Err(ZkeyError::NotAZkey);
+    }
+    let mut r = Reader {
+        buf,
+        pos: 4,
+        what: "file header",
+    };
+    let _version = r.u32()?;
+    let n_sections = r.u32()?;
+    let mut sections: [Option<&[u8]>; 11] = [None; 11];
+    for _ in 0..n_sections {
+        r.what = "section header";
+        let ty = r.u32()?;
+        let size = r.u64()?;
+        r.what = "section";
+        let size =
+            usize::try_from(size).map_err(|_| ZkeyError::Truncated("section too large".into()))?;
+        let data = r.take(size)?;
+        if let Some(slot) = sections.get_mut(ty as usize) {
+            *slot = Some(data);
+        }
+    }
+    let section = |t: u32| sections[t as usize].ok_or(ZkeyError::MissingSection(t));
+
+    let Header {
+        n_vars,
+        n_public,
+        domain_size,
+        alpha_g1,
+        beta_g1,
+        beta_g2,
+        gamma_g2,
+        delta_g1,
+        delta_g2,
+    } = header(section(1)?, section(2)?)?;
 
     let (s3, s4, s5, s6, s7, s8, s9) = (
         section(3)?,
