@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::agent::{AgentConfig, Fault, Faults};
+use crate::lease::Caller;
 use crate::params::{self, Digest, FileSpec, Source, Spec};
 
 #[derive(Debug, Parser)]
@@ -21,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the prover server (what a prover pod runs).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Prove once from files and write snarkjs proof.json and public.json.
     Prove(ProveArgs),
     /// Write the snarkjs verification_key.json of a zkey.
@@ -206,6 +208,50 @@ pub struct ServeArgs {
     /// Log format: text for people, json for log pipelines.
     #[arg(long, env = "ZKFLEET_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Base URL of the operator's dispatcher (http:// or https://). When set, the pod also
+    /// runs in agent mode: it leases jobs whenever it has a free slot, heartbeats them and
+    /// reports their results, besides serving HTTP. Agent mode also needs --pool,
+    /// --pod-name, --pod-namespace and --dispatcher-token-file. Unset: standalone prover.
+    #[arg(long, env = "ZKFLEET_DISPATCHER_URL")]
+    pub dispatcher_url: Option<String>,
+
+    /// Agent mode: the ProverPool this pod belongs to.
+    #[arg(long, env = "ZKFLEET_POOL")]
+    pub pool: Option<String>,
+
+    /// Agent mode: this pod's name (downward API metadata.name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Agent mode: this pod's namespace (downward API metadata.namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+
+    /// Agent mode: file holding the pool's dispatcher token (the mounted Secret's `token`
+    /// key), sent as a bearer token; read again when the dispatcher answers 401, so a
+    /// rotated Secret is picked up.
+    #[arg(long, env = "ZKFLEET_DISPATCHER_TOKEN_FILE")]
+    pub dispatcher_token_file: Option<PathBuf>,
+
+    /// Agent mode: longest the dispatcher may hold a lease request open waiting for a job.
+    #[arg(long, env = "ZKFLEET_LEASE_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=300))]
+    pub lease_wait_seconds: u32,
+
+    /// FOR TESTS ONLY: make the agent misbehave on purpose, as a comma-separated list of
+    /// `corrupt-proofs` (every uploaded proof is tampered with, so the operator's verifier
+    /// must reject it), `delay-ms=<N>` (each leased job waits N ms before proving,
+    /// cancelled by a revoked lease) and `skip-proving` (answer each lease at once with a
+    /// placeholder proof: dispatcher benchmarks with verification off). A warning is logged at
+    /// start when any is set.
+    #[arg(
+        long,
+        env = "ZKFLEET_FAULT_INJECTION",
+        value_delimiter = ',',
+        value_name = "FAULT",
+        hide = true
+    )]
+    pub fault_injection: Vec<Fault>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -243,6 +289,63 @@ pub struct ResolvedFiles {
 }
 
 impl ServeArgs {
+    /// Agent mode's settings when --dispatcher-url is set; `None` for a standalone pod.
+    /// Errors name every missing flag with its variable.
+    pub fn agent(&self) -> Result<Option<AgentConfig>, String> {
+        let Some(url) = self.dispatcher_url.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if url.is_empty() {
+            return Ok(None);
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "--dispatcher-url (ZKFLEET_DISPATCHER_URL) {url:?} must be an http:// or https:// URL"
+            ));
+        }
+        fn given(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        let (pool, pod, namespace) = (
+            given(&self.pool),
+            given(&self.pod_name),
+            given(&self.pod_namespace),
+        );
+        let token_file = self
+            .dispatcher_token_file
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty());
+        let missing: Vec<&str> = [
+            (pool.is_none(), "--pool (ZKFLEET_POOL)"),
+            (pod.is_none(), "--pod-name (POD_NAME)"),
+            (namespace.is_none(), "--pod-namespace (POD_NAMESPACE)"),
+            (
+                token_file.is_none(),
+                "--dispatcher-token-file (ZKFLEET_DISPATCHER_TOKEN_FILE)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(absent, flag)| absent.then_some(flag))
+        .collect();
+        match (pool, pod, namespace, token_file) {
+            (Some(pool), Some(pod), Some(namespace), Some(token_file)) => Ok(Some(AgentConfig {
+                dispatcher_url: url.to_string(),
+                caller: Caller {
+                    namespace: namespace.into(),
+                    pool: pool.into(),
+                    pod: pod.into(),
+                },
+                token_file: token_file.clone(),
+                lease_wait_seconds: self.lease_wait_seconds,
+                faults: Faults::from_list(&self.fault_injection),
+            })),
+            _ => Err(format!(
+                "agent mode (--dispatcher-url) also needs {}",
+                missing.join(", ")
+            )),
+        }
+    }
+
     /// Whether this pod proves Cairo runs with Stone (no zkey, no wasm).
     pub fn is_stone(&self) -> bool {
         self.backend == BackendKind::Exec && self.exec_profile == ExecProfile::Stone
@@ -317,7 +420,7 @@ mod tests {
     fn serve(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from(["zkfleet-prover", "serve"].iter().chain(args)).unwrap();
         match cli.command {
-            Command::Serve(a) => a,
+            Command::Serve(a) => *a,
             _ => unreachable!(),
         }
     }
@@ -368,5 +471,39 @@ mod tests {
         ]);
         assert!(a.parameters().is_err());
         assert!(serve(&[]).parameters().unwrap().is_none());
+    }
+
+    #[test]
+    fn agent_mode_names_what_is_missing() {
+        assert!(serve(&[]).agent().unwrap().is_none());
+        let err = serve(&["--dispatcher-url", "http://op:8443", "--pool", "cpu"])
+            .agent()
+            .unwrap_err();
+        assert!(err.contains("--pod-name (POD_NAME)"), "{err}");
+        assert!(err.contains("--pod-namespace (POD_NAMESPACE)"), "{err}");
+        assert!(err.contains("ZKFLEET_DISPATCHER_TOKEN_FILE"), "{err}");
+        assert!(!err.contains("--pool"), "{err}");
+        let full = [
+            "--dispatcher-url",
+            "http://op:8443/",
+            "--pool",
+            "cpu",
+            "--pod-name",
+            "cpu-abc",
+            "--pod-namespace",
+            "team",
+            "--dispatcher-token-file",
+            "/var/run/zkfleet/token/token",
+            "--fault-injection",
+            "corrupt-proofs,delay-ms=50",
+        ];
+        let a = serve(&full).agent().unwrap().unwrap();
+        assert_eq!(a.caller.pod, "cpu-abc");
+        assert_eq!(a.lease_wait_seconds, 20);
+        assert!(a.faults.corrupt_proofs);
+        assert_eq!(a.faults.delay, Some(std::time::Duration::from_millis(50)));
+        let mut ftp = full;
+        ftp[1] = "ftp://op";
+        assert!(serve(&ftp).agent().is_err());
     }
 }

@@ -241,6 +241,9 @@ mod tests {
             inputs: json!({"a": "3"}),
         })
         .unwrap();
-        assert_eq!(inline, json!({"type": "circuit-inputs", "inputs": {"a": "3"}}));
+        assert_eq!(
+            inline,
+            json!({"type": "circuit-inputs", "inputs": {"a": "3"}})
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! zkfleet prover pod: proving backends, parameters loader, the HTTP server and the lease
 //! protocol it speaks with the operator in agent mode.
 
+pub mod agent;
 pub mod backend;
 pub mod config;
 pub mod exec;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use zkfleet_prover::agent::Agent;
 use zkfleet_prover::backend::{
     Backend, ExecGroth16Backend, Groth16Backend, Groth16Files, ParamsError, ProofInput,
     StoneBackend,
@@ -19,7 +20,7 @@ use zkfleet_prover::server::{AppState, router};
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Prove(args) => prove(args),
         Command::ExportVk { zkey, out } => {
             let (z, _) = preprocessed::load(&zkey, None, None)?;
@@ -97,6 +98,17 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.proof_timeout_seconds),
         args.max_body_bytes,
     )?;
+    let agent = match args.agent().map_err(anyhow::Error::msg)? {
+        Some(config) => {
+            tracing::info!(
+                dispatcher = config.dispatcher_url,
+                pool = config.caller.pool,
+                "agent mode: jobs are leased from the dispatcher"
+            );
+            Some(Agent::new(config, state.clone()).context("agent mode")?)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -143,9 +155,19 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown);
     let server = tokio::spawn(async move { server.await });
-    // After the signal, in-flight requests get drain_timeout to finish.
+    // The agent stops leasing when draining starts and returns once the jobs it holds are
+    // proved and reported.
+    let agent = agent.map(|a| tokio::spawn(a.run()));
+    let work = async move {
+        server.await??;
+        if let Some(agent) = agent {
+            agent.await?;
+        }
+        anyhow::Ok(())
+    };
+    // After the signal, in-flight requests and leased jobs get drain_timeout to finish.
     tokio::select! {
-        r = server => { r??; }
+        r = work => { r?; }
         _ = async {
             while !state.draining.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -15,6 +15,10 @@ pub struct Metrics {
     pub parameters_fetch_seconds: Gauge,
     pub parameters_downloaded_bytes: IntCounter,
     pub build_info: GaugeVec,
+    pub leases_received: IntCounter,
+    pub lease_revocations: IntCounter,
+    pub result_uploads: IntCounterVec,
+    pub heartbeat_failures: IntCounter,
 }
 
 impl Metrics {
@@ -59,6 +63,27 @@ impl Metrics {
             ),
             &["version"],
         )?;
+        let leases_received = IntCounter::new(
+            "zkfleet_prover_leases_received_total",
+            "Jobs leased to this pod by the dispatcher (agent mode).",
+        )?;
+        let lease_revocations = IntCounter::new(
+            "zkfleet_prover_lease_revocations_total",
+            "Leases the dispatcher revoked while this pod held them; their work was abandoned.",
+        )?;
+        let result_uploads = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_prover_result_uploads_total",
+                "Results reported to the dispatcher, by result (proved, failed) and outcome \
+                 (acknowledged; stale: 404/409, dropped; refused: other 4xx, dropped; \
+                 revoked: the lease was revoked before the upload was acknowledged).",
+            ),
+            &["result", "outcome"],
+        )?;
+        let heartbeat_failures = IntCounter::new(
+            "zkfleet_prover_heartbeat_failures_total",
+            "Heartbeats to the dispatcher that got no successful answer.",
+        )?;
         registry.register(Box::new(proofs.clone()))?;
         registry.register(Box::new(proving_seconds.clone()))?;
         registry.register(Box::new(active_proofs.clone()))?;
@@ -67,6 +92,10 @@ impl Metrics {
         registry.register(Box::new(parameters_fetch_seconds.clone()))?;
         registry.register(Box::new(parameters_downloaded_bytes.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(leases_received.clone()))?;
+        registry.register(Box::new(lease_revocations.clone()))?;
+        registry.register(Box::new(result_uploads.clone()))?;
+        registry.register(Box::new(heartbeat_failures.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
@@ -80,6 +109,10 @@ impl Metrics {
             parameters_fetch_seconds,
             parameters_downloaded_bytes,
             build_info,
+            leases_received,
+            lease_revocations,
+            result_uploads,
+            heartbeat_failures,
         })
     }
 

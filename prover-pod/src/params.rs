@@ -269,6 +269,24 @@ pub async fn fetch(spec: &Spec, cache_dir: Option<&Path>) -> Result<Fetched, Fet
     })
 }
 
+/// Downloads one file by its full URL (`https://`, `http://`, `s3://`, `gs://`, `az://`)
+/// into `dir` and checks it against `sha256`: the same client, retries and streaming
+/// digest check as the parameter files, for a proof input named by URL. Returns the path
+/// of the checked file; a download with another digest is deleted.
+pub async fn download(url: &str, sha256: Digest, dir: &Path) -> Result<PathBuf, FetchError> {
+    check_url(url).map_err(FetchError::Config)?;
+    let url = url.trim_end_matches('/');
+    let (base, name) = url
+        .rsplit_once('/')
+        .filter(|(base, _)| base.split_once("://").is_some_and(|(_, r)| !r.is_empty()))
+        .ok_or_else(|| FetchError::Config(format!("{url:?} names no file")))?;
+    let file = FileSpec::new(name, sha256)
+        .map_err(|e| FetchError::Config(format!("{url:?} must end in a plain file name: {e}")))?;
+    let dest = dir.join(name);
+    Remote::new(base)?.download(&file, &dest).await?;
+    Ok(dest)
+}
+
 /// Hashes a local file and compares it with `f.sha256`: `Ok(None)` when the
 /// file does not exist, its size when it matches.
 async fn check_file(path: PathBuf, f: &FileSpec) -> Result<Option<u64>, FetchError> {

@@ -48,6 +48,10 @@ pub struct AppState {
     pub parameter_files: RwLock<Option<Fetched>>,
     /// How long the last parameters load took, fetching included.
     pub load_seconds: RwLock<Option<f64>>,
+    /// Flips to true once, when draining starts, for tasks that wait on it.
+    drain_signal: tokio::sync::watch::Sender<bool>,
+    /// Orders updates of the free slots metric, so the last one written is the latest count.
+    free_slots_update: std::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -72,6 +76,8 @@ impl AppState {
             metrics,
             parameter_files: RwLock::new(None),
             load_seconds: RwLock::new(None),
+            drain_signal: tokio::sync::watch::Sender::new(false),
+            free_slots_update: std::sync::Mutex::new(()),
         }))
     }
 
@@ -108,10 +114,37 @@ impl AppState {
     pub fn start_draining(&self) {
         self.draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.drain_signal.send_replace(true);
     }
 
-    fn is_draining(&self) -> bool {
+    pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once draining has started (at once if it already has).
+    pub async fn drained(&self) {
+        let mut rx = self.drain_signal.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while borrowed.
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// The loaded backend and the proving key digest, once parameters are ready.
+    pub fn ready_backend(&self) -> Option<(Arc<dyn Backend>, String)> {
+        match self.params.read().as_deref() {
+            Ok(Params::Ready { backend, digest }) => Some((backend.clone(), digest.clone())),
+            _ => None,
+        }
+    }
+
+    /// Publishes the number of free slots after a slot was taken or given back.
+    pub fn update_free_slots(&self) {
+        let _order = self
+            .free_slots_update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.metrics
+            .free_slots
+            .set(self.slots.available_permits() as i64);
     }
 
     fn backend(&self) -> Result<Arc<dyn Backend>, ApiError> {
@@ -494,10 +527,7 @@ async fn prove_inner(
                 ),
             )
         })?;
-    state
-        .metrics
-        .free_slots
-        .set(state.slots.available_permits() as i64);
+    state.update_free_slots();
     state.metrics.active_proofs.inc();
     let st = state.clone();
     // The permit moves into the blocking task: a proof that outlives its
@@ -506,9 +536,7 @@ async fn prove_inner(
         let out = backend.prove(input);
         drop(permit);
         st.metrics.active_proofs.dec();
-        st.metrics
-            .free_slots
-            .set(st.slots.available_permits() as i64);
+        st.update_free_slots();
         out
     });
     let out = match tokio::time::timeout(state.proof_timeout, job).await {

@@ -1,0 +1,1035 @@
+//! Agent mode: the pod leases jobs from the operator's dispatcher (DESIGN §3), proves them in
+//! the same slots as `POST /v1/prove`, keeps the leases alive from a thread of its own and
+//! reports every result until the dispatcher acknowledges it.
+//!
+//! The lease loop runs on the server's runtime. Heartbeats run on a dedicated OS thread with
+//! a current-thread runtime, so a pod whose cores are busy proving on rayon and blocking
+//! threads still renews its leases on time. A lease the dispatcher revokes is abandoned at
+//! once: its slot is freed and no result is sent for it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ark_bn254::{Bn254, G1Affine};
+use ark_ec::{AffineRepr, CurveGroup};
+use ark_groth16::Proof;
+use base64::Engine as _;
+use rand::Rng as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
+use tokio::task::JoinSet;
+
+use crate::backend::{BackendError, ProofInput, ProofOutput};
+use crate::groth16::json::ProofJson;
+use crate::lease::{
+    COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
+    HeartbeatResponse, InputFormat, JobInput, LEASE_PATH, LeaseRef, LeaseRequest, LeaseResponse,
+    LeasedJob, Outcome,
+};
+use crate::params::{self, Digest, FetchError};
+use crate::server::AppState;
+
+/// Extra time a lease request may take beyond the wait the dispatcher is allowed.
+const LEASE_HTTP_MARGIN: Duration = Duration::from_secs(10);
+/// Longest one result upload may take before it is retried.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retry delays: from the first up to the cap, doubling, with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// How often the lease loop looks whether the parameters are ready yet.
+const READY_POLL: Duration = Duration::from_millis(200);
+
+/// What agent mode needs, from the `serve` flags.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Base URL of the dispatcher, such as `http://zkfleet-operator.zkfleet:8443`.
+    pub dispatcher_url: String,
+    /// The pool and the pod, as the dispatcher checks them.
+    pub caller: Caller,
+    /// File holding the pool's dispatcher token (a mounted Secret key).
+    pub token_file: PathBuf,
+    /// Longest the dispatcher may hold a lease request open.
+    pub lease_wait_seconds: u32,
+    /// Test-only misbehaviour.
+    pub faults: Faults,
+}
+
+/// One test-only fault (`--fault-injection`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Tamper with every proof before it is uploaded, so the dispatcher's verifier rejects it.
+    CorruptProofs,
+    /// Wait this many milliseconds before proving each leased job (cancellable).
+    DelayMs(u64),
+    /// Prove nothing: answer every lease at once with a placeholder proof (which does not
+    /// verify). For benchmarks of the dispatcher with verification off.
+    SkipProving,
+}
+
+impl FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "corrupt-proofs" {
+            return Ok(Fault::CorruptProofs);
+        }
+        if s == "skip-proving" {
+            return Ok(Fault::SkipProving);
+        }
+        if let Some(ms) = s.strip_prefix("delay-ms=") {
+            return ms
+                .parse()
+                .map(Fault::DelayMs)
+                .map_err(|_| format!("delay-ms wants a number of milliseconds, not {ms:?}"));
+        }
+        Err(format!(
+            "unknown fault {s:?}: use corrupt-proofs, skip-proving or delay-ms=<N>"
+        ))
+    }
+}
+
+/// The faults in effect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub corrupt_proofs: bool,
+    pub delay: Option<Duration>,
+    pub skip_proving: bool,
+}
+
+impl Faults {
+    pub fn from_list(faults: &[Fault]) -> Self {
+        let mut out = Faults::default();
+        for f in faults {
+            match *f {
+                Fault::CorruptProofs => out.corrupt_proofs = true,
+                Fault::DelayMs(ms) => out.delay = Some(Duration::from_millis(ms)),
+                Fault::SkipProving => out.skip_proving = true,
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Faults::default()
+    }
+}
+
+/// Why agent mode cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "cannot read the dispatcher token file {path} (--dispatcher-token-file, ZKFLEET_DISPATCHER_TOKEN_FILE): {message}"
+    )]
+    Token { path: String, message: String },
+    #[error("cannot build the dispatcher HTTP client: {0}")]
+    Client(String),
+    #[error("cannot start the heartbeat thread: {0}")]
+    Thread(String),
+}
+
+/// The bearer token, re-read from its file when the dispatcher answers 401 (the Secret may
+/// have been rotated; the kubelet updates the mounted file in place).
+struct Token {
+    path: PathBuf,
+    value: Mutex<String>,
+}
+
+impl Token {
+    fn read(path: &std::path::Path) -> Result<String, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err("the file is empty".into());
+        }
+        Ok(token.to_string())
+    }
+
+    fn load(path: PathBuf) -> Result<Self, AgentError> {
+        let value = Self::read(&path).map_err(|message| AgentError::Token {
+            path: path.display().to_string(),
+            message,
+        })?;
+        Ok(Token {
+            path,
+            value: Mutex::new(value),
+        })
+    }
+
+    fn header(&self) -> String {
+        let value = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        format!("Bearer {value}")
+    }
+
+    fn reload(&self) {
+        match Self::read(&self.path) {
+            Ok(v) => *self.value.lock().unwrap_or_else(|e| e.into_inner()) = v,
+            Err(e) => tracing::warn!(
+                path = %self.path.display(),
+                "cannot re-read the dispatcher token; keeping the old one: {e}"
+            ),
+        }
+    }
+}
+
+/// A lease the pod holds: heartbeated from when it is received until its result is
+/// acknowledged (or it is revoked).
+struct HeldLease {
+    job: String,
+    lease_seconds: u32,
+    revoke: watch::Sender<bool>,
+}
+
+/// The leases the pod holds, shared with the heartbeat thread.
+#[derive(Default)]
+struct Held {
+    leases: Mutex<HashMap<LeaseRef, HeldLease>>,
+    /// Wakes the heartbeat thread when a lease is added.
+    added: Notify,
+}
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseRef, HeldLease>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts holding `job`; the receiver turns true if the dispatcher revokes it.
+    fn insert(&self, job: &LeasedJob) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.lock().insert(
+            job.lease.clone(),
+            HeldLease {
+                job: job.job.clone(),
+                lease_seconds: job.lease_seconds,
+                revoke: tx,
+            },
+        );
+        self.added.notify_one();
+        rx
+    }
+
+    fn remove(&self, lease: &LeaseRef) {
+        self.lock().remove(lease);
+    }
+
+    /// Stops holding `lease` and tells its work to stop; the job's name if it was held.
+    fn revoke(&self, lease: &LeaseRef) -> Option<String> {
+        let held = self.lock().remove(lease)?;
+        held.revoke.send_replace(true);
+        Some(held.job)
+    }
+
+    /// The held leases and the shortest lease duration among them.
+    fn snapshot(&self) -> (Vec<LeaseRef>, u32) {
+        let leases = self.lock();
+        let min = leases.values().map(|l| l.lease_seconds).min().unwrap_or(0);
+        (leases.keys().cloned().collect(), min)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Resolves when the lease behind `rx` is revoked; never if it is only released.
+async fn revoked(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|r| *r).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A proof slot taken from the server's semaphore; giving it back updates the metric.
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    state: Arc<AppState>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, state: &Arc<AppState>) -> Self {
+        state.update_free_slots();
+        Slot {
+            permit: Some(permit),
+            state: state.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.state.update_free_slots();
+    }
+}
+
+/// Doubling retry delays with jitter, capped.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: BACKOFF_FIRST,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_FIRST;
+    }
+
+    /// A delay between half and all of the current step; the step then doubles.
+    fn next_delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (step * 2).min(BACKOFF_CAP);
+        let half = step.as_millis() as u64 / 2;
+        Duration::from_millis(half + rand::thread_rng().gen_range(0..=half))
+    }
+}
+
+/// Why a call to the dispatcher got no usable answer.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("dispatcher answered {status}: {body}")]
+    Status {
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("dispatcher unreachable: {0}")]
+    Network(String),
+    #[error("dispatcher answer is not the expected JSON: {0}")]
+    Decode(String),
+}
+
+/// Talks to the dispatcher: base URL, caller and token.
+struct Dispatcher {
+    base: String,
+    caller: Caller,
+    token: Token,
+}
+
+impl Dispatcher {
+    /// POSTs `body` to `path` and decodes a 2xx answer. A 401 re-reads the token for the
+    /// next call.
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        let resp = client
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, self.token.header())
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| CallError::Network(error_chain(&e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                self.token.reload();
+            }
+            let mut body = resp.text().await.unwrap_or_default();
+            body.truncate(500);
+            return Err(CallError::Status { status, body });
+        }
+        resp.json()
+            .await
+            .map_err(|e| CallError::Decode(error_chain(&e)))
+    }
+}
+
+/// An error with its sources, which is where reqwest keeps the useful part.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Everything the lease loop, the jobs and the heartbeat thread share.
+struct Shared {
+    dispatcher: Dispatcher,
+    /// HTTP client of the lease loop and the uploads (the heartbeat thread has its own,
+    /// whose connections live on its runtime).
+    client: reqwest::Client,
+    held: Held,
+    state: Arc<AppState>,
+    lease_wait_seconds: u32,
+    faults: Faults,
+}
+
+/// Stops the heartbeat thread when dropped.
+struct HeartbeatThread {
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for HeartbeatThread {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// A prover pod's agent: see the module documentation.
+pub struct Agent {
+    shared: Arc<Shared>,
+    heartbeat: HeartbeatThread,
+}
+
+impl Agent {
+    /// Reads the token and starts the heartbeat thread; [`Agent::run`] starts leasing.
+    pub fn new(config: AgentConfig, state: Arc<AppState>) -> Result<Self, AgentError> {
+        let token = Token::load(config.token_file)?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| AgentError::Client(error_chain(&e)))?;
+        let shared = Arc::new(Shared {
+            dispatcher: Dispatcher {
+                base: config.dispatcher_url.trim_end_matches('/').to_string(),
+                caller: config.caller,
+                token,
+            },
+            client,
+            held: Held::default(),
+            state,
+            lease_wait_seconds: config.lease_wait_seconds.max(1),
+            faults: config.faults,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AgentError::Thread(e.to_string()))?;
+        let hb = shared.clone();
+        std::thread::Builder::new()
+            .name("zkfleet-heartbeat".into())
+            .spawn(move || runtime.block_on(heartbeat_loop(hb, stop_rx)))
+            .map_err(|e| AgentError::Thread(e.to_string()))?;
+        Ok(Agent {
+            shared,
+            heartbeat: HeartbeatThread { stop },
+        })
+    }
+
+    /// Leases and proves until the pod drains, then finishes the jobs it holds, reports
+    /// their results and returns.
+    pub async fn run(self) {
+        let shared = &self.shared;
+        if !shared.faults.is_empty() {
+            tracing::warn!(
+                faults = ?shared.faults,
+                "fault injection is on: this pod misbehaves on purpose (tests only)"
+            );
+        }
+        let mut jobs = JoinSet::new();
+        self.lease_loop(&mut jobs).await;
+        let held = shared.held.len();
+        if held > 0 {
+            tracing::info!(
+                jobs = held,
+                "draining: finishing the leased jobs and reporting their results"
+            );
+        }
+        while jobs.join_next().await.is_some() {}
+        tracing::info!("agent stopped");
+        drop(self.heartbeat);
+    }
+
+    async fn lease_loop(&self, jobs: &mut JoinSet<()>) {
+        let shared = &self.shared;
+        let state = &shared.state;
+        let digest = loop {
+            if state.is_draining() {
+                return;
+            }
+            if let Some((_, digest)) = state.ready_backend() {
+                break digest;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(READY_POLL) => {}
+                _ = state.drained() => return,
+            }
+        };
+        tracing::info!(
+            dispatcher = shared.dispatcher.base,
+            pool = shared.dispatcher.caller.pool,
+            "parameters ready; leasing jobs from the dispatcher"
+        );
+        let mut backoff = Backoff::new();
+        loop {
+            while jobs.try_join_next().is_some() {}
+            // Lease only for slots that are free now; a permit held for a moment says one is.
+            tokio::select! {
+                biased;
+                _ = state.drained() => return,
+                permit = state.slots.acquire() => drop(permit),
+            }
+            // A released slot may have been handed straight to this probe, past the metric.
+            state.update_free_slots();
+            let free = state.slots.available_permits();
+            if free == 0 {
+                continue;
+            }
+            let request = LeaseRequest {
+                caller: shared.dispatcher.caller.clone(),
+                parameters_version: state.parameters_version.clone(),
+                parameters_digest: digest.clone(),
+                free_slots: free as u32,
+                wait_seconds: shared.lease_wait_seconds,
+            };
+            let timeout = Duration::from_secs(shared.lease_wait_seconds.into()) + LEASE_HTTP_MARGIN;
+            let answer: Result<LeaseResponse, CallError> = tokio::select! {
+                biased;
+                _ = state.drained() => {
+                    tracing::info!("draining: abandoning the pending lease request");
+                    return;
+                }
+                r = shared.dispatcher.call(&shared.client, LEASE_PATH, &request, timeout) => r,
+            };
+            match answer {
+                Ok(LeaseResponse { jobs: leased }) => {
+                    backoff.reset();
+                    if state.is_draining() {
+                        if !leased.is_empty() {
+                            tracing::warn!(
+                                jobs = leased.len(),
+                                "jobs leased after draining started are not started; their leases will expire"
+                            );
+                        }
+                        return;
+                    }
+                    // Every lease is heartbeated from now on, also while it waits for a slot.
+                    let held: Vec<_> = leased
+                        .into_iter()
+                        .map(|job| {
+                            state.metrics.leases_received.inc();
+                            tracing::info!(
+                                job = job.job,
+                                uid = job.lease.uid,
+                                attempt = job.lease.attempt,
+                                "job leased"
+                            );
+                            let revoke = shared.held.insert(&job);
+                            (job, revoke)
+                        })
+                        .collect();
+                    for (job, revoke) in held {
+                        self.start(job, revoke, jobs).await;
+                    }
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    // 503 is normal while the operator has no leader or restarts.
+                    tracing::warn!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        "lease request failed: {e}"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = state.drained() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a slot for a held job (waiting if `/v1/prove` took the one it was leased for)
+    /// and starts it.
+    async fn start(
+        &self,
+        job: LeasedJob,
+        mut revoke: watch::Receiver<bool>,
+        jobs: &mut JoinSet<()>,
+    ) {
+        let shared = &self.shared;
+        let state = &shared.state;
+        let permit = match state.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::info!(job = job.job, "waiting for a proof slot");
+                tokio::select! {
+                    biased;
+                    _ = revoked(&mut revoke) => return,
+                    p = state.slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        // The slots are never closed; if they were, the lease just expires.
+                        Err(_) => {
+                            shared.held.remove(&job.lease);
+                            return;
+                        }
+                    },
+                }
+            }
+        };
+        let slot = Slot::new(permit, state);
+        jobs.spawn(run_job(shared.clone(), job, slot, revoke));
+    }
+}
+
+/// A failed attempt as reported to the dispatcher.
+#[derive(Debug)]
+struct JobFailure {
+    code: String,
+    message: String,
+    retryable: bool,
+}
+
+impl JobFailure {
+    fn new(code: &str, message: impl Into<String>, retryable: bool) -> Self {
+        JobFailure {
+            code: code.into(),
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+impl From<BackendError> for JobFailure {
+    fn from(e: BackendError) -> Self {
+        // Bad input cannot be fixed by a retry; the pod's own failures might be.
+        JobFailure::new(e.code(), e.to_string(), !e.is_client_error())
+    }
+}
+
+/// One leased job, from its slot to the acknowledged result.
+async fn run_job(
+    shared: Arc<Shared>,
+    job: LeasedJob,
+    slot: Slot,
+    mut revoke: watch::Receiver<bool>,
+) {
+    let state = &shared.state;
+    let lease = job.lease.clone();
+    let _release = Release {
+        shared: shared.clone(),
+        lease: lease.clone(),
+    };
+    let started = Instant::now();
+    let timeout = Duration::from_secs(job.timeout_seconds.max(1).into());
+    let result = tokio::select! {
+        biased;
+        _ = revoked(&mut revoke) => {
+            drop(slot);
+            tracing::warn!(job = job.job, uid = lease.uid, attempt = lease.attempt,
+                "lease revoked by the dispatcher: work abandoned, slot freed, no result sent");
+            return;
+        }
+        r = tokio::time::timeout(timeout, prove(&shared, job.input)) => r,
+    };
+    // The upload holds no slot.
+    drop(slot);
+    let result = result.unwrap_or_else(|_| {
+        Err(JobFailure::new(
+            "timeout",
+            format!("proof took longer than the job's {} s", timeout.as_secs()),
+            true,
+        ))
+    });
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(f) => f.code.as_str(),
+    };
+    state
+        .metrics
+        .proofs
+        .with_label_values(&[state.backend_name, label])
+        .inc();
+    let outcome = match result {
+        Ok((out, digest)) => {
+            state
+                .metrics
+                .proving_seconds
+                .with_label_values(&[state.backend_name])
+                .observe(started.elapsed().as_secs_f64());
+            // Witness and proof only: the fault delay and input download are not proving.
+            let proving_millis = (out.timings.witness_ms + out.timings.prove_ms).round() as u64;
+            let mut proof = out.proof;
+            if shared.faults.corrupt_proofs {
+                tracing::warn!(
+                    job = job.job,
+                    "fault injection: uploading a corrupted proof"
+                );
+                corrupt(&mut proof);
+            }
+            tracing::info!(job = job.job, proving_millis, "proved");
+            Outcome::Proved {
+                proof,
+                public_signals: out.public_signals,
+                proving_millis,
+                parameters_digest: digest,
+            }
+        }
+        Err(f) => {
+            tracing::warn!(
+                job = job.job,
+                code = f.code,
+                retryable = f.retryable,
+                "proof failed: {}",
+                f.message
+            );
+            Outcome::Failed {
+                code: f.code,
+                message: f.message,
+                retryable: f.retryable,
+            }
+        }
+    };
+    let kind = match outcome {
+        Outcome::Proved { .. } => "proved",
+        Outcome::Failed { .. } => "failed",
+    };
+    let request = CompleteRequest {
+        caller: shared.dispatcher.caller.clone(),
+        lease: lease.clone(),
+        outcome,
+    };
+    let uploaded = tokio::select! {
+        biased;
+        _ = revoked(&mut revoke) => "revoked",
+        o = upload(&shared, &job.job, &request) => o,
+    };
+    if uploaded == "revoked" {
+        tracing::warn!(
+            job = job.job,
+            uid = lease.uid,
+            attempt = lease.attempt,
+            "lease revoked while its result was being reported; result dropped"
+        );
+    }
+    state
+        .metrics
+        .result_uploads
+        .with_label_values(&[kind, uploaded])
+        .inc();
+}
+
+/// Stops heartbeating a lease when its job ends, however it ends.
+struct Release {
+    shared: Arc<Shared>,
+    lease: LeaseRef,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.shared.held.remove(&self.lease);
+    }
+}
+
+/// Reports a result until the dispatcher takes it (2xx) or says the lease is gone
+/// (404, 409) or the request is unacceptable (other 4xx); everything else is retried.
+/// Returns the outcome label of the uploads metric.
+async fn upload(shared: &Shared, job: &str, request: &CompleteRequest) -> &'static str {
+    let mut backoff = Backoff::new();
+    loop {
+        let answer: Result<CompleteResponse, CallError> = shared
+            .dispatcher
+            .call(&shared.client, COMPLETE_PATH, request, UPLOAD_TIMEOUT)
+            .await;
+        match answer {
+            Ok(r) => {
+                tracing::info!(
+                    job,
+                    phase = r.phase,
+                    duplicate = r.duplicate,
+                    "result acknowledged"
+                );
+                return "acknowledged";
+            }
+            Err(CallError::Status { status, body })
+                if status == reqwest::StatusCode::NOT_FOUND
+                    || status == reqwest::StatusCode::CONFLICT =>
+            {
+                tracing::warn!(job, %status, "result refused as stale, dropped: {body}");
+                return "stale";
+            }
+            Err(CallError::Status { status, body })
+                if status.is_client_error()
+                    && !matches!(status.as_u16(), 401 | 403 | 408 | 429) =>
+            {
+                tracing::error!(job, %status, "result refused, dropped: {body}");
+                return "refused";
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    job,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "result upload failed: {e}"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The proof of one job: its input resolved, then the backend on a blocking thread.
+async fn prove(shared: &Shared, input: JobInput) -> Result<(ProofOutput, String), JobFailure> {
+    if let Some(delay) = shared.faults.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let state = &shared.state;
+    let (backend, digest) = state
+        .ready_backend()
+        .ok_or_else(|| JobFailure::new("not_ready", "parameters are not loaded", true))?;
+    if shared.faults.skip_proving {
+        let placeholder = ProofOutput {
+            proof: serde_json::json!({"protocol": "none", "note": "fault injection: skip-proving"}),
+            public_signals: Vec::new(),
+            timings: Default::default(),
+        };
+        return Ok((placeholder, digest));
+    }
+    let input = resolve(input).await?;
+    backend.check(&input)?;
+    state.metrics.active_proofs.inc();
+    let st = shared.state.clone();
+    // A revoked or timed-out proof is not interrupted: its result is dropped when it ends.
+    let out = tokio::task::spawn_blocking(move || {
+        let out = backend.prove(input);
+        st.metrics.active_proofs.dec();
+        out
+    })
+    .await
+    .map_err(|e| JobFailure::new("internal", format!("prover task failed: {e}"), true))??;
+    Ok((out, digest))
+}
+
+/// Turns the lease's input into what the backend proves.
+async fn resolve(input: JobInput) -> Result<ProofInput, JobFailure> {
+    match input {
+        JobInput::CircuitInputs { inputs } => Ok(ProofInput::Inputs(inputs)),
+        JobInput::Witness { witness_base64 } => base64::engine::general_purpose::STANDARD
+            .decode(witness_base64.trim())
+            .map(ProofInput::Wtns)
+            .map_err(|e| {
+                JobFailure::new(
+                    "invalid_witness",
+                    format!("witness is not base64: {e}"),
+                    false,
+                )
+            }),
+        JobInput::Url {
+            url,
+            sha256,
+            format,
+        } => {
+            let bytes = download(&url, &sha256).await?;
+            match format {
+                InputFormat::Witness => Ok(ProofInput::Wtns(bytes)),
+                InputFormat::CircuitInputs => serde_json::from_slice::<Value>(&bytes)
+                    .map(ProofInput::Inputs)
+                    .map_err(|e| {
+                        JobFailure::new(
+                            "invalid_input",
+                            format!("{url} is not circuit inputs JSON: {e}"),
+                            false,
+                        )
+                    }),
+            }
+        }
+    }
+}
+
+/// Downloads an input file into a temporary directory and checks its sha256.
+async fn download(url: &str, sha256: &str) -> Result<Vec<u8>, JobFailure> {
+    let digest: Digest = sha256
+        .parse()
+        .map_err(|e: String| JobFailure::new("invalid_input_url", e, false))?;
+    let dir = tempfile::tempdir().map_err(|e| {
+        JobFailure::new(
+            "internal",
+            format!("cannot make a directory for the input: {e}"),
+            true,
+        )
+    })?;
+    let path = params::download(url, digest, dir.path())
+        .await
+        .map_err(|e| match e {
+            FetchError::DigestMismatch { .. } => {
+                JobFailure::new("input_digest_mismatch", format!("input {url}: {e}"), false)
+            }
+            FetchError::Unavailable { message, .. } => {
+                JobFailure::new("input_unavailable", format!("input {url}: {message}"), true)
+            }
+            FetchError::Config(m) => JobFailure::new("invalid_input_url", m, false),
+        })?;
+    tokio::fs::read(&path).await.map_err(|e| {
+        JobFailure::new(
+            "input_unavailable",
+            format!("cannot read the downloaded input: {e}"),
+            true,
+        )
+    })
+}
+
+/// Fault injection: makes a proof the verifier must reject. A Groth16 proof gets another
+/// valid curve point as `pi_a` (so it still parses); anything else is wrapped out of shape.
+fn corrupt(proof: &mut Value) {
+    let parsed = serde_json::from_value::<ProofJson>(proof.clone())
+        .ok()
+        .and_then(|p| p.to_proof().ok());
+    *proof = match parsed {
+        Some(p) => {
+            let a: G1Affine = (p.a + G1Affine::generator()).into_affine();
+            let tampered: Proof<Bn254> = Proof { a, ..p };
+            serde_json::to_value(ProofJson::from_proof(&tampered)).unwrap_or(Value::Null)
+        }
+        None => serde_json::json!({ "corrupted": proof.take() }),
+    };
+}
+
+/// Renews the held leases every third of the shortest lease (at least every second) and
+/// abandons the ones the dispatcher revokes. Runs on its own thread and runtime.
+async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let client = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                "cannot build the heartbeat HTTP client: {}",
+                error_chain(&e)
+            );
+            return;
+        }
+    };
+    let metrics = &shared.state.metrics;
+    let mut last = tokio::time::Instant::now();
+    let mut idle = true;
+    loop {
+        let (leases, shortest) = shared.held.snapshot();
+        if leases.is_empty() {
+            idle = true;
+            tokio::select! {
+                _ = shared.held.added.notified() => continue,
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+        if idle {
+            // The leases were just granted: the first renewal is due an interval from now.
+            last = tokio::time::Instant::now();
+            idle = false;
+        }
+        let interval =
+            Duration::from_millis(u64::from(shortest) * 1000 / 3).max(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep_until(last + interval) => {}
+            // A new lease may be shorter than the others: work the interval out again.
+            _ = shared.held.added.notified() => continue,
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        last = tokio::time::Instant::now();
+        // Leases released while the request was being made are simply not renewed again.
+        let request = HeartbeatRequest {
+            caller: shared.dispatcher.caller.clone(),
+            leases,
+        };
+        let answer: Result<HeartbeatResponse, CallError> = tokio::select! {
+            r = shared.dispatcher.call(&client, HEARTBEAT_PATH, &request, interval) => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match answer {
+            Ok(r) => {
+                for lease in r.revoked {
+                    if let Some(job) = shared.held.revoke(&lease) {
+                        metrics.lease_revocations.inc();
+                        tracing::warn!(
+                            job,
+                            uid = lease.uid,
+                            attempt = lease.attempt,
+                            "dispatcher revoked the lease"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.heartbeat_failures.inc();
+                tracing::warn!(leases = request.leases.len(), "heartbeat failed: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse() {
+        let list: Vec<Fault> = ["corrupt-proofs", " delay-ms=250", "skip-proving"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let f = Faults::from_list(&list);
+        assert!(f.corrupt_proofs);
+        assert_eq!(f.delay, Some(Duration::from_millis(250)));
+        assert!(f.skip_proving);
+        assert!(Faults::from_list(&[]).is_empty());
+        assert!("delay-ms=soon".parse::<Fault>().is_err());
+        assert!("crash".parse::<Fault>().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new();
+        let first = b.next_delay();
+        assert!(first >= BACKOFF_FIRST / 2 && first <= BACKOFF_FIRST);
+        for _ in 0..20 {
+            assert!(b.next_delay() <= BACKOFF_CAP);
+        }
+        assert!(b.next_delay() >= BACKOFF_CAP / 2);
+        b.reset();
+        assert!(b.next_delay() <= BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn held_leases_are_revoked_once() {
+        let held = Held::default();
+        let job = LeasedJob {
+            lease: LeaseRef {
+                uid: "u".into(),
+                attempt: 1,
+            },
+            job: "ns/j".into(),
+            lease_seconds: 9,
+            timeout_seconds: 60,
+            input: JobInput::CircuitInputs {
+                inputs: serde_json::json!({}),
+            },
+        };
+        let rx = held.insert(&job);
+        assert_eq!(held.snapshot(), (vec![job.lease.clone()], 9));
+        assert_eq!(held.revoke(&job.lease).as_deref(), Some("ns/j"));
+        assert!(*rx.borrow());
+        assert_eq!(held.revoke(&job.lease), None);
+        assert_eq!(held.len(), 0);
+    }
+
+    #[test]
+    fn corrupted_groth16_proofs_still_parse() {
+        let g = G1Affine::generator();
+        let p: Proof<Bn254> = Proof {
+            a: g,
+            b: ark_bn254::G2Affine::generator(),
+            c: g,
+        };
+        let mut v = serde_json::to_value(ProofJson::from_proof(&p)).unwrap();
+        let before = v.clone();
+        corrupt(&mut v);
+        assert_ne!(v["pi_a"], before["pi_a"]);
+        assert_eq!(v["pi_b"], before["pi_b"]);
+        let back: ProofJson = serde_json::from_value(v).unwrap();
+        assert!(back.to_proof().is_ok());
+    }
+}
