@@ -1,6 +1,7 @@
 //! Command-line flags, each also settable through a `ZKFLEET_*` (or downward-API) variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
@@ -65,15 +66,105 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub rollout_deadline_seconds: u64,
 
+    /// Address the dispatcher listens on for prover pods (POST /v1/lease, /v1/heartbeat,
+    /// /v1/complete). Only the leader serves it, so the operator's Service reaches the leader.
+    #[arg(long, env = "ZKFLEET_DISPATCHER_ADDR", default_value = "0.0.0.0:8081")]
+    pub dispatcher_addr: SocketAddr,
+
+    /// URL prover pods reach the dispatcher at, through the operator's Service. Default:
+    /// http://<lease name>.<namespace>.svc:<dispatcher port>.
+    #[arg(long, env = "ZKFLEET_DISPATCHER_URL")]
+    pub dispatcher_url: Option<String>,
+
+    /// Seconds a lease lasts without a heartbeat before its job is given to another pod.
+    #[arg(long, env = "ZKFLEET_LEASE_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub lease_seconds: u64,
+
+    /// Proofs up to this many bytes (as JSON, with the public signals) are written on the
+    /// ProofJob's status; larger ones go to --artifacts-url and the status points to them.
+    #[arg(long, env = "ZKFLEET_INLINE_RESULT_MAX_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub inline_result_max_bytes: u64,
+
+    /// Where proofs too large for the status are stored: file:///dir (a volume, by default an
+    /// emptyDir or PVC the chart mounts), s3://bucket/prefix, gs://bucket/prefix or
+    /// az://container/prefix (credentials from the standard environment variables).
+    #[arg(
+        long,
+        env = "ZKFLEET_ARTIFACTS_URL",
+        default_value = "file:///var/lib/zkfleet/artifacts"
+    )]
+    pub artifacts_url: String,
+
+    /// Extra environment variables for every prover container, as a JSON list of pod-spec
+    /// env entries, for example [{"name":"RUST_LOG","value":"debug"}].
+    #[arg(long, env = "ZKFLEET_PROVER_ENV", default_value = "[]",
+          value_parser = parse_prover_env)]
+    pub prover_env: ProverEnv,
+
+    /// Address of the aggregated API external.metrics.k8s.io (HTTPS), from which the
+    /// HorizontalPodAutoscaler of each autoscaled ProverPool reads the pool's queued and running
+    /// jobs (zkfleet_pool_queued_jobs, zkfleet_pool_running_jobs, label pool=<name>). Only the
+    /// leader serves it. Unset: not served. Needs an APIService pointing at the operator's
+    /// Service and RBAC to read kube-system/extension-apiserver-authentication and create
+    /// SubjectAccessReviews; the chart's externalMetrics.enabled sets all of it up.
+    #[arg(long, env = "ZKFLEET_EXTERNAL_METRICS_ADDR")]
+    pub external_metrics_addr: Option<SocketAddr>,
+
+    /// PEM certificate (chain) the external metrics API serves; read again when it changes.
+    #[arg(
+        long,
+        env = "ZKFLEET_EXTERNAL_METRICS_CERT",
+        default_value = "/var/run/zkfleet/metrics-tls/tls.crt"
+    )]
+    pub external_metrics_cert: PathBuf,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --external-metrics-cert.
+    #[arg(
+        long,
+        env = "ZKFLEET_EXTERNAL_METRICS_KEY",
+        default_value = "/var/run/zkfleet/metrics-tls/tls.key"
+    )]
+    pub external_metrics_key: PathBuf,
+
     /// Log format: json for log pipelines, text for people.
     #[arg(long, env = "ZKFLEET_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+}
+
+/// The parsed `--prover-env` list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProverEnv(pub Vec<k8s_openapi::api::core::v1::EnvVar>);
+
+fn parse_prover_env(s: &str) -> Result<ProverEnv, String> {
+    if s.trim().is_empty() {
+        return Ok(ProverEnv::default());
+    }
+    serde_json::from_str(s).map(ProverEnv).map_err(|e| {
+        format!("not a JSON list of env entries like [{{\"name\":\"A\",\"value\":\"1\"}}]: {e}")
+    })
 }
 
 impl Cli {
     /// The namespace to restrict every watch and list to, `None` for the whole cluster.
     pub fn watch_namespace(&self) -> Option<String> {
         self.watch_namespace.clone().filter(|ns| !ns.is_empty())
+    }
+
+    /// `--dispatcher-url`, else the Service address the chart creates.
+    pub fn dispatcher_url(&self) -> String {
+        self.dispatcher_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| {
+                format!(
+                    "http://{}.{}.svc:{}",
+                    self.lease_name,
+                    self.namespace,
+                    self.dispatcher_addr.port()
+                )
+            })
     }
 
     /// `--identity`, else the host name, else a fixed name (single-replica use only).
@@ -117,6 +208,13 @@ mod tests {
         assert_eq!(cli.rollout_deadline_seconds, 300);
         assert!(!cli.identity().is_empty());
         assert_eq!(cli.watch_namespace(), None, "every namespace by default");
+        assert_eq!(
+            cli.dispatcher_url(),
+            "http://zkfleet-operator.zkfleet-system.svc:8081"
+        );
+        assert_eq!(cli.lease_seconds, 30);
+        assert!(cli.prover_env.0.is_empty());
+        assert_eq!(cli.external_metrics_addr, None);
         assert!(
             Cli::try_parse_from(["zkfleet-operator", "--namespace", "x"]).is_err(),
             "--prover-image is required"

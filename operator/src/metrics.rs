@@ -1,10 +1,12 @@
-//! Prometheus metrics of the operator: reconcile runs, failures by error, durations, and the
-//! build version.
+//! Prometheus metrics of the operator: reconcile runs, failures by error, durations, the
+//! dispatcher's queues, dispatch latency, job outcomes, lapsed leases and rejected proofs, and
+//! the build version.
 
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The operator's metrics, registered in their own registry.
@@ -14,6 +16,12 @@ pub struct Metrics {
     runs: IntCounterVec,
     failures: IntCounterVec,
     duration: HistogramVec,
+    queue: IntGaugeVec,
+    dispatch_latency: Histogram,
+    outcomes: IntCounterVec,
+    lapsed: IntCounterVec,
+    rejected: IntCounterVec,
+    scaling: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -59,11 +67,67 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let queue = IntGaugeVec::new(
+            Opts::new(
+                "zkfleet_dispatch_jobs",
+                "ProofJobs of each pool in the dispatcher, by state (queued, running)",
+            ),
+            &["namespace", "pool", "state"],
+        )
+        .expect("valid metric");
+        let dispatch_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "zkfleet_dispatch_latency_seconds",
+                "Time from a job entering the queue to its lease being granted",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_jobs_finished_total",
+                "ProofJobs that finished, by outcome (Succeeded or the failure reason)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let lapsed = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_dispatch_lease_lapses_total",
+                "Leases that ended without a result, by reason (LeaseExpired, PodLost, TimedOut)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_dispatch_rejected_proofs_total",
+                "Proofs that failed verification, by pool",
+            ),
+            &["namespace", "pool"],
+        )
+        .expect("valid metric");
+        let scaling = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_scaling_decisions_total",
+                "Resizes the operator made itself, by decision (ScaledToZero, WokeUp)",
+            ),
+            &["decision"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(runs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
             Box::new(duration.clone()),
             Box::new(build_info),
+            Box::new(queue.clone()),
+            Box::new(dispatch_latency.clone()),
+            Box::new(outcomes.clone()),
+            Box::new(lapsed.clone()),
+            Box::new(rejected.clone()),
+            Box::new(scaling.clone()),
         ] {
             registry
                 .register(collector)
@@ -74,7 +138,47 @@ impl Metrics {
             runs,
             failures,
             duration,
+            queue,
+            dispatch_latency,
+            outcomes,
+            lapsed,
+            rejected,
+            scaling,
         }
+    }
+
+    /// Counts a resize the operator made (scale to zero, wake).
+    pub fn scaling_decision(&self, decision: &str) {
+        self.scaling.with_label_values(&[decision]).inc();
+    }
+
+    /// Sets a pool's queued and running job counts.
+    pub fn set_queue(&self, namespace: &str, pool: &str, queued: usize, running: usize) {
+        for (state, n) in [("queued", queued), ("running", running)] {
+            self.queue
+                .with_label_values(&[namespace, pool, state])
+                .set(n as i64);
+        }
+    }
+
+    /// Records how long a job waited in the queue before its lease.
+    pub fn dispatched(&self, waited: Duration) {
+        self.dispatch_latency.observe(waited.as_secs_f64());
+    }
+
+    /// Counts a finished job: `Succeeded` or its failure reason.
+    pub fn job_finished(&self, outcome: &str) {
+        self.outcomes.with_label_values(&[outcome]).inc();
+    }
+
+    /// Counts a lease that ended without a result.
+    pub fn lease_lapsed(&self, reason: &str) {
+        self.lapsed.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a proof that failed verification.
+    pub fn proof_rejected(&self, namespace: &str, pool: &str) {
+        self.rejected.with_label_values(&[namespace, pool]).inc();
     }
 
     /// Counts a pass of `controller`.
@@ -114,7 +218,25 @@ mod tests {
         m.reconcile_started("proverpool");
         m.reconcile_failed("proverpool", "Apply");
         m.reconcile_finished("proverpool", Duration::from_millis(20));
+        m.set_queue("team", "cpu", 3, 1);
+        m.job_finished("Succeeded");
+        m.lease_lapsed("PodLost");
+        m.proof_rejected("team", "cpu");
+        m.dispatched(Duration::from_millis(30));
+        m.scaling_decision("WokeUp");
         let text = m.render();
+        assert!(
+            text.contains(r#"zkfleet_dispatch_jobs{namespace="team",pool="cpu",state="queued"} 3"#)
+        );
+        assert!(text.contains(r#"zkfleet_jobs_finished_total{outcome="Succeeded"} 1"#));
+        assert!(text.contains(r#"zkfleet_dispatch_lease_lapses_total{reason="PodLost"} 1"#));
+        assert!(
+            text.contains(
+                r#"zkfleet_dispatch_rejected_proofs_total{namespace="team",pool="cpu"} 1"#
+            )
+        );
+        assert!(text.contains("zkfleet_dispatch_latency_seconds_count 1"));
+        assert!(text.contains(r#"zkfleet_scaling_decisions_total{decision="WokeUp"} 1"#));
         assert!(
             text.contains(r#"zkfleet_reconcile_runs_total{controller="proverpool"} 1"#),
             "{text}"

@@ -13,11 +13,13 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::artifacts::ArtifactStore;
 use crate::build::BuildContext;
 use crate::config::Cli;
+use crate::dispatcher::{self, Dispatcher};
 use crate::leader::{Elector, Timing};
 use crate::metrics::Metrics;
-use crate::{pool, telemetry};
+use crate::{external_metrics, job, pool, telemetry};
 
 /// Runs the operator until SIGTERM/SIGINT, or until it loses the leader Lease (then it exits
 /// with an error so that Kubernetes restarts it as a standby).
@@ -67,25 +69,91 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     leader.store(true, Ordering::Release);
 
-    let ctx = Arc::new(pool::Context {
+    let artifacts = ArtifactStore::new(&cli.artifacts_url)
+        .with_context(|| format!("opening the artifact store {}", cli.artifacts_url))?;
+    let dispatcher = Dispatcher::new(
+        client.clone(),
+        dispatcher::Settings {
+            lease_duration: Duration::from_secs(cli.lease_seconds),
+            max_wait: Duration::from_secs(25),
+            inline_result_max_bytes: cli.inline_result_max_bytes as usize,
+        },
+        metrics.clone(),
+        artifacts,
+        cli.watch_namespace(),
+    );
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "zkfleet-operator".into(),
+            instance: Some(identity),
+        },
+    );
+    let pool_ctx = Arc::new(pool::Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "zkfleet-operator".into(),
-                instance: Some(identity),
-            },
-        ),
-        metrics,
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
         build: BuildContext {
             prover_image: cli.prover_image.clone(),
             operator_namespace: cli.namespace.clone(),
             parameters_cache_path: cli.parameters_cache_path.clone(),
+            dispatcher_url: cli.dispatcher_url(),
+            prover_env: cli.prover_env.0.clone(),
         },
         rollout_deadline: Duration::from_secs(cli.rollout_deadline_seconds),
         watch_namespace: cli.watch_namespace(),
+        dispatcher: dispatcher.clone(),
     });
-    let controllers = pool::run(ctx, shutdown(shutdown_rx.clone()));
+    let job_ctx = Arc::new(job::Context {
+        client: client.clone(),
+        recorder,
+        metrics,
+        dispatcher: dispatcher.clone(),
+        watch_namespace: cli.watch_namespace(),
+    });
+    let listener = tokio::net::TcpListener::bind(cli.dispatcher_addr)
+        .await
+        .with_context(|| format!("binding the dispatcher to {}", cli.dispatcher_addr))?;
+    info!(addr = %cli.dispatcher_addr, "dispatcher listening");
+    let server = axum::serve(
+        listener,
+        dispatcher::server::router(dispatcher.clone())
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown(shutdown_rx.clone()));
+    // Only the leader serves the metrics: they live in its dispatcher, and the Service routes
+    // to the leader alone. A failure costs autoscaling its metrics, not the operator.
+    let metrics_api = async {
+        let Some(addr) = cli.external_metrics_addr else {
+            return;
+        };
+        let loads: Arc<dyn external_metrics::PoolLoads> = dispatcher.clone();
+        if let Err(e) = external_metrics::serve(
+            addr,
+            cli.external_metrics_cert.clone(),
+            cli.external_metrics_key.clone(),
+            client.clone(),
+            loads,
+            shutdown(shutdown_rx.clone()),
+        )
+        .await
+        {
+            error!(error = %e, "external metrics API failed: autoscaled ProverPools get no metrics");
+        }
+    };
+    let controllers = async {
+        tokio::join!(
+            metrics_api,
+            pool::run(pool_ctx, shutdown(shutdown_rx.clone())),
+            job::run(job_ctx, shutdown(shutdown_rx.clone())),
+            dispatcher.clone().run(shutdown(shutdown_rx.clone())),
+            async {
+                if let Err(e) = server.await {
+                    error!(error = %e, "dispatcher server failed");
+                }
+            },
+        );
+    };
 
     let outcome = tokio::select! {
         () = controllers => Ok(()),

@@ -499,8 +499,8 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
 
-    /// Queued plus running jobs per pod that the autoscaler aims for (1 to 1000, default
-    /// equal to one full pod: `slotsPerReplica`).
+    /// Queued jobs per pod the autoscaler aims for (1 to 1000, default `slotsPerReplica`).
+    /// Running jobs count too, at `slotsPerReplica` per pod, so pods still proving are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub target_queue_per_replica: Option<i32>,

@@ -9,14 +9,15 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, HostPathVolumeSource, Lifecycle, LifecycleHandler,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, SleepAction, Volume,
-    VolumeMount,
+    EnvVarSource, HTTPGetAction, HostPathVolumeSource, Lifecycle, LifecycleHandler,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt as _;
 use zkfleet_crds::v1alpha1::{
     BackendKind, DEFAULT_JOB_TIMEOUT_SECONDS, ExecProfile, ParametersLocation, ParametersSpec,
     ProverPool,
@@ -178,7 +179,7 @@ fn container(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext)
         image_pull_policy: Some("IfNotPresent".into()),
         // The image's entrypoint is the zkfleet-prover binary.
         args: Some(vec!["serve".into()]),
-        env: Some(env(pool, parameters)),
+        env: Some(env(pool, parameters, ctx)),
         ports: Some(vec![ContainerPort {
             name: Some(PROVER_PORT_NAME.into()),
             container_port: PROVER_PORT,
@@ -238,7 +239,7 @@ pub fn wasm_name(pool: &ProverPool) -> &str {
         .unwrap_or("circuit.wasm")
 }
 
-fn env(pool: &ProverPool, parameters: &ParametersSpec) -> Vec<EnvVar> {
+fn env(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -> Vec<EnvVar> {
     let sha = |name: &str| {
         parameters
             .files
@@ -285,6 +286,9 @@ fn env(pool: &ProverPool, parameters: &ParametersSpec) -> Vec<EnvVar> {
             format!("{TOKEN_DIR}/token"),
         ),
         ("ZKFLEET_LOG_FORMAT", "json".into()),
+        // Agent mode: lease jobs of this pool from the operator's dispatcher.
+        ("ZKFLEET_DISPATCHER_URL", ctx.dispatcher_url.clone()),
+        ("ZKFLEET_POOL", pool.name_any()),
     ]);
     if let (BackendKind::Exec, Some(exec)) = (pool.spec.backend.kind, &pool.spec.backend.exec) {
         let profile = match exec.profile {
@@ -298,13 +302,33 @@ fn env(pool: &ProverPool, parameters: &ParametersSpec) -> Vec<EnvVar> {
         env.push(("ZKFLEET_EXEC_TEMPLATE", template));
         env.push(("ZKFLEET_EXEC_WORKDIR", "/tmp".into()));
     }
-    env.into_iter()
+    let mut env: Vec<EnvVar> = env
+        .into_iter()
         .map(|(name, value)| EnvVar {
             name: name.into(),
             value: Some(value),
             value_from: None,
         })
-        .collect()
+        .collect();
+    // The pod names itself to the dispatcher, which checks the name against the API.
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        env.push(EnvVar {
+            name: name.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: field.into(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
+    env.extend(ctx.prover_env.iter().cloned());
+    env
 }
 
 fn resources(pool: &ProverPool) -> ResourceRequirements {
@@ -554,7 +578,7 @@ mod tests {
 
     #[test]
     fn configures_the_prover_through_its_environment() {
-        let (_, d) = build(GPU_POOL);
+        let (gpu_pool, d) = build(GPU_POOL);
         let env = env_of(&d);
         assert_eq!(env["ZKFLEET_LISTEN"], "0.0.0.0:8080");
         assert_eq!(env["ZKFLEET_BACKEND"], "groth16-bn254");
@@ -571,6 +595,33 @@ mod tests {
         assert_eq!(env["ZKFLEET_PARAMETERS_VERSION"], "v1");
         assert_eq!(env["ZKFLEET_SLOTS"], "2");
         assert_eq!(env["ZKFLEET_CACHE_DIR"], CACHE_DIR);
+        assert_eq!(
+            env["ZKFLEET_DISPATCHER_URL"],
+            "http://zkfleet-operator.zkfleet-system.svc:8081"
+        );
+        let pod_name = pod(&d).containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "POD_NAME")
+            .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+            .map(|f| f.field_path.clone());
+        assert_eq!(pod_name.as_deref(), Some("metadata.name"));
+
+        let extra = BuildContext {
+            prover_env: vec![EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("debug".into()),
+                value_from: None,
+            }],
+            ..ctx()
+        };
+        let with_extra = deployment(
+            &gpu_pool,
+            &Serving::fresh(&gpu_pool.spec.parameters),
+            &extra,
+        );
+        assert_eq!(env_of(&with_extra)["RUST_LOG"], "debug");
         assert!(!env.contains_key("ZKFLEET_PARAMETERS_URL"));
         let c = &pod(&d).containers[0];
         assert_eq!(

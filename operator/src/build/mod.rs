@@ -3,6 +3,7 @@
 //! same objects and each builder is unit-tested from a YAML fixture.
 
 pub mod deployment;
+pub mod hpa;
 pub mod network_policy;
 pub mod pdb;
 pub mod service;
@@ -36,7 +37,7 @@ pub const COMPONENT_PROVER: &str = "prover";
 pub const COMPONENT_DISPATCHER_TOKEN: &str = "dispatcher-token";
 
 /// Operator-wide settings the builders need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BuildContext {
     /// Prover image for pools that do not set `spec.image`.
     pub prover_image: String,
@@ -44,6 +45,10 @@ pub struct BuildContext {
     pub operator_namespace: String,
     /// Node directory under which each parameters digest gets its cache directory.
     pub parameters_cache_path: String,
+    /// URL of the operator's dispatcher that prover pods lease jobs from.
+    pub dispatcher_url: String,
+    /// Extra environment of every prover container (after zkfleet's own variables).
+    pub prover_env: Vec<k8s_openapi::api::core::v1::EnvVar>,
 }
 
 /// Name of the Deployment, Service, ServiceAccount, PodDisruptionBudget and NetworkPolicy.
@@ -200,6 +205,8 @@ spec:
             prover_image: "zkfleet.local/zkfleet-prover:0.1.0".into(),
             operator_namespace: "zkfleet-system".into(),
             parameters_cache_path: "/var/lib/zkfleet/parameters".into(),
+            dispatcher_url: "http://zkfleet-operator.zkfleet-system.svc:8081".into(),
+            prover_env: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -26,6 +27,7 @@ pub struct Children {
     pub service: Service,
     pub network_policy: NetworkPolicy,
     pub pdb: Option<PodDisruptionBudget>,
+    pub hpa: Option<HorizontalPodAutoscaler>,
     pub deployment: Deployment,
 }
 
@@ -80,7 +82,11 @@ pub async fn apply(
     if let Some(pdb) = &children.pdb {
         ssa(client, &ns, pdb).await?;
     }
-    ssa(client, &ns, &children.deployment).await
+    let deployment = ssa(client, &ns, &children.deployment).await?;
+    if let Some(hpa) = &children.hpa {
+        ssa(client, &ns, hpa).await?;
+    }
+    Ok(deployment)
 }
 
 /// Deletes children labelled for this pool and controlled by it that `children` does not
@@ -114,6 +120,12 @@ pub async fn prune(
     pruned.extend(
         prune_kind::<Deployment>(client, pool, names(&children.deployment.metadata.name)).await?,
     );
+    let hpa_names = children
+        .hpa
+        .as_ref()
+        .map(|h| names(&h.metadata.name))
+        .unwrap_or_default();
+    pruned.extend(prune_kind::<HorizontalPodAutoscaler>(client, pool, hpa_names).await?);
     Ok(pruned)
 }
 
@@ -185,6 +197,7 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         "Secret" => "Secret",
         "NetworkPolicy" => "NetworkPolicy",
         "PodDisruptionBudget" => "PodDisruptionBudget",
+        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
         _ => "object",
     }
 }

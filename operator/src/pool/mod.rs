@@ -7,6 +7,7 @@ pub mod events;
 pub mod fetch;
 pub mod readiness;
 pub mod rollout;
+pub mod scaling;
 pub mod status;
 pub mod validate;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -28,11 +30,15 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
-use zkfleet_crds::v1alpha1::{ProverPool, RolloutState, find_condition, pool_condition};
+use zkfleet_crds::v1alpha1::{
+    ProofJob, ProverPool, RolloutState, find_condition, new_condition, pool_condition,
+    set_condition, status as cond,
+};
 
 use crate::FIELD_MANAGER;
 use crate::build::token_secret::DispatcherToken;
 use crate::build::{self, BuildContext, MANAGED_BY, POOL_LABEL};
+use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use apply::{ApplyError, Children};
 use fetch::FetchError;
@@ -45,6 +51,9 @@ pub const CONTROLLER: &str = "proverpool";
 /// How often a rotating pool is looked at even when nothing it watches changes, so the
 /// rollout deadline is noticed on time.
 const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
+/// Quiet time before a pool is reconciled after a change, so bursts of job updates fold into
+/// one pass.
+const QUEUE_DEBOUNCE: Duration = Duration::from_millis(500);
 /// How often a settled pool is re-checked anyway (drift the watches missed).
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -58,6 +67,8 @@ pub struct Context {
     pub rollout_deadline: Duration,
     /// The one namespace watched, or `None` for every namespace.
     pub watch_namespace: Option<String>,
+    /// The dispatcher, whose queues and flagged pods go on the pool's status.
+    pub dispatcher: Arc<Dispatcher>,
 }
 
 /// An API over `namespace`, or over every namespace when it is `None`.
@@ -83,6 +94,8 @@ pub enum Error {
     Status(#[from] StatusError),
     #[error("generating the dispatcher token: {0}")]
     GenerateToken(getrandom::Error),
+    #[error("resizing the pool through its scale subresource: {0}")]
+    Scale(kube::Error),
 }
 
 impl Error {
@@ -93,6 +106,7 @@ impl Error {
             Self::Apply(e) => e.reason(),
             Self::Status(e) => e.reason(),
             Self::GenerateToken(_) => "GenerateToken",
+            Self::Scale(_) => "Scale",
         }
     }
 }
@@ -110,6 +124,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let ours =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
     let pod_owner = resource.clone();
+    let job_owner = resource.clone();
     Controller::new_with(pools, watcher::Config::default(), resource)
         .owns(scoped::<Deployment>(&client, ns), ours.clone())
         .owns(scoped::<Service>(&client, ns), ours.clone())
@@ -117,6 +132,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns(scoped::<Secret>(&client, ns), ours.clone())
         .owns(scoped::<PodDisruptionBudget>(&client, ns), ours.clone())
         .owns(scoped::<NetworkPolicy>(&client, ns), ours.clone())
+        .owns(scoped::<HorizontalPodAutoscaler>(&client, ns), ours.clone())
         // Pods belong to ReplicaSets, not to the pool; their label names the pool. Their
         // readiness and scheduling feed the pool's status.
         .watches(scoped::<Pod>(&client, ns), ours, move |pod: Pod| {
@@ -124,6 +140,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             let pool = pod.labels().get(POOL_LABEL)?.clone();
             Some(ObjectRef::new_with(&pool, pod_owner.clone()).within(&ns))
         })
+        // Jobs moving through a pool's queue change its queue counts; debounced, so a burst
+        // of jobs costs one status write.
+        .watches(
+            scoped::<ProofJob>(&client, ns),
+            watcher::Config::default(),
+            move |job: ProofJob| {
+                let ns = job.namespace()?;
+                Some(ObjectRef::new_with(&job.spec.pool_ref.name, job_owner.clone()).within(&ns))
+            },
+        )
+        .with_config(kube::runtime::controller::Config::default().debounce(QUEUE_DEBOUNCE))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -226,6 +253,7 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
         network_policy: build::network_policy::network_policy(&pool, &ctx.build),
         pdb: build::pdb::pdb(&pool, &ctx.build),
         deployment: build::deployment::deployment(&pool, &decision.serving, &ctx.build),
+        hpa: build::hpa::hpa(&pool, &ctx.build),
     };
 
     // apply
@@ -236,7 +264,35 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
     }
 
     // status
-    let next = status::compute(&pool, Some(&deployment), &world.pods, &decision, Time(now));
+    let mut next = status::compute(&pool, Some(&deployment), &world.pods, &decision, Time(now));
+    let namespace = pool.namespace().unwrap_or_default();
+    let (queued, running) = ctx.dispatcher.load(&namespace, &pool.name_any());
+    status::apply_load(
+        &mut next,
+        &status::Load {
+            queued,
+            running,
+            flagged: ctx.dispatcher.flagged(&namespace, &pool.name_any()),
+        },
+    );
+    // scaling: to zero when idle, back to one when jobs wait (minReplicas 0)
+    let idle_for = ctx.dispatcher.idle_for(&namespace, &pool.name_any());
+    let scaling = scaling::decide(&pool, queued, running, idle_for);
+    set_condition(
+        &mut next.conditions,
+        new_condition(
+            pool_condition::SCALING_ACTIVE,
+            if scaling.active {
+                cond::TRUE
+            } else {
+                cond::FALSE
+            },
+            scaling.reason,
+            scaling.message.clone(),
+            pool.metadata.generation,
+            Time(now),
+        ),
+    );
     let to_publish = events::transitions(pool.status.as_ref(), &next, &decision);
     if status::write(&ctx.client, &pool, &next).await? {
         info!(
@@ -249,11 +305,45 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
     for ev in to_publish {
         publish(ctx, &pool, ev).await;
     }
+    // After the status, so a failing resize never holds the status back.
+    resize(ctx, &pool, &scaling).await?;
 
-    Ok(match decision.status.rollout {
-        Some(RolloutState::Progressing | RolloutState::Failed) => Action::requeue(ROLLOUT_RECHECK),
-        _ => Action::requeue(RESYNC),
-    })
+    let recheck = match decision.status.rollout {
+        Some(RolloutState::Progressing | RolloutState::Failed) => ROLLOUT_RECHECK,
+        _ => RESYNC,
+    };
+    Ok(Action::requeue(
+        scaling.recheck.map_or(recheck, |r| r.min(recheck)),
+    ))
+}
+
+/// Applies a scale-to-zero or wake decision through the pool's scale subresource, with an
+/// Event and a metric.
+async fn resize(ctx: &Context, pool: &ProverPool, scaling: &scaling::Scaling) -> Result<(), Error> {
+    let (replicas, reason) = match scaling.resize {
+        scaling::Resize::Keep => return Ok(()),
+        scaling::Resize::ToZero => (0, "ScaledToZero"),
+        scaling::Resize::Wake => (1, "WokeUp"),
+    };
+    let api: Api<ProverPool> =
+        Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    api.patch_scale(
+        &pool.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::Scale)?;
+    info!(replicas, reason, "resized the pool");
+    ctx.metrics.scaling_decision(reason);
+    publish(
+        ctx,
+        pool,
+        events::event(EventType::Normal, reason, "Scale", scaling.message.clone()),
+    )
+    .await;
+    Ok(())
 }
 
 async fn publish(ctx: &Context, pool: &ProverPool, ev: kube::runtime::events::Event) {

@@ -7,14 +7,47 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use zkfleet_crds::v1alpha1::{
-    CapacityStatus, ProverPool, ProverPoolStatus, RolloutState, new_condition, pool_condition,
-    set_condition, status as cond,
+    CapacityStatus, FlaggedPod, ProverPool, ProverPoolStatus, QueueStatus, RolloutState,
+    new_condition, pool_condition, set_condition, status as cond,
 };
 
 use super::rollout::{Decision, deployment_complete};
 use super::validate::Invalid;
 use crate::FIELD_MANAGER;
 use crate::build::selector_string;
+
+/// What the dispatcher holds for a pool.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Load {
+    pub queued: usize,
+    pub running: usize,
+    /// Pods whose proofs failed verification, newest last.
+    pub flagged: Vec<FlaggedPod>,
+}
+
+/// Most pods listed in `status.flaggedPods`.
+pub const MAX_FLAGGED_PODS: usize = 16;
+
+/// Adds the dispatcher's view to a computed status: queue counts, free slots, flagged pods
+/// (merged with those already listed, one entry per pod, the newest kept).
+pub fn apply_load(status: &mut ProverPoolStatus, load: &Load) {
+    status.queue = Some(QueueStatus {
+        queued: load.queued as i32,
+        running: load.running as i32,
+    });
+    if let Some(capacity) = status.capacity.as_mut() {
+        capacity.free_slots = (capacity.slots - load.running as i32).max(0);
+    }
+    for pod in &load.flagged {
+        if status.flagged_pods.iter().any(|f| f == pod) {
+            continue;
+        }
+        status.flagged_pods.retain(|f| f.pod != pod.pod);
+        status.flagged_pods.push(pod.clone());
+    }
+    let excess = status.flagged_pods.len().saturating_sub(MAX_FLAGGED_PODS);
+    status.flagged_pods.drain(..excess);
+}
 
 /// Why a status write failed.
 #[derive(Debug, thiserror::Error)]
@@ -540,5 +573,48 @@ mod tests {
         );
         assert_eq!(s.queue.unwrap().queued, 3);
         assert_eq!(s.replicas, Some(0));
+    }
+
+    #[test]
+    fn the_dispatchers_load_sets_queue_free_slots_and_flagged_pods() {
+        let pool = pool(GPU_POOL);
+        let mut s = compute(
+            &pool,
+            Some(&deployment(2, 2)),
+            &[],
+            &decision(&pool, RolloutState::Complete),
+            at(0),
+        );
+        let slots = s.capacity.as_ref().unwrap().slots;
+        let flag = |pod: &str, t: i64| FlaggedPod {
+            pod: pod.into(),
+            node: None,
+            reason: "VerificationFailed".into(),
+            time: Some(at(t)),
+        };
+        s.flagged_pods = vec![flag("a", 0)];
+        let load = Load {
+            queued: 5,
+            running: 1,
+            flagged: vec![flag("a", 9), flag("b", 9)],
+        };
+        apply_load(&mut s, &load);
+        assert_eq!(
+            s.queue,
+            Some(QueueStatus {
+                queued: 5,
+                running: 1
+            })
+        );
+        assert_eq!(s.capacity.as_ref().unwrap().free_slots, slots - 1);
+        let pods: Vec<_> = s
+            .flagged_pods
+            .iter()
+            .map(|f| (f.pod.as_str(), f.time.clone()))
+            .collect();
+        assert_eq!(pods, [("a", Some(at(9))), ("b", Some(at(9)))]);
+        let before = s.clone();
+        apply_load(&mut s, &load);
+        assert_eq!(s, before, "applying the same load again changes nothing");
     }
 }

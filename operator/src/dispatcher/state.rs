@@ -1,0 +1,690 @@
+//! The dispatcher's memory: every pool's priority queue and every lease, with no I/O. The
+//! ProofJob objects stay the source of truth; this is rebuilt from them at start and kept in
+//! step with the writes the dispatcher makes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use zkfleet_crds::v1alpha1::{JobPhase, ProofJob};
+use zkfleet_prover::lease::LeaseRef;
+
+/// A pool: namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PoolKey {
+    pub fn of(job: &ProofJob) -> Self {
+        Self {
+            namespace: job.namespace().unwrap_or_default(),
+            name: job.spec.pool_ref.name.clone(),
+        }
+    }
+}
+
+/// Queue order: higher priority first, then older jobs, then by name for a stable order.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Order {
+    neg_priority: i64,
+    created_seconds: i64,
+    name: String,
+    uid: String,
+}
+
+/// Per-job limits, resolved from the job and its pool's `jobDefaults`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_retries: u32,
+}
+
+/// A lease a pod holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub pod: String,
+    pub attempt: u32,
+    /// Renewed by heartbeats.
+    pub deadline: Instant,
+    /// Fixed when granted: the attempt's timeout.
+    pub timeout_at: Instant,
+    pub granted_at: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Tracked {
+    Queued {
+        not_before: Instant,
+        /// Pods this job must not run on again (they made a proof that did not verify).
+        avoid: BTreeSet<String>,
+    },
+    /// Taken off the queue; its lease is being written to the status.
+    Granting {
+        avoid: BTreeSet<String>,
+    },
+    Leased(Held, BTreeSet<String>),
+    /// Pending validation, or finished: not the dispatcher's business.
+    Idle,
+}
+
+struct Entry {
+    job: Arc<ProofJob>,
+    pool: PoolKey,
+    order: Order,
+    limits: Limits,
+    tracked: Tracked,
+}
+
+/// Why a lease ended without a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lapse {
+    /// No heartbeat before the deadline.
+    Expired,
+    /// The attempt ran past its timeout.
+    TimedOut,
+    /// The pod holding it is gone.
+    PodGone,
+}
+
+/// A lease that ended without a result, to be written to the job's status.
+#[derive(Clone, Debug)]
+pub struct Lapsed {
+    pub job: Arc<ProofJob>,
+    pub held: Held,
+    pub lapse: Lapse,
+    pub limits: Limits,
+}
+
+/// The state of every pool's queue and lease.
+#[derive(Default)]
+pub struct State {
+    jobs: HashMap<String, Entry>,
+    queues: HashMap<PoolKey, BTreeSet<Order>>,
+}
+
+/// The `resourceVersion` as a number, to keep the newest copy of a job when watch events and
+/// our own writes interleave (etcd revisions only grow).
+fn revision(job: &ProofJob) -> u64 {
+    job.resource_version()
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Takes in the newest copy of a job (a watch event, a re-read, or the answer to our own
+    /// write) and brings the queue in line with it. `lease_duration` is how long a lease found
+    /// on a running job at start is honoured before a heartbeat must renew it.
+    pub fn observe(
+        &mut self,
+        job: ProofJob,
+        limits: Limits,
+        lease_duration: Duration,
+        now: Instant,
+    ) {
+        let Some(uid) = job.uid() else { return };
+        if let Some(entry) = self.jobs.get(&uid)
+            && revision(&entry.job) > revision(&job)
+        {
+            return;
+        }
+        let phase = job.status.as_ref().and_then(|s| s.phase);
+        let pool = PoolKey::of(&job);
+        let order = Order {
+            neg_priority: -i64::from(job.spec.priority),
+            created_seconds: job
+                .creation_timestamp()
+                .map(|t| t.0.as_second())
+                .unwrap_or_default(),
+            name: job.name_any(),
+            uid: uid.clone(),
+        };
+        let previous = self.jobs.remove(&uid).map(|e| e.tracked);
+        let avoid = match &previous {
+            Some(
+                Tracked::Queued { avoid, .. }
+                | Tracked::Granting { avoid }
+                | Tracked::Leased(_, avoid),
+            ) => avoid.clone(),
+            _ => BTreeSet::new(),
+        };
+        let tracked = match (phase, previous) {
+            (
+                Some(JobPhase::Queued),
+                Some(t @ (Tracked::Queued { .. } | Tracked::Granting { .. })),
+            ) => t,
+            (Some(JobPhase::Queued), _) => Tracked::Queued {
+                not_before: now,
+                avoid,
+            },
+            (
+                Some(JobPhase::Running),
+                Some(t @ (Tracked::Leased(..) | Tracked::Granting { .. })),
+            ) => t,
+            (Some(JobPhase::Running), _) => {
+                // A lease granted before this operator started: honour it for one lease
+                // duration; the pod's heartbeats renew it, a dead pod's do not.
+                let status = job.status.clone().unwrap_or_default();
+                let attempt = super::super::job::status::current_attempt(&status);
+                let pod = status
+                    .attempts
+                    .iter()
+                    .rev()
+                    .find(|a| a.attempt == attempt as i32)
+                    .and_then(|a| a.pod.clone())
+                    .unwrap_or_default();
+                Tracked::Leased(
+                    Held {
+                        pod,
+                        attempt,
+                        deadline: now + lease_duration,
+                        timeout_at: now + limits.timeout,
+                        granted_at: now,
+                    },
+                    avoid,
+                )
+            }
+            _ => Tracked::Idle,
+        };
+        let queues = self.queues.entry(pool.clone()).or_default();
+        queues.remove(&order);
+        if matches!(tracked, Tracked::Queued { .. }) {
+            queues.insert(order.clone());
+        }
+        self.jobs.insert(
+            uid,
+            Entry {
+                job: Arc::new(job),
+                pool,
+                order,
+                limits,
+                tracked,
+            },
+        );
+    }
+
+    /// Forgets a deleted job. Its lease, if any, is revoked at the pod's next heartbeat.
+    pub fn forget(&mut self, uid: &str) {
+        if let Some(entry) = self.jobs.remove(uid)
+            && let Some(queue) = self.queues.get_mut(&entry.pool)
+        {
+            queue.remove(&entry.order);
+        }
+    }
+
+    /// Takes up to `max` jobs a pod serving `version` may run off the pool's queue, in queue
+    /// order, and marks them as being granted.
+    pub fn take(
+        &mut self,
+        pool: &PoolKey,
+        pod: &str,
+        version: &str,
+        max: usize,
+        now: Instant,
+    ) -> Vec<Arc<ProofJob>> {
+        let Some(queue) = self.queues.get_mut(pool) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        for order in queue.iter() {
+            if taken.len() == max {
+                break;
+            }
+            let Some(entry) = self.jobs.get(&order.uid) else {
+                continue;
+            };
+            let Tracked::Queued { not_before, avoid } = &entry.tracked else {
+                continue;
+            };
+            let pinned_elsewhere = entry
+                .job
+                .spec
+                .parameters_version
+                .as_deref()
+                .is_some_and(|pin| pin != version);
+            if *not_before > now || avoid.contains(pod) || pinned_elsewhere {
+                continue;
+            }
+            taken.push(order.clone());
+        }
+        taken
+            .into_iter()
+            .filter_map(|order| {
+                queue.remove(&order);
+                let entry = self.jobs.get_mut(&order.uid)?;
+                let avoid = match std::mem::replace(&mut entry.tracked, Tracked::Idle) {
+                    Tracked::Queued { avoid, .. } => avoid,
+                    _ => BTreeSet::new(),
+                };
+                entry.tracked = Tracked::Granting { avoid };
+                Some(entry.job.clone())
+            })
+            .collect()
+    }
+
+    /// The lease was written to the status (`job` is the stored object): the pod holds it.
+    pub fn granted(&mut self, job: ProofJob, held: Held) {
+        let Some(uid) = job.uid() else { return };
+        if let Some(entry) = self.jobs.get_mut(&uid) {
+            let avoid = match std::mem::replace(&mut entry.tracked, Tracked::Idle) {
+                Tracked::Granting { avoid } | Tracked::Queued { avoid, .. } => avoid,
+                Tracked::Leased(_, avoid) => avoid,
+                Tracked::Idle => BTreeSet::new(),
+            };
+            entry.tracked = Tracked::Leased(held, avoid);
+            entry.job = Arc::new(job);
+        }
+    }
+
+    /// Writing the lease failed: the job goes back where it was in the queue, unless a newer
+    /// copy of the job already moved it elsewhere.
+    pub fn grant_abandoned(&mut self, uid: &str, now: Instant) {
+        if let Some(entry) = self.jobs.get_mut(uid)
+            && let Tracked::Granting { avoid } = &entry.tracked
+        {
+            entry.tracked = Tracked::Queued {
+                not_before: now,
+                avoid: avoid.clone(),
+            };
+            self.queues
+                .entry(entry.pool.clone())
+                .or_default()
+                .insert(entry.order.clone());
+        }
+    }
+
+    /// An attempt ended and the status says so (`job` is the stored object). When the job is
+    /// queued again, it waits `backoff` and avoids `avoid_pod`.
+    pub fn attempt_recorded(
+        &mut self,
+        job: ProofJob,
+        backoff: Duration,
+        avoid_pod: Option<&str>,
+        now: Instant,
+    ) {
+        let Some(uid) = job.uid() else { return };
+        let Some(entry) = self.jobs.get_mut(&uid) else {
+            return;
+        };
+        let mut avoid = match std::mem::replace(&mut entry.tracked, Tracked::Idle) {
+            Tracked::Queued { avoid, .. }
+            | Tracked::Granting { avoid }
+            | Tracked::Leased(_, avoid) => avoid,
+            Tracked::Idle => BTreeSet::new(),
+        };
+        let queue = self.queues.entry(entry.pool.clone()).or_default();
+        queue.remove(&entry.order);
+        if job.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Queued) {
+            avoid.extend(avoid_pod.map(str::to_string));
+            entry.tracked = Tracked::Queued {
+                not_before: now + backoff,
+                avoid,
+            };
+            queue.insert(entry.order.clone());
+        }
+        entry.job = Arc::new(job);
+    }
+
+    /// The job and the lease `lease` names, when that lease is the current one held by `pod`.
+    pub fn holder(&self, lease: &LeaseRef, pod: &str) -> Option<(Arc<ProofJob>, Held, Limits)> {
+        let entry = self.jobs.get(&lease.uid)?;
+        match &entry.tracked {
+            Tracked::Leased(held, _) if held.attempt == lease.attempt && held.pod == pod => {
+                Some((entry.job.clone(), held.clone(), entry.limits))
+            }
+            _ => None,
+        }
+    }
+
+    /// The newest copy of a job the dispatcher knows.
+    pub fn job(&self, uid: &str) -> Option<Arc<ProofJob>> {
+        self.jobs.get(uid).map(|e| e.job.clone())
+    }
+
+    /// Renews the leases `pod` still holds; returns the ones it no longer holds.
+    pub fn heartbeat(
+        &mut self,
+        pod: &str,
+        leases: &[LeaseRef],
+        lease_duration: Duration,
+        now: Instant,
+    ) -> Vec<LeaseRef> {
+        let mut revoked = Vec::new();
+        for lease in leases {
+            match self.jobs.get_mut(&lease.uid).map(|e| &mut e.tracked) {
+                Some(Tracked::Leased(held, _))
+                    if held.attempt == lease.attempt && held.pod == pod =>
+                {
+                    held.deadline = now + lease_duration;
+                }
+                _ => revoked.push(lease.clone()),
+            }
+        }
+        revoked
+    }
+
+    /// Leases whose deadline or timeout passed, or whose pod is in `gone`. They stay held until
+    /// [`State::attempt_recorded`] so a result racing the expiry is still matched.
+    pub fn lapsed(&self, now: Instant, gone: &dyn Fn(&str, &str) -> bool) -> Vec<Lapsed> {
+        self.jobs
+            .values()
+            .filter_map(|entry| {
+                let Tracked::Leased(held, _) = &entry.tracked else {
+                    return None;
+                };
+                let lapse = if gone(&entry.pool.namespace, &held.pod) {
+                    Lapse::PodGone
+                } else if held.timeout_at <= now {
+                    Lapse::TimedOut
+                } else if held.deadline <= now {
+                    Lapse::Expired
+                } else {
+                    return None;
+                };
+                Some(Lapsed {
+                    job: entry.job.clone(),
+                    held: held.clone(),
+                    lapse,
+                    limits: entry.limits,
+                })
+            })
+            .collect()
+    }
+
+    /// Queued and running jobs of a pool.
+    pub fn load(&self, pool: &PoolKey) -> (usize, usize) {
+        let mut queued = 0;
+        let mut running = 0;
+        for entry in self.jobs.values().filter(|e| &e.pool == pool) {
+            match entry.tracked {
+                Tracked::Queued { .. } => queued += 1,
+                Tracked::Granting { .. } | Tracked::Leased(..) => running += 1,
+                Tracked::Idle => {}
+            }
+        }
+        (queued, running)
+    }
+
+    /// Leases held (or being granted) per pod, keyed by (namespace, pod).
+    pub fn leases_by_pod(&self) -> HashMap<(String, String), usize> {
+        let mut by_pod: HashMap<(String, String), usize> = HashMap::new();
+        for entry in self.jobs.values() {
+            if let Tracked::Leased(held, _) = &entry.tracked {
+                *by_pod
+                    .entry((entry.pool.namespace.clone(), held.pod.clone()))
+                    .or_default() += 1;
+            }
+        }
+        by_pod
+    }
+
+    /// Every pool with jobs in memory, with its queued and running counts.
+    pub fn loads(&self) -> HashMap<PoolKey, (usize, usize)> {
+        let mut loads: HashMap<PoolKey, (usize, usize)> = HashMap::new();
+        for key in self.queues.keys() {
+            loads.insert(key.clone(), self.load(key));
+        }
+        loads
+    }
+
+    /// Whether a queued job of the pool could be run by a pod serving `version` now or after
+    /// its backoff (so a long-poll keeps waiting rather than returning early).
+    pub fn next_ready_in(&self, pool: &PoolKey, version: &str, now: Instant) -> Option<Duration> {
+        let queue = self.queues.get(pool)?;
+        queue
+            .iter()
+            .filter_map(|order| {
+                let entry = self.jobs.get(&order.uid)?;
+                let Tracked::Queued { not_before, .. } = &entry.tracked else {
+                    return None;
+                };
+                let pinned_elsewhere = entry
+                    .job
+                    .spec
+                    .parameters_version
+                    .as_deref()
+                    .is_some_and(|pin| pin != version);
+                (!pinned_elsewhere).then(|| not_before.saturating_duration_since(now))
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LEASE: Duration = Duration::from_secs(30);
+    const LIMITS: Limits = Limits {
+        timeout: Duration::from_secs(600),
+        max_retries: 3,
+    };
+
+    fn job(name: &str, rv: u64, priority: i32, created: i64, phase: &str) -> ProofJob {
+        serde_json::from_value(json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+            "metadata": {"name": name, "namespace": "team", "uid": format!("uid-{name}"),
+                         "resourceVersion": rv.to_string(),
+                         "creationTimestamp": format!("2026-11-20T10:00:{created:02}Z")},
+            "spec": {"poolRef": {"name": "cpu"}, "input": {"inline": {"json": "{}"}},
+                     "priority": priority},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn pinned(mut j: ProofJob, version: &str) -> ProofJob {
+        j.spec.parameters_version = Some(version.into());
+        j
+    }
+
+    fn pool() -> PoolKey {
+        PoolKey {
+            namespace: "team".into(),
+            name: "cpu".into(),
+        }
+    }
+
+    fn names(jobs: &[Arc<ProofJob>]) -> Vec<String> {
+        jobs.iter().map(|j| j.name_any()).collect()
+    }
+
+    fn held(pod: &str, attempt: u32, now: Instant) -> Held {
+        Held {
+            pod: pod.into(),
+            attempt,
+            deadline: now + LEASE,
+            timeout_at: now + LIMITS.timeout,
+            granted_at: now,
+        }
+    }
+
+    #[test]
+    fn jobs_leave_by_priority_then_age() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("old", 1, 0, 1, "Queued"), LIMITS, LEASE, now);
+        s.observe(job("new", 2, 0, 5, "Queued"), LIMITS, LEASE, now);
+        s.observe(job("urgent", 3, 10, 9, "Queued"), LIMITS, LEASE, now);
+        s.observe(job("pending", 4, 99, 0, "Pending"), LIMITS, LEASE, now);
+        assert_eq!(s.load(&pool()), (3, 0));
+        let taken = s.take(&pool(), "p1", "v1", 2, now);
+        assert_eq!(names(&taken), ["urgent", "old"]);
+        assert_eq!(s.load(&pool()), (1, 2), "taken jobs count as running");
+        assert_eq!(names(&s.take(&pool(), "p2", "v1", 5, now)), ["new"]);
+    }
+
+    #[test]
+    fn pinned_jobs_go_only_to_pods_serving_their_version() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(
+            pinned(job("v2-job", 1, 5, 0, "Queued"), "v2"),
+            LIMITS,
+            LEASE,
+            now,
+        );
+        s.observe(job("any", 2, 0, 1, "Queued"), LIMITS, LEASE, now);
+        assert_eq!(names(&s.take(&pool(), "p1", "v1", 5, now)), ["any"]);
+        assert!(s.take(&pool(), "p1", "v1", 5, now).is_empty());
+        assert_eq!(names(&s.take(&pool(), "p2", "v2", 5, now)), ["v2-job"]);
+    }
+
+    #[test]
+    fn a_lease_is_held_until_its_attempt_is_recorded() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        let taken = s.take(&pool(), "p1", "v1", 1, now);
+        let mut running = (*taken[0]).clone();
+        running.metadata.resource_version = Some("2".into());
+        running.status.as_mut().unwrap().phase = Some(JobPhase::Running);
+        running.status.as_mut().unwrap().attempt_count = Some(1);
+        s.granted(running.clone(), held("p1", 1, now));
+
+        let lease = LeaseRef {
+            uid: "uid-a".into(),
+            attempt: 1,
+        };
+        assert!(s.holder(&lease, "p1").is_some());
+        assert!(
+            s.holder(&lease, "p2").is_none(),
+            "another pod does not hold it"
+        );
+        let stale = LeaseRef {
+            attempt: 0,
+            ..lease.clone()
+        };
+        assert!(
+            s.holder(&stale, "p1").is_none(),
+            "an older attempt is stale"
+        );
+
+        // The watch delivers the Queued copy late: it changes nothing.
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        assert!(s.holder(&lease, "p1").is_some());
+        assert_eq!(s.load(&pool()), (0, 1));
+    }
+
+    #[test]
+    fn heartbeats_renew_held_leases_and_revoke_the_rest() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        let a = s.take(&pool(), "p1", "v1", 1, now)[0].clone();
+        s.granted((*a).clone(), held("p1", 1, now));
+        let later = now + Duration::from_secs(25);
+        let revoked = s.heartbeat(
+            "p1",
+            &[
+                LeaseRef {
+                    uid: "uid-a".into(),
+                    attempt: 1,
+                },
+                LeaseRef {
+                    uid: "uid-deleted".into(),
+                    attempt: 1,
+                },
+            ],
+            LEASE,
+            later,
+        );
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].uid, "uid-deleted");
+        let nobody_gone = |_: &str, _: &str| false;
+        assert!(
+            s.lapsed(now + Duration::from_secs(40), &nobody_gone)
+                .is_empty()
+        );
+        let lapsed = s.lapsed(later + LEASE, &nobody_gone);
+        assert_eq!(lapsed.len(), 1);
+        assert_eq!(lapsed[0].lapse, Lapse::Expired);
+
+        let gone = |_: &str, pod: &str| pod == "p1";
+        assert_eq!(s.lapsed(now, &gone)[0].lapse, Lapse::PodGone);
+
+        s.forget("uid-a");
+        let revoked = s.heartbeat(
+            "p1",
+            &[LeaseRef {
+                uid: "uid-a".into(),
+                attempt: 1,
+            }],
+            LEASE,
+            later,
+        );
+        assert_eq!(revoked.len(), 1, "a deleted job's lease is revoked");
+    }
+
+    #[test]
+    fn a_requeued_job_waits_its_backoff_and_avoids_the_pod_that_failed_it() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        let a = s.take(&pool(), "p1", "v1", 1, now)[0].clone();
+        s.granted((*a).clone(), held("p1", 1, now));
+        let mut requeued = (*a).clone();
+        requeued.metadata.resource_version = Some("3".into());
+        s.attempt_recorded(requeued, Duration::from_secs(2), Some("p1"), now);
+        assert_eq!(s.load(&pool()), (1, 0));
+        assert!(s.take(&pool(), "p2", "v1", 1, now).is_empty(), "backoff");
+        assert_eq!(
+            s.next_ready_in(&pool(), "v1", now),
+            Some(Duration::from_secs(2))
+        );
+        let after = now + Duration::from_secs(2);
+        assert!(
+            s.take(&pool(), "p1", "v1", 1, after).is_empty(),
+            "avoids p1"
+        );
+        assert_eq!(names(&s.take(&pool(), "p2", "v1", 1, after)), ["a"]);
+    }
+
+    #[test]
+    fn a_running_job_found_at_start_keeps_its_lease_for_one_lease_duration() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let mut j = job("a", 7, 0, 0, "Running");
+        j.status = Some(
+            serde_json::from_value(json!({
+                "phase": "Running", "attemptCount": 2,
+                "attempts": [{"attempt": 1, "pod": "p0", "outcome": "LeaseExpired"},
+                             {"attempt": 2, "pod": "p1"}],
+            }))
+            .unwrap(),
+        );
+        s.observe(j, LIMITS, LEASE, now);
+        let lease = LeaseRef {
+            uid: "uid-a".into(),
+            attempt: 2,
+        };
+        assert!(s.holder(&lease, "p1").is_some());
+        assert_eq!(s.load(&pool()), (0, 1));
+        let nobody_gone = |_: &str, _: &str| false;
+        assert_eq!(s.lapsed(now + LEASE, &nobody_gone).len(), 1);
+    }
+
+    #[test]
+    fn an_abandoned_grant_goes_back_in_line() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        s.observe(job("b", 2, 0, 1, "Queued"), LIMITS, LEASE, now);
+        assert_eq!(names(&s.take(&pool(), "p1", "v1", 1, now)), ["a"]);
+        s.grant_abandoned("uid-a", now);
+        assert_eq!(names(&s.take(&pool(), "p1", "v1", 2, now)), ["a", "b"]);
+    }
+
+    #[test]
+    fn finished_jobs_leave_the_queue() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        s.observe(job("a", 2, 0, 0, "Succeeded"), LIMITS, LEASE, now);
+        assert_eq!(s.load(&pool()), (0, 0));
+        assert!(s.take(&pool(), "p1", "v1", 1, now).is_empty());
+    }
+}

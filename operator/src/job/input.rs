@@ -1,0 +1,246 @@
+//! A job's input, read from where the spec says and checked: the operator reads ConfigMaps and
+//! Secrets for the pods (which hold no Kubernetes credentials) and hands URLs on for the pod to
+//! download and check.
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use sha2::{Digest as _, Sha256};
+use zkfleet_crds::v1alpha1::{InputFormat, InputSource, ProofJob};
+use zkfleet_prover::lease::{self, JobInput};
+
+/// Largest input read from a ConfigMap or Secret (both are capped near 1 MiB by the API server;
+/// this bounds what one lease carries).
+pub const MAX_INPUT_BYTES: usize = 4 << 20;
+
+/// Why an input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The input is missing or malformed: the job fails with `InvalidInput`.
+    #[error("{0}")]
+    Invalid(String),
+    /// The API server could not be asked: try again later.
+    #[error("reading the job's input: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Reads and checks the job's input.
+pub async fn resolve(client: &Client, job: &ProofJob) -> Result<JobInput, InputError> {
+    let namespace = job.namespace().unwrap_or_default();
+    let input = &job.spec.input;
+    let expected = input.sha256.as_deref();
+    match input.source() {
+        None => Err(InputError::Invalid(
+            "input must set exactly one of inline, configMapKeyRef, secretKeyRef or url".into(),
+        )),
+        Some(InputSource::Inline(inline)) => match (&inline.json, &inline.base64) {
+            (Some(json), None) => Ok(decode(
+                input.format,
+                json.as_bytes(),
+                expected,
+                "input.inline.json",
+            )?),
+            (None, Some(b64)) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| {
+                        InputError::Invalid(format!(
+                            "input.inline.base64 is not standard base64 ({e}); encode the file with `base64 -w0`"
+                        ))
+                    })?;
+                Ok(decode(
+                    input.format,
+                    &bytes,
+                    expected,
+                    "input.inline.base64",
+                )?)
+            }
+            _ => Err(InputError::Invalid(
+                "input.inline must set exactly one of json or base64".into(),
+            )),
+        },
+        Some(InputSource::ConfigMapKey(key)) => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+            let what = format!("key {:?} of ConfigMap {}", key.key, key.name);
+            let Some(cm) = api.get_opt(&key.name).await? else {
+                return Err(InputError::Invalid(format!(
+                    "ConfigMap {} does not exist in namespace {namespace}: create it or fix input.configMapKeyRef",
+                    key.name
+                )));
+            };
+            let bytes = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&key.key))
+                .map(|s| s.as_bytes().to_vec())
+                .or_else(|| {
+                    cm.binary_data
+                        .as_ref()
+                        .and_then(|d| d.get(&key.key))
+                        .map(|b| b.0.clone())
+                })
+                .ok_or_else(|| {
+                    InputError::Invalid(format!(
+                        "ConfigMap {} has no key {:?}: add it or fix input.configMapKeyRef.key",
+                        key.name, key.key
+                    ))
+                })?;
+            Ok(decode(input.format, &bytes, expected, &what)?)
+        }
+        Some(InputSource::SecretKey(key)) => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            let what = format!("key {:?} of Secret {}", key.key, key.name);
+            let Some(secret) = api.get_opt(&key.name).await? else {
+                return Err(InputError::Invalid(format!(
+                    "Secret {} does not exist in namespace {namespace}: create it or fix input.secretKeyRef",
+                    key.name
+                )));
+            };
+            let bytes = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&key.key))
+                .map(|b| b.0.clone())
+                .ok_or_else(|| {
+                    InputError::Invalid(format!(
+                        "Secret {} has no key {:?}: add it or fix input.secretKeyRef.key",
+                        key.name, key.key
+                    ))
+                })?;
+            Ok(decode(input.format, &bytes, expected, &what)?)
+        }
+        Some(InputSource::Url(url)) => Ok(JobInput::Url {
+            url: url.to_string(),
+            sha256: expected.unwrap_or_default().to_string(),
+            format: match input.format {
+                InputFormat::CircuitInputs => lease::InputFormat::CircuitInputs,
+                InputFormat::Witness => lease::InputFormat::Witness,
+            },
+        }),
+    }
+}
+
+/// Checks input bytes against the format and the optional sha256. `what` names where they came
+/// from, for the message. Never includes the bytes themselves in an error: inputs may be
+/// private.
+pub fn decode(
+    format: InputFormat,
+    bytes: &[u8],
+    expected_sha256: Option<&str>,
+    what: &str,
+) -> Result<JobInput, InputError> {
+    let invalid = |m: String| Err(InputError::Invalid(m));
+    if bytes.len() > MAX_INPUT_BYTES {
+        return invalid(format!(
+            "{what} is {} bytes, more than the {MAX_INPUT_BYTES}-byte limit; serve it from input.url instead",
+            bytes.len()
+        ));
+    }
+    if let Some(expected) = expected_sha256 {
+        let actual = hex(&Sha256::digest(bytes));
+        if !actual.eq_ignore_ascii_case(expected) {
+            return invalid(format!(
+                "input.sha256 is {expected} but the sha256 of {what} is {actual}; fix input.sha256 or the input"
+            ));
+        }
+    }
+    match format {
+        InputFormat::CircuitInputs => {
+            let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+                InputError::Invalid(format!(
+                    "{what} is not JSON ({e}); circuit-inputs input is a JSON object of signal names to values"
+                ))
+            })?;
+            if !value.is_object() {
+                return invalid(format!(
+                    "{what} must be a JSON object of signal names to values, like {{\"a\": \"3\"}}"
+                ));
+            }
+            Ok(JobInput::CircuitInputs { inputs: value })
+        }
+        InputFormat::Witness => {
+            if !bytes.starts_with(b"wtns") {
+                return invalid(format!(
+                    "{what} is not a .wtns witness (it does not start with \"wtns\"); send the file snarkjs wtns calculate writes, base64-encoded, or use format circuit-inputs"
+                ));
+            }
+            Ok(JobInput::Witness {
+                witness_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            })
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    crate::params::hex(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(r: Result<JobInput, InputError>) -> String {
+        match r {
+            Err(InputError::Invalid(m)) => m,
+            other => panic!("expected an invalid input, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn circuit_inputs_must_be_a_json_object() {
+        assert_eq!(
+            decode(InputFormat::CircuitInputs, br#"{"a": "3"}"#, None, "x").unwrap(),
+            JobInput::CircuitInputs {
+                inputs: json!({"a": "3"})
+            }
+        );
+        assert!(
+            message(decode(InputFormat::CircuitInputs, b"{a:", None, "x")).contains("not JSON")
+        );
+        assert!(
+            message(decode(InputFormat::CircuitInputs, b"[1]", None, "x"))
+                .contains("must be a JSON object")
+        );
+    }
+
+    #[test]
+    fn witnesses_must_be_wtns_files() {
+        let JobInput::Witness { witness_base64 } =
+            decode(InputFormat::Witness, b"wtns\x02\0\0\0", None, "x").unwrap()
+        else {
+            panic!("a witness");
+        };
+        assert_eq!(witness_base64, "d3RucwIAAAA=");
+        assert!(message(decode(InputFormat::Witness, b"{}", None, "x")).contains(".wtns"));
+    }
+
+    #[test]
+    fn a_wrong_sha256_names_both_digests_but_not_the_input() {
+        let m = message(decode(
+            InputFormat::CircuitInputs,
+            br#"{"secret": "42"}"#,
+            Some(&"0".repeat(64)),
+            "key \"in\" of Secret s",
+        ));
+        assert!(m.contains(&"0".repeat(64)) && m.contains("Secret s"), "{m}");
+        assert!(!m.contains("42"), "inputs may be private: {m}");
+        let right = hex(&Sha256::digest(br#"{"a": "1"}"#));
+        assert!(
+            decode(
+                InputFormat::CircuitInputs,
+                br#"{"a": "1"}"#,
+                Some(&right),
+                "x"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn oversized_inputs_point_to_url() {
+        let big = vec![b' '; MAX_INPUT_BYTES + 1];
+        assert!(message(decode(InputFormat::CircuitInputs, &big, None, "x")).contains("input.url"));
+    }
+}

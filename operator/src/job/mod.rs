@@ -1,0 +1,233 @@
+//! The ProofJob controller: validates each new job and queues it, or fails it for good with a
+//! reason that says what to fix; deletes finished jobs after `ttlSecondsAfterFinished`; and
+//! deletes a job's stored proof with it (the only finalizer zkfleet sets). Leases, results and
+//! retries are the dispatcher's ([`crate::dispatcher`]).
+
+pub mod input;
+pub mod status;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
+
+use crate::dispatcher::Dispatcher;
+use crate::metrics::Metrics;
+use input::InputError;
+
+/// `controller` label of this controller's metrics.
+pub const CONTROLLER: &str = "proofjob";
+
+/// Finalizer on jobs whose proof is in the artifact store: the stored proof is deleted before
+/// the job goes away.
+pub const ARTIFACT_FINALIZER: &str = "zkfleet.dev/proof-artifact";
+
+/// What every pass shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub dispatcher: Arc<Dispatcher>,
+    /// The one namespace watched, or `None` for every namespace.
+    pub watch_namespace: Option<String>,
+}
+
+/// Why a pass failed. All transient: the pass is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading or writing the job: {0}")]
+    Api(#[from] kube::Error),
+    #[error("deleting the stored proof: {0}")]
+    Artifact(String),
+}
+
+impl Error {
+    /// Variant name: the failures metric's `error` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Api(_) => "Api",
+            Self::Artifact(_) => "Artifact",
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let jobs: Api<ProofJob> = match ctx.watch_namespace.as_deref() {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    Controller::new(jobs, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "job reconcile did not run");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_job: Arc<ProofJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(CONTROLLER, error.reason());
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[instrument(skip(job, ctx), fields(job = %job.name_any(), namespace = job.namespace().unwrap_or_default()))]
+async fn reconcile(job: Arc<ProofJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconcile_started(CONTROLLER);
+    let started = Instant::now();
+    let result = reconcile_job(&job, &ctx).await;
+    ctx.metrics
+        .reconcile_finished(CONTROLLER, started.elapsed());
+    result
+}
+
+async fn reconcile_job(job: &ProofJob, ctx: &Context) -> Result<Action, Error> {
+    let namespace = job.namespace().unwrap_or_default();
+    let api: Api<ProofJob> = Api::namespaced(ctx.client.clone(), &namespace);
+    if job.metadata.deletion_timestamp.is_some() {
+        return delete_artifact(job, &api, ctx).await;
+    }
+    match job.status.as_ref().and_then(|s| s.phase) {
+        None | Some(JobPhase::Pending) => admit(job, &namespace, &api, ctx).await,
+        Some(JobPhase::Queued | JobPhase::Running) => Ok(Action::await_change()),
+        Some(JobPhase::Succeeded | JobPhase::Failed) => expire(job, &api).await,
+    }
+}
+
+/// Validates a new job and writes `Queued`, or `Failed` with `InvalidSpec`/`InvalidInput`.
+async fn admit(
+    job: &ProofJob,
+    namespace: &str,
+    api: &Api<ProofJob>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let pools: Api<ProverPool> = Api::namespaced(ctx.client.clone(), namespace);
+    let pool = pools.get_opt(&job.spec.pool_ref.name).await?;
+    let now = Time(Timestamp::now());
+    let verdict = match validate::spec(job, namespace, pool.as_ref()) {
+        Err(message) => Err((status::INVALID_SPEC, message)),
+        Ok(()) => match input::resolve(&ctx.client, job).await {
+            Ok(_) => Ok(()),
+            Err(InputError::Invalid(message)) => Err((status::INVALID_INPUT, message)),
+            Err(InputError::Api(e)) => return Err(e.into()),
+        },
+    };
+    let new_status = match &verdict {
+        Ok(()) => status::queued(job, &now),
+        Err((reason, message)) => status::invalid(job, reason, message.clone(), &now),
+    };
+    let stored = match status::write(api, job, new_status).await {
+        Ok(stored) => stored,
+        // Someone wrote in between; the watch brings the newer copy.
+        Err(e) if status::is_conflict(&e) || status::is_not_found(&e) => {
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match verdict {
+        Ok(()) => info!("queued"),
+        Err((reason, message)) => {
+            info!(reason, "refused");
+            ctx.dispatcher.metrics().job_finished(reason);
+            let event = Event {
+                type_: EventType::Warning,
+                reason: reason.into(),
+                note: Some(message),
+                action: "Validate".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
+                warn!(error = %e, "could not publish the event");
+            }
+        }
+    }
+    ctx.dispatcher.observe(stored);
+    Ok(Action::await_change())
+}
+
+/// Deletes a finished job once its `ttlSecondsAfterFinished` has passed.
+async fn expire(job: &ProofJob, api: &Api<ProofJob>) -> Result<Action, Error> {
+    let (Some(ttl), Some(finished)) = (
+        job.spec.ttl_seconds_after_finished,
+        job.status.as_ref().and_then(|s| s.completion_time.clone()),
+    ) else {
+        return Ok(Action::await_change());
+    };
+    let due = finished.0 + SignedDuration::from_secs(i64::from(ttl));
+    let left = due.duration_since(Timestamp::now());
+    if left.is_positive() {
+        let wait = Duration::try_from(left).unwrap_or(Duration::from_secs(1));
+        return Ok(Action::requeue(wait + Duration::from_millis(100)));
+    }
+    info!(
+        ttl,
+        "deleting the finished job: its ttlSecondsAfterFinished has passed"
+    );
+    match api
+        .delete(&job.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) if status::is_not_found(&e) => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A job being deleted: delete its stored proof, then let it go.
+async fn delete_artifact(
+    job: &ProofJob,
+    api: &Api<ProofJob>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    ctx.dispatcher.forget(job);
+    if !job.finalizers().iter().any(|f| f == ARTIFACT_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let location = job
+        .status
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .and_then(|r| r.location.clone());
+    if let Some(location) = location {
+        ctx.dispatcher
+            .delete_artifact(&location)
+            .await
+            .map_err(Error::Artifact)?;
+        info!(%location, "deleted the stored proof");
+    }
+    let remaining: Vec<_> = job
+        .finalizers()
+        .iter()
+        .filter(|f| *f != ARTIFACT_FINALIZER)
+        .cloned()
+        .collect();
+    let patch = json!({
+        "metadata": {"resourceVersion": job.resource_version(), "finalizers": remaining}
+    });
+    match api
+        .patch(
+            &job.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) if status::is_not_found(&e) || status::is_conflict(&e) => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
+}

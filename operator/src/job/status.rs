@@ -1,0 +1,402 @@
+//! ProofJob status transitions, as pure functions of the current status, and the one place
+//! that writes a job's status.
+//!
+//! Every write replaces the status at the job's `resourceVersion`, so two writers (the job
+//! controller and the dispatcher) can never overwrite each other blindly: the loser gets a
+//! conflict, re-reads the job and decides again.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+use zkfleet_crds::v1alpha1::{
+    Attempt, AttemptOutcome, JobPhase, ProofJob, ProofJobStatus, ProofResult, Verification,
+};
+
+/// Most attempts kept on the status (the CRD's bound); `attemptCount` keeps the total.
+pub const MAX_LISTED_ATTEMPTS: usize = 16;
+
+/// Condition that is `True` once the job succeeded (`kubectl wait --for=condition=Complete`).
+pub const COMPLETE: &str = "Complete";
+/// Condition that is `True` once the job failed for good.
+pub const FAILED: &str = "Failed";
+
+/// `reason` of a job whose spec cannot run (unknown pool, wrong backend, unserved version).
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// `reason` of a job whose input is missing, too large or malformed.
+pub const INVALID_INPUT: &str = "InvalidInput";
+
+/// A job that entered the queue.
+pub fn queued(job: &ProofJob, now: &Time) -> ProofJobStatus {
+    let mut status = job.status.clone().unwrap_or_default();
+    status.observed_generation = job.metadata.generation;
+    status.phase = Some(JobPhase::Queued);
+    status.queued_at.get_or_insert_with(|| now.clone());
+    status
+}
+
+/// A job that can never run: `reason` says which part of the spec or input, `message` what to
+/// change. Not retried.
+pub fn invalid(job: &ProofJob, reason: &str, message: String, now: &Time) -> ProofJobStatus {
+    let mut status = job.status.clone().unwrap_or_default();
+    status.observed_generation = job.metadata.generation;
+    finish_failed(&mut status, reason, message, false, now);
+    status
+}
+
+/// Who a lease was granted to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub attempt: u32,
+    pub pod: String,
+    pub node: Option<String>,
+    pub deadline: Time,
+    pub parameters_version: Option<String>,
+    pub parameters_digest: Option<String>,
+}
+
+/// A job whose next attempt was just leased to a pod.
+pub fn leased(job: &ProofJob, grant: &Grant, now: &Time) -> ProofJobStatus {
+    let mut status = job.status.clone().unwrap_or_default();
+    status.phase = Some(JobPhase::Running);
+    status.attempt_count = Some(grant.attempt as i32);
+    status.start_time.get_or_insert_with(|| now.clone());
+    status.parameters_version = grant.parameters_version.clone();
+    status.parameters_digest = grant.parameters_digest.clone();
+    status.attempts.push(Attempt {
+        attempt: grant.attempt as i32,
+        pod: Some(grant.pod.clone()),
+        node: grant.node.clone(),
+        start_time: Some(now.clone()),
+        lease_deadline: Some(grant.deadline.clone()),
+        ..Attempt::default()
+    });
+    let excess = status.attempts.len().saturating_sub(MAX_LISTED_ATTEMPTS);
+    status.attempts.drain(..excess);
+    status
+}
+
+/// The attempt now running, as the status records it.
+pub fn current_attempt(status: &ProofJobStatus) -> u32 {
+    status.attempt_count.unwrap_or(0).max(0) as u32
+}
+
+/// A proof that verified (or was not checked, when verification is off for the pool).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Success {
+    pub result: ProofResult,
+    pub verification: Verification,
+    pub proving_millis: i64,
+}
+
+/// The job's attempt `attempt` made a proof that verified.
+pub fn succeeded(job: &ProofJob, attempt: u32, success: Success, now: &Time) -> ProofJobStatus {
+    let mut status = job.status.clone().unwrap_or_default();
+    end_attempt(&mut status, attempt, AttemptOutcome::Succeeded, None, now);
+    status.phase = Some(JobPhase::Succeeded);
+    status.result = Some(success.result);
+    status.verification = Some(success.verification);
+    status.proving_millis = Some(success.proving_millis);
+    status.completion_time = Some(now.clone());
+    status.reason = None;
+    status.message = None;
+    status.retryable = None;
+    set_condition(
+        &mut status,
+        COMPLETE,
+        "ProofVerified",
+        "the proof was computed and verified".into(),
+        now,
+    );
+    status
+}
+
+/// How an attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptFailure {
+    pub outcome: AttemptOutcome,
+    /// Machine-readable cause for `status.reason`, for example `LeaseExpired`.
+    pub reason: &'static str,
+    pub message: String,
+    /// False when retrying cannot help (bad input).
+    pub retryable: bool,
+}
+
+/// The job's attempt `attempt` failed: back to `Queued` while retries remain and the failure
+/// is retryable, else `Failed`. Returns the status and whether the job is queued again.
+pub fn attempt_failed(
+    job: &ProofJob,
+    attempt: u32,
+    failure: &AttemptFailure,
+    max_retries: u32,
+    now: &Time,
+) -> (ProofJobStatus, bool) {
+    let mut status = job.status.clone().unwrap_or_default();
+    end_attempt(
+        &mut status,
+        attempt,
+        failure.outcome,
+        Some(failure.message.clone()),
+        now,
+    );
+    let retries_used = current_attempt(&status).saturating_sub(1);
+    if failure.retryable && retries_used < max_retries {
+        status.phase = Some(JobPhase::Queued);
+        status.reason = Some(failure.reason.into());
+        status.message = Some(format!(
+            "attempt {attempt} failed ({}); retrying, {} of {max_retries} retries left",
+            failure.message,
+            max_retries - retries_used
+        ));
+        status.retryable = Some(true);
+        (status, true)
+    } else {
+        let message = if failure.retryable {
+            format!(
+                "attempt {attempt} failed ({}) and all {max_retries} retries are used up",
+                failure.message
+            )
+        } else {
+            failure.message.clone()
+        };
+        finish_failed(&mut status, failure.reason, message, false, now);
+        (status, false)
+    }
+}
+
+fn end_attempt(
+    status: &mut ProofJobStatus,
+    attempt: u32,
+    outcome: AttemptOutcome,
+    message: Option<String>,
+    now: &Time,
+) {
+    if let Some(a) = status
+        .attempts
+        .iter_mut()
+        .find(|a| a.attempt == attempt as i32 && a.outcome.is_none())
+    {
+        a.outcome = Some(outcome);
+        a.end_time = Some(now.clone());
+        a.message = message;
+    }
+}
+
+fn finish_failed(
+    status: &mut ProofJobStatus,
+    reason: &str,
+    message: String,
+    retryable: bool,
+    now: &Time,
+) {
+    status.phase = Some(JobPhase::Failed);
+    status.completion_time = Some(now.clone());
+    status.reason = Some(reason.into());
+    status.message = Some(message.clone());
+    status.retryable = Some(retryable);
+    set_condition(status, FAILED, reason, message, now);
+}
+
+fn set_condition(
+    status: &mut ProofJobStatus,
+    type_: &str,
+    reason: &str,
+    message: String,
+    now: &Time,
+) {
+    status.conditions.retain(|c| c.type_ != type_);
+    status.conditions.push(Condition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: now.clone(),
+        observed_generation: status.observed_generation,
+    });
+}
+
+/// Replaces the job's status at its `resourceVersion`; returns the job as stored. A conflict
+/// (someone wrote in between) comes back as the API's 409.
+pub async fn write(
+    api: &Api<ProofJob>,
+    job: &ProofJob,
+    status: ProofJobStatus,
+) -> Result<ProofJob, kube::Error> {
+    let mut updated = ProofJob {
+        metadata: job.meta().clone(),
+        spec: job.spec.clone(),
+        status: Some(status),
+    };
+    // Only what identifies the object and its version travels; the rest is ignored anyway.
+    updated.metadata.managed_fields = None;
+    api.replace_status(&job.name_any(), &PostParams::default(), &updated)
+        .await
+}
+
+/// Whether an API error is a write conflict (stale `resourceVersion`).
+pub fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Whether an API error says the object is gone.
+pub fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 404)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    fn job() -> ProofJob {
+        serde_json::from_value(json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+            "metadata": {"name": "j", "namespace": "team", "uid": "u1", "generation": 1},
+            "spec": {"poolRef": {"name": "cpu"}, "input": {"inline": {"json": "{}"}}},
+        }))
+        .unwrap()
+    }
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(1_800_000_000 + secs).unwrap())
+    }
+
+    fn grant(attempt: u32, pod: &str) -> Grant {
+        Grant {
+            attempt,
+            pod: pod.into(),
+            node: Some("n1".into()),
+            deadline: at(100),
+            parameters_version: Some("v1".into()),
+            parameters_digest: Some("sha256:aa".into()),
+        }
+    }
+
+    fn with(mut job: ProofJob, status: ProofJobStatus) -> ProofJob {
+        job.status = Some(status);
+        job
+    }
+
+    #[test]
+    fn queued_keeps_the_first_queue_time() {
+        let first = queued(&job(), &at(0));
+        assert_eq!(first.phase, Some(JobPhase::Queued));
+        let again = queued(&with(job(), first), &at(50));
+        assert_eq!(again.queued_at, Some(at(0)));
+    }
+
+    #[test]
+    fn a_lease_adds_an_attempt_and_starts_the_clock_once() {
+        let running = leased(&job(), &grant(1, "p1"), &at(1));
+        assert_eq!(running.phase, Some(JobPhase::Running));
+        assert_eq!(running.attempt_count, Some(1));
+        assert_eq!(running.start_time, Some(at(1)));
+        assert_eq!(running.attempts[0].pod.as_deref(), Some("p1"));
+        assert_eq!(running.attempts[0].lease_deadline, Some(at(100)));
+
+        let second = leased(&with(job(), running), &grant(2, "p2"), &at(9));
+        assert_eq!(
+            second.start_time,
+            Some(at(1)),
+            "start time is the first attempt's"
+        );
+        assert_eq!(second.attempts.len(), 2);
+        assert_eq!(current_attempt(&second), 2);
+    }
+
+    #[test]
+    fn attempts_are_bounded_but_counted() {
+        let mut j = job();
+        for n in 1..=20 {
+            let s = leased(&j, &grant(n, "p"), &at(n as i64));
+            j = with(j, s);
+        }
+        let status = j.status.unwrap();
+        assert_eq!(status.attempts.len(), MAX_LISTED_ATTEMPTS);
+        assert_eq!(status.attempts[0].attempt, 5);
+        assert_eq!(status.attempt_count, Some(20));
+    }
+
+    #[test]
+    fn success_ends_the_attempt_and_sets_complete() {
+        let j = with(job(), leased(&job(), &grant(1, "p1"), &at(1)));
+        let s = succeeded(
+            &j,
+            1,
+            Success {
+                result: ProofResult::default(),
+                verification: Verification {
+                    verified: true,
+                    verifier_millis: Some(3),
+                },
+                proving_millis: 120,
+            },
+            &at(5),
+        );
+        assert_eq!(s.phase, Some(JobPhase::Succeeded));
+        assert_eq!(s.attempts[0].outcome, Some(AttemptOutcome::Succeeded));
+        assert_eq!(s.attempts[0].end_time, Some(at(5)));
+        assert_eq!(s.completion_time, Some(at(5)));
+        let complete = s.conditions.iter().find(|c| c.type_ == COMPLETE).unwrap();
+        assert_eq!(complete.status, "True");
+        assert!(s.conditions.iter().all(|c| c.type_ != FAILED));
+    }
+
+    fn lost(retryable: bool) -> AttemptFailure {
+        AttemptFailure {
+            outcome: AttemptOutcome::LeaseExpired,
+            reason: "LeaseExpired",
+            message: "pod p1 stopped heartbeating".into(),
+            retryable,
+        }
+    }
+
+    #[test]
+    fn a_retryable_failure_requeues_until_retries_run_out() {
+        let mut j = job();
+        for attempt in 1..=3 {
+            j = with(
+                j.clone(),
+                leased(&j, &grant(attempt, "p"), &at(attempt as i64)),
+            );
+            let (s, requeued) = attempt_failed(&j, attempt, &lost(true), 2, &at(10));
+            if attempt < 3 {
+                assert!(requeued, "attempt {attempt} is retried");
+                assert_eq!(s.phase, Some(JobPhase::Queued));
+                assert_eq!(s.retryable, Some(true));
+            } else {
+                assert!(!requeued);
+                assert_eq!(s.phase, Some(JobPhase::Failed));
+                assert_eq!(s.reason.as_deref(), Some("LeaseExpired"));
+                assert!(
+                    s.message
+                        .as_deref()
+                        .unwrap()
+                        .contains("retries are used up")
+                );
+                assert_eq!(s.retryable, Some(false));
+                assert!(s.conditions.iter().any(|c| c.type_ == FAILED));
+            }
+            j = with(j.clone(), s);
+        }
+    }
+
+    #[test]
+    fn a_final_failure_is_never_retried() {
+        let j = with(job(), leased(&job(), &grant(1, "p1"), &at(1)));
+        let (s, requeued) = attempt_failed(&j, 1, &lost(false), 5, &at(2));
+        assert!(!requeued);
+        assert_eq!(s.phase, Some(JobPhase::Failed));
+        assert_eq!(s.message.as_deref(), Some("pod p1 stopped heartbeating"));
+    }
+
+    #[test]
+    fn invalid_jobs_fail_with_reason_and_condition() {
+        let s = invalid(&job(), INVALID_INPUT, "fix it".into(), &at(0));
+        assert_eq!(s.phase, Some(JobPhase::Failed));
+        assert_eq!(s.reason.as_deref(), Some(INVALID_INPUT));
+        assert_eq!(s.retryable, Some(false));
+        let failed = s.conditions.iter().find(|c| c.type_ == FAILED).unwrap();
+        assert_eq!(failed.reason, INVALID_INPUT);
+    }
+}
