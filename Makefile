@@ -8,7 +8,7 @@ export ZKFLEET_CACHE ?= $(HOME)/.cache/zkfleet
 export CARGO_TARGET_DIR ?= $(ZKFLEET_CACHE)/cargo-target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint fixtures bench-prover
+.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint fixtures bench-prover bench-dispatch
 
 build:
 	cargo build --workspace --all-targets
@@ -48,6 +48,12 @@ fixtures:
 ## zkfleet-prover against snarkjs (and rapidsnark when on PATH); not a test.
 bench-prover:
 	prover-pod/benches/bench-prover.sh 12 14 16
+
+## Dispatcher throughput and fleet overhead on the local cluster (prints numbers; not a test).
+bench-dispatch: cluster-up
+	e2e/scripts/build-images.sh
+	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
+	  cargo run -q -p zkfleet-e2e --bin zkfleet-bench-dispatch
 
 ## Re-render manifests/install.yaml from the chart.
 manifests:

@@ -3,6 +3,7 @@
 //! when they time out.
 
 pub mod fake_gpu;
+pub mod fleet;
 pub mod helm;
 
 use std::fmt::Debug;

@@ -294,9 +294,16 @@ fn defaults_render_two_hardened_operator_replicas() {
     }
 
     let ports = c.ports.clone().unwrap();
-    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports.len(), 2, "{ports:?}");
     assert_eq!(ports[0].name.as_deref(), Some("admin"));
     assert_eq!(ports[0].container_port, 8080);
+    assert_eq!(ports[1].name.as_deref(), Some("dispatcher"));
+    assert_eq!(ports[1].container_port, 8081);
+    assert_eq!(
+        env_value(&c, "ZKFLEET_DISPATCHER_URL").as_deref(),
+        Some("http://zkfleet-operator.zkfleet-system.svc:8081"),
+        "prover pods reach the dispatcher through the operator's Service"
+    );
     let readiness = c
         .readiness_probe
         .as_ref()
@@ -438,8 +445,14 @@ fn expected_cluster_rules() -> Vec<(&'static str, Vec<&'static str>, Vec<&'stati
     vec![
         (
             "zkfleet.dev",
-            vec!["proverpools", "proofjobs"],
+            vec!["proverpools"],
             vec!["get", "list", "watch", "patch", "update"],
+        ),
+        // Finished jobs past their ttlSecondsAfterFinished are deleted.
+        (
+            "zkfleet.dev",
+            vec!["proofjobs"],
+            vec!["get", "list", "watch", "patch", "update", "delete"],
         ),
         (
             "zkfleet.dev",
@@ -451,6 +464,7 @@ fn expected_cluster_rules() -> Vec<(&'static str, Vec<&'static str>, Vec<&'stati
             vec!["proverpools/finalizers", "proofjobs/finalizers"],
             vec!["update"],
         ),
+        ("zkfleet.dev", vec!["proverpools/scale"], vec!["patch"]),
         ("apps", vec!["deployments"], own.clone()),
         (
             "",
@@ -458,7 +472,10 @@ fn expected_cluster_rules() -> Vec<(&'static str, Vec<&'static str>, Vec<&'stati
             own.clone(),
         ),
         ("policy", vec!["poddisruptionbudgets"], own.clone()),
-        ("networking.k8s.io", vec!["networkpolicies"], own),
+        ("networking.k8s.io", vec!["networkpolicies"], own.clone()),
+        ("autoscaling", vec!["horizontalpodautoscalers"], own),
+        // ProofJob inputs and pool parameters held in ConfigMaps.
+        ("", vec!["configmaps"], vec!["get"]),
         ("", vec!["pods"], vec!["get", "list", "watch", "patch"]),
         ("events.k8s.io", vec!["events"], vec!["create", "patch"]),
         ("", vec!["events"], vec!["create", "patch"]),

@@ -1,0 +1,324 @@
+//! What the end-to-end tests of pools and jobs share: a namespace with its own operator
+//! installed by helm, the circuit parameters of the prover fixtures in a ConfigMap, pools made
+//! from them, and waits on pools and their pods.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio_stream::StreamExt;
+use zkfleet_crds::v1alpha1::ProverPool;
+
+use crate::TestNamespace;
+use crate::helm::{Release, install_operator};
+
+pub const MINUTE: Duration = Duration::from_secs(60);
+/// Label the operator puts on every prover pod, naming its pool.
+pub const POOL_LABEL: &str = "zkfleet.dev/pool";
+
+/// The test's namespace and its operator. The release is dropped (uninstalled) before the
+/// namespace is deleted.
+pub struct Setup {
+    pub release: Release,
+    pub ns: TestNamespace,
+}
+
+/// A namespace with its own operator; `values` (YAML) on top of the chart's defaults.
+pub async fn setup(prefix: &str, values: &str) -> Setup {
+    let dir = fixtures();
+    assert!(
+        dir.join("circuit.zkey").is_file(),
+        "{} has no circuit.zkey",
+        dir.display()
+    );
+    let ns = TestNamespace::new(prefix).await.unwrap();
+    let release = install_operator(&ns, values).await.unwrap();
+    Setup { release, ns }
+}
+
+/// The mulchain circuit of the prover fixtures.
+pub fn fixtures() -> PathBuf {
+    let Some(root) = std::env::var_os("ZKFLEET_FIXTURES") else {
+        panic!(
+            "ZKFLEET_FIXTURES is not set: run `eval \"$(prover-pod/fixtures/make-fixtures.sh)\"` \
+             first (`make e2e` does), so the pools have circuit parameters to load"
+        );
+    };
+    PathBuf::from(root).join("mulchain")
+}
+
+/// One parameters set: a ConfigMap holding files of the mulchain fixture, and the sha256 the
+/// pool declares for each (the real one unless a test breaks it).
+pub struct Parameters {
+    pub version: String,
+    pub config_map: String,
+    pub files: Vec<(String, String)>,
+}
+
+impl Parameters {
+    /// Creates ConfigMap `config_map` with `names` from the mulchain fixture.
+    pub async fn create(
+        ns: &TestNamespace,
+        version: &str,
+        config_map: &str,
+        names: &[&str],
+    ) -> Self {
+        let mut data = BTreeMap::new();
+        let mut files = Vec::new();
+        for name in names {
+            let path = fixtures().join(name);
+            let bytes =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            files.push((name.to_string(), hex(&Sha256::digest(&bytes))));
+            data.insert(name.to_string(), ByteString(bytes));
+        }
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(config_map.into()),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some(data),
+            ..ConfigMap::default()
+        };
+        ns.api::<ConfigMap>()
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap();
+        Self {
+            version: version.into(),
+            config_map: config_map.into(),
+            files,
+        }
+    }
+
+    pub fn spec(&self) -> serde_json::Value {
+        json!({
+            "version": self.version,
+            "source": {"configMap": {"name": self.config_map}},
+            "files": self.files.iter()
+                .map(|(name, sha256)| json!({"name": name, "sha256": sha256}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates a groth16 pool of `replicas` pods, with `gpus` GPUs each when given.
+pub async fn create_pool(
+    ns: &TestNamespace,
+    name: &str,
+    replicas: i32,
+    gpus: Option<i32>,
+    parameters: &Parameters,
+) -> ProverPool {
+    let mut extra = json!({});
+    if let Some(count) = gpus {
+        extra["gpu"] = json!({"count": count});
+    }
+    create_pool_with(ns, name, replicas, parameters, extra).await
+}
+
+/// Creates a groth16 pool of `replicas` pods; `extra` (a JSON object) is merged over the spec.
+pub async fn create_pool_with(
+    ns: &TestNamespace,
+    name: &str,
+    replicas: i32,
+    parameters: &Parameters,
+    extra: serde_json::Value,
+) -> ProverPool {
+    let mut spec = json!({
+        "replicas": replicas,
+        "backend": {"type": "groth16-bn254"},
+        "parameters": parameters.spec(),
+        // Short drains keep pod deletion, and so rotations, quick.
+        "jobDefaults": {"timeoutSeconds": 10},
+    });
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        spec[key] = value.clone();
+    }
+    let pool: ProverPool = serde_json::from_value(json!({
+        "apiVersion": "zkfleet.dev/v1alpha1",
+        "kind": "ProverPool",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    ns.api::<ProverPool>()
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap()
+}
+
+/// Status and reason of a pool condition.
+pub fn condition(pool: &ProverPool, type_: &str) -> Option<(String, String, String)> {
+    let c = pool
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn condition_is(pool: &ProverPool, type_: &str, status: &str) -> bool {
+    condition(pool, type_).is_some_and(|(s, _, _)| s == status)
+}
+
+pub fn ready_replicas(pool: &ProverPool) -> i32 {
+    pool.status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0)
+}
+
+/// The pool is fully up: `replicas` pods ready on its current parameters, every condition
+/// saying so, and the status written for the current generation.
+pub fn serving(pool: &ProverPool, replicas: i32) -> bool {
+    let status = pool.status.as_ref();
+    status.and_then(|s| s.observed_generation) == pool.metadata.generation
+        && ready_replicas(pool) == replicas
+        && status.and_then(|s| s.replicas) == Some(replicas)
+        && condition_is(pool, "Ready", "True")
+        && condition_is(pool, "ParametersReady", "True")
+        && condition_is(pool, "CapacityAvailable", "True")
+        && condition_is(pool, "Progressing", "False")
+}
+
+pub async fn wait_serving(ns: &TestNamespace, pool: &str, replicas: i32) -> ProverPool {
+    ns.wait_for::<ProverPool>(
+        pool,
+        &format!(
+            "{replicas} ready replicas with Ready, ParametersReady and CapacityAvailable True"
+        ),
+        3 * MINUTE,
+        move |p| serving(p, replicas),
+    )
+    .await
+    .unwrap()
+}
+
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn pod_env(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec.as_ref()?.containers[0]
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
+/// Waits until the pool's pods (terminating ones included) satisfy `condition`; on timeout the
+/// error shows the pods and the namespace's diagnostic report.
+pub async fn wait_for_pods(
+    ns: &TestNamespace,
+    pool: &str,
+    what: &str,
+    timeout: Duration,
+    condition: impl Fn(&[Pod]) -> bool,
+) -> Vec<Pod> {
+    let selector = format!("{POOL_LABEL}={pool}");
+    let mut events = Box::pin(watcher(
+        ns.api::<Pod>(),
+        watcher::Config::default().labels(&selector),
+    ));
+    let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut initializing = BTreeMap::new();
+    let mut listed = false;
+    let waited = tokio::time::timeout(timeout, async {
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => initializing.clear(),
+                Ok(watcher::Event::InitApply(p)) => {
+                    initializing.insert(p.name_any(), p);
+                }
+                Ok(watcher::Event::InitDone) => {
+                    pods = std::mem::take(&mut initializing);
+                    listed = true;
+                }
+                Ok(watcher::Event::Apply(p)) => {
+                    pods.insert(p.name_any(), p);
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    pods.remove(&p.name_any());
+                }
+                // The watcher retries by itself.
+                Err(_) => continue,
+            }
+            let current: Vec<Pod> = pods.values().cloned().collect();
+            if listed && condition(&current) {
+                return current;
+            }
+        }
+        unreachable!("a watcher stream does not end")
+    })
+    .await;
+    match waited {
+        Ok(pods) => pods,
+        Err(_) => {
+            let list = ns
+                .api::<Pod>()
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            panic!(
+                "timed out after {timeout:?} waiting for the pods of pool {pool}: {what}\n{}",
+                ns.report(Some(&list)).await
+            )
+        }
+    }
+}
+
+/// Every pod serves parameters `version`, `count` of them, all ready.
+pub fn all_ready_on(pods: &[Pod], version: &str, count: usize) -> bool {
+    pods.len() == count
+        && pods.iter().all(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && pod_ready(p)
+                && pod_env(p, "ZKFLEET_PARAMETERS_VERSION").as_deref() == Some(version)
+        })
+}
+
+pub async fn scale(ns: &TestNamespace, pool: &str, replicas: i32) {
+    ns.api::<ProverPool>()
+        .patch_scale(
+            pool,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .unwrap();
+}
+
+pub async fn set_parameters(ns: &TestNamespace, pool: &str, parameters: &Parameters) {
+    ns.api::<ProverPool>()
+        .patch(
+            pool,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"parameters": parameters.spec()}})),
+        )
+        .await
+        .unwrap();
+}
+
+pub fn deployment_name(pool: &str) -> String {
+    format!("{pool}-prover")
+}
