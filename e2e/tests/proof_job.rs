@@ -484,3 +484,71 @@ async fn rotation_while_jobs_run_fails_no_job_and_pinned_jobs_use_their_version(
         );
     }
 }
+
+/// Where the kubelet keeps an emptyDir volume of a pod on this node.
+fn empty_dir(pod: &Pod, volume: &str) -> PathBuf {
+    PathBuf::from("/var/lib/kubelet/pods")
+        .join(pod.uid().unwrap())
+        .join("volumes/kubernetes.io~empty-dir")
+        .join(volume)
+}
+
+#[tokio::test]
+async fn large_proofs_go_to_the_artifact_store_and_leave_with_their_job() {
+    // Every proof counts as large; the store is the operator's emptyDir (file://).
+    let values = "artifacts:\n  inlineResultMaxBytes: 0\n";
+    let Setup { release, ns } = pool_setup("job-artifact", values, 1, json!({})).await;
+    submit(&ns, "stored", "pool", json!({"ttlSecondsAfterFinished": 5})).await;
+    let job = wait_finished(&ns, "stored").await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
+    assert!(
+        job.finalizers()
+            .contains(&"zkfleet.dev/proof-artifact".to_string())
+    );
+    let result = status.result.unwrap();
+    assert!(result.proof.is_none(), "the proof is not on the status");
+    let location = result.location.expect("a location");
+    let path = location
+        .strip_prefix("file:///var/lib/zkfleet/artifacts/")
+        .expect("in the operator's artifact directory");
+
+    // The leader wrote it into its emptyDir, on this node.
+    let leader = ns
+        .api::<Lease>()
+        .get(&release.operator)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap();
+    let pod = ns.api::<Pod>().get(&leader).await.unwrap();
+    let file = empty_dir(&pod, "artifacts").join(path);
+    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert_eq!(result.size_bytes, Some(bytes.len() as i64));
+    assert_eq!(
+        result.sha256.as_deref(),
+        Some(hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)).as_str())
+    );
+    let stored: Value = serde_json::from_slice(&bytes).unwrap();
+    let mut with_proof = job.clone();
+    let s = with_proof.status.as_mut().unwrap();
+    s.result.as_mut().unwrap().proof = stored["proof"].as_object().cloned();
+    assert_verified_by_snarkjs(&with_proof);
+
+    // ttlSecondsAfterFinished deletes the job; the finalizer deletes the stored proof first.
+    let gone = tokio::time::timeout(MINUTE, async {
+        while ns
+            .api::<ProofJob>()
+            .get_opt("stored")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the job outlived its ttlSecondsAfterFinished");
+    assert!(!file.exists(), "{} outlived its job", file.display());
+}
