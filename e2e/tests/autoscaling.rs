@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
 use zkfleet_e2e::TestNamespace;
@@ -127,6 +129,26 @@ async fn a_queue_grows_the_pool_through_the_hpa_and_a_drained_queue_shrinks_it_w
         .unwrap();
     assert!(spec_replicas(&grown) <= 4);
     assert_eq!(scaling_active(&grown).unwrap().0, "True");
+    // Pods holding leases are the expensive ones to delete, so a scale-down takes idle ones.
+    let busy = tokio::time::timeout(MINUTE, async {
+        loop {
+            let pods = ns
+                .api::<Pod>()
+                .list(&ListParams::default().labels(&format!("{POOL_LABEL}=pool")))
+                .await
+                .unwrap();
+            if pods.items.iter().any(|p| {
+                p.annotations()
+                    .get("controller.kubernetes.io/pod-deletion-cost")
+                    .is_some_and(|c| c == "10000")
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    assert!(busy.is_ok(), "no busy pod carries a high pod-deletion-cost");
 
     for name in &names {
         let job = wait_finished(&ns, name, 5 * MINUTE).await;
