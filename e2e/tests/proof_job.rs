@@ -483,6 +483,15 @@ async fn rotation_while_jobs_run_fails_no_job_and_pinned_jobs_use_their_version(
             Some("v2")
         );
     }
+
+    // Once the rotation is over, a job pinned to v1 can never run: it fails with a reason
+    // rather than waiting forever.
+    wait_serving(&ns, "pool", 2).await;
+    submit(&ns, "late-v1", "pool", json!({"parametersVersion": "v1"})).await;
+    let late = wait_finished(&ns, "late-v1").await.status.unwrap();
+    assert_eq!(late.phase, Some(JobPhase::Failed));
+    assert_eq!(late.reason.as_deref(), Some("ParametersVersionUnavailable"));
+    assert!(late.message.unwrap().contains("v2"));
 }
 
 /// Where the kubelet keeps an emptyDir volume of a pod on this node.

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 use zkfleet_crds::v1alpha1::{
     AttemptOutcome, DEFAULT_JOB_MAX_RETRIES, DEFAULT_JOB_TIMEOUT_SECONDS, FlaggedPod, JobPhase,
-    ParametersSpec, ProofJob, ProofResult, ProverPool, Verification,
+    ParametersSpec, ProofJob, ProofResult, ProverPool, RolloutState, Verification,
 };
 use zkfleet_prover::lease::{
     CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
@@ -1110,6 +1110,7 @@ impl Dispatcher {
             for l in lapsed {
                 self.end_lapsed(l).await;
             }
+            self.fail_stranded_pins().await;
             let loads = self.state.lock().expect("lock").loads();
             let now = Instant::now();
             for (pool, (queued, running)) in loads {
@@ -1120,6 +1121,62 @@ impl Dispatcher {
                 }
             }
             self.update_deletion_costs().await;
+        }
+    }
+
+    /// Fails queued jobs pinned to a version their pool no longer serves, once they have
+    /// waited [`PIN_GRACE`]: they could never run.
+    async fn fail_stranded_pins(&self) {
+        let pinned = self.state.lock().expect("lock").queued_pinned();
+        for job in pinned {
+            let Some(pin) = job.spec.parameters_version.clone() else {
+                continue;
+            };
+            let key = PoolKey::of(&job);
+            let Some(pool) = self.pool(&key) else {
+                continue;
+            };
+            let waited = job
+                .status
+                .as_ref()
+                .and_then(|s| s.queued_at.as_ref())
+                .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+                .unwrap_or_default();
+            let serving = self
+                .pods
+                .state()
+                .iter()
+                .filter(|p| {
+                    p.namespace().as_deref() == Some(key.namespace.as_str())
+                        && p.labels().get(POOL_LABEL) == Some(&key.name)
+                        && p.metadata.deletion_timestamp.is_none()
+                        && is_ready(p)
+                        && served_version(p).as_deref() == Some(pin.as_str())
+                })
+                .count();
+            if waited < PIN_GRACE || !pin_stranded(&pool, &pin, serving) {
+                continue;
+            }
+            let message = format!(
+                "no pod of ProverPool {} serves parameters version {pin} any more (it serves {}); submit the job again pinned to a served version or without a pin",
+                key.name, pool.spec.parameters.version
+            );
+            let api: Api<ProofJob> = Api::namespaced(self.client.clone(), &key.namespace);
+            let now = Time(Timestamp::now());
+            let status = job_status::invalid(&job, "ParametersVersionUnavailable", message, &now);
+            match job_status::write(&api, &job, status).await {
+                Ok(stored) => {
+                    info!(job = %job.name_any(), %pin, "failed: its pinned parameters version is no longer served");
+                    self.metrics.job_finished("ParametersVersionUnavailable");
+                    self.state.lock().expect("lock").attempt_recorded(
+                        stored,
+                        Duration::ZERO,
+                        None,
+                        Instant::now(),
+                    );
+                }
+                Err(e) => debug!(error = %e, "could not fail a stranded pinned job; retrying"),
+            }
         }
     }
 
@@ -1198,6 +1255,21 @@ impl crate::external_metrics::PoolLoads for Dispatcher {
     }
 }
 
+/// How long a pinned job may wait for a version no pod serves before it fails.
+pub const PIN_GRACE: Duration = Duration::from_secs(30);
+
+/// Whether a job pinned to `pin` can no longer run on `pool`: the pool's spec asks for another
+/// version, no rotation is under way, and none of its Ready pods serves the pin.
+pub fn pin_stranded(pool: &ProverPool, pin: &str, pods_serving_pin: usize) -> bool {
+    let rotating = pool
+        .status
+        .as_ref()
+        .and_then(|s| s.parameters.as_ref())
+        .and_then(|p| p.rollout)
+        == Some(RolloutState::Progressing);
+    pool.spec.parameters.version != pin && !rotating && pods_serving_pin == 0
+}
+
 /// Seconds to wait before retrying an attempt: 1, 2, 4 … capped at 30.
 pub fn retry_backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(30))
@@ -1240,6 +1312,34 @@ mod tests {
     fn retries_back_off_exponentially_up_to_thirty_seconds() {
         let secs: Vec<_> = (1..=8).map(|a| retry_backoff(a).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn a_pin_is_stranded_only_when_settled_and_unserved() {
+        let pool = |rollout: &str| -> ProverPool {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
+                "metadata": {"name": "p", "namespace": "n"},
+                "spec": {"backend": {"type": "groth16-bn254"},
+                         "parameters": {"version": "v2", "source": {"configMap": {"name": "c"}},
+                                        "files": [{"name": "circuit.zkey", "sha256": "ab".repeat(32)}]}},
+                "status": {"parameters": {"rollout": rollout}},
+            }))
+            .unwrap()
+        };
+        assert!(pin_stranded(&pool("Complete"), "v1", 0));
+        assert!(
+            !pin_stranded(&pool("Complete"), "v1", 1),
+            "a pod still serves v1"
+        );
+        assert!(
+            !pin_stranded(&pool("Progressing"), "v1", 0),
+            "rotation under way"
+        );
+        assert!(
+            !pin_stranded(&pool("Complete"), "v2", 0),
+            "the spec's own version"
+        );
     }
 
     #[test]

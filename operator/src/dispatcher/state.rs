@@ -407,6 +407,16 @@ impl State {
         (queued, running)
     }
 
+    /// Queued jobs pinned to a parameters version.
+    pub fn queued_pinned(&self) -> Vec<Arc<ProofJob>> {
+        self.jobs
+            .values()
+            .filter(|e| matches!(e.tracked, Tracked::Queued { .. }))
+            .filter(|e| e.job.spec.parameters_version.is_some())
+            .map(|e| e.job.clone())
+            .collect()
+    }
+
     /// Leases held (or being granted) per pod, keyed by (namespace, pod).
     pub fn leases_by_pod(&self) -> HashMap<(String, String), usize> {
         let mut by_pod: HashMap<(String, String), usize> = HashMap::new();
