@@ -73,57 +73,13 @@ impl ArtifactError {
     }
 }
 
-/// The object store at `url` (`https://`, `http://`, `s3://`, `gs://`, `az://`) and the prefix
-/// under it: buckets (containers) come from the URL, credentials from the standard environment
-/// variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`), as in the prover pods' parameters loader.
+/// The object store at `url` and the prefix under it, built as the prover pods' parameters
+/// loader builds it (object_store's default retries).
 pub(crate) fn object_store_at(
     url: &str,
     client: object_store::ClientOptions,
 ) -> Result<(Arc<dyn ObjectStore>, StorePath), String> {
-    let url = url.trim_end_matches('/');
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| "it has no scheme".to_string())?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err("it names no host or bucket".into());
-    }
-    let bad = |e: object_store::Error| e.to_string();
-    let store: Arc<dyn ObjectStore> = match scheme {
-        // The whole URL is the HTTP store's base.
-        "https" | "http" => {
-            let store = object_store::http::HttpBuilder::new()
-                .with_url(url)
-                .with_client_options(client.with_allow_http(scheme == "http"))
-                .build()
-                .map_err(bad)?;
-            return Ok((Arc::new(store), StorePath::default()));
-        }
-        "s3" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_url(url)
-                .with_client_options(client)
-                .build()
-                .map_err(bad)?,
-        ),
-        "gs" => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(url)
-                .with_client_options(client)
-                .build()
-                .map_err(bad)?,
-        ),
-        "az" => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(url)
-                .with_client_options(client)
-                .build()
-                .map_err(bad)?,
-        ),
-        other => return Err(format!("scheme {other:?} is not supported")),
-    };
-    let prefix = StorePath::parse(prefix).map_err(|e| format!("bad path: {e}"))?;
-    Ok((store, prefix))
+    zkfleet_prover::params::object_store_at(url, client, object_store::RetryConfig::default())
 }
 
 /// A place to store proofs, built once from the operator's `--artifacts-url`.

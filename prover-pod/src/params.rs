@@ -338,6 +338,69 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// The object store at `url` (`https://`, `http://`, `s3://`, `gs://`, `az://`) and the prefix
+/// the files live under. Object stores take the bucket (container) from the URL and credentials
+/// from the standard environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`); the rest of the
+/// path is the prefix. An HTTP store's base is the whole URL. Shared with the operator, which
+/// reads verifying keys and stores proofs the same way.
+pub fn object_store_at(
+    url: &str,
+    client: object_store::ClientOptions,
+    retry: object_store::RetryConfig,
+) -> Result<(Arc<dyn ObjectStore>, StorePath), String> {
+    let url = url.trim_end_matches('/');
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "it is not a URL (no scheme)".to_string())?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err("it names no host or bucket".into());
+    }
+    let bad = |e: object_store::Error| e.to_string();
+    let store: Arc<dyn ObjectStore> = match scheme {
+        "https" | "http" => {
+            let store = object_store::http::HttpBuilder::new()
+                .with_url(url)
+                .with_client_options(client.with_allow_http(scheme == "http"))
+                .with_retry(retry)
+                .build()
+                .map_err(bad)?;
+            return Ok((Arc::new(store), StorePath::default()));
+        }
+        "s3" => Arc::new(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url)
+                .with_client_options(client)
+                .with_retry(retry)
+                .build()
+                .map_err(bad)?,
+        ),
+        "gs" => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(url)
+                .with_client_options(client)
+                .with_retry(retry)
+                .build()
+                .map_err(bad)?,
+        ),
+        "az" => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url)
+                .with_client_options(client)
+                .with_retry(retry)
+                .build()
+                .map_err(bad)?,
+        ),
+        other => {
+            return Err(format!(
+                "unsupported URL scheme {other:?}: use https://, s3://, gs:// or az://"
+            ));
+        }
+    };
+    let prefix = StorePath::parse(prefix).map_err(|e| format!("bad path: {e}"))?;
+    Ok((store, prefix))
+}
+
 /// An object store and the prefix the files live under.
 struct Remote {
     url: String,
@@ -348,14 +411,8 @@ struct Remote {
 impl Remote {
     fn new(url: &str) -> Result<Self, FetchError> {
         let url = url.trim_end_matches('/');
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| FetchError::Config(format!("{url:?} is not a URL")))?;
-        let bad = |e: object_store::Error| FetchError::Config(format!("{url}: {e}"));
         // Generous overall timeout: zkeys of large circuits are gigabytes.
-        let client = object_store::ClientOptions::new()
-            .with_timeout(Duration::from_secs(3600))
-            .with_allow_http(scheme == "http");
+        let client = object_store::ClientOptions::new().with_timeout(Duration::from_secs(3600));
         let retry = object_store::RetryConfig {
             backoff: object_store::BackoffConfig {
                 init_backoff: Duration::from_millis(100),
@@ -365,63 +422,8 @@ impl Remote {
             max_retries: 5,
             retry_timeout: Duration::from_secs(120),
         };
-        // Object stores take the bucket (container) from the URL and
-        // credentials from the standard environment variables
-        // (AWS_*, GOOGLE_*, AZURE_*); the rest of the path is a prefix.
-        let bucket_prefix = || rest.split_once('/').map_or("", |(_, p)| p);
-        let (store, prefix): (Arc<dyn ObjectStore>, &str) = match scheme {
-            "https" | "http" => (
-                Arc::new(
-                    object_store::http::HttpBuilder::new()
-                        .with_url(url)
-                        .with_client_options(client)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(bad)?,
-                ),
-                "",
-            ),
-            "s3" => (
-                Arc::new(
-                    object_store::aws::AmazonS3Builder::from_env()
-                        .with_url(url)
-                        .with_client_options(client)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(bad)?,
-                ),
-                bucket_prefix(),
-            ),
-            "gs" => (
-                Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                        .with_url(url)
-                        .with_client_options(client)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(bad)?,
-                ),
-                bucket_prefix(),
-            ),
-            "az" => (
-                Arc::new(
-                    object_store::azure::MicrosoftAzureBuilder::from_env()
-                        .with_url(url)
-                        .with_client_options(client)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(bad)?,
-                ),
-                bucket_prefix(),
-            ),
-            other => {
-                return Err(FetchError::Config(format!(
-                    "unsupported parameters URL scheme {other:?}: use https://, s3://, gs:// or az://"
-                )));
-            }
-        };
-        let prefix = StorePath::parse(prefix)
-            .map_err(|e| FetchError::Config(format!("{url}: bad path: {e}")))?;
+        let (store, prefix) = object_store_at(url, client, retry)
+            .map_err(|e| FetchError::Config(format!("{url}: {e}")))?;
         Ok(Remote {
             url: url.to_string(),
             store,

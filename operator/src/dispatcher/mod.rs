@@ -326,7 +326,7 @@ impl Dispatcher {
     /// Marks busy pods expensive to delete and idle ones cheap, so a scale-down removes idle
     /// pods first. Only pods whose cost changed are patched.
     async fn update_deletion_costs(&self) {
-        let busy = self.state.lock().expect("lock").leases_by_pod();
+        let busy = self.state.lock().expect("lock").busy_pods();
         let mut changes = Vec::new();
         for pod in self.pods.state() {
             let (Some(namespace), name) = (pod.namespace(), pod.name_any()) else {
@@ -336,7 +336,7 @@ impl Dispatcher {
                 continue;
             }
             let key = (namespace, name);
-            let cost = if busy.contains_key(&key) {
+            let cost = if busy.contains(&key) {
                 BUSY_DELETION_COST
             } else {
                 0
@@ -570,6 +570,8 @@ impl Dispatcher {
         let uid = job.uid()?;
         let api: Api<ProofJob> = Api::namespaced(self.client.clone(), &request.caller.namespace);
         let now = Time(Timestamp::now());
+        // Read again (admission only checked it): inputs, Secrets included, are not kept in
+        // memory while jobs wait, and a job may wait long.
         let input = match input::resolve(&self.client, job).await {
             Ok(input) => input,
             Err(input::InputError::Invalid(message)) => {

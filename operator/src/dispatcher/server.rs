@@ -11,9 +11,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use zkfleet_prover::lease::{
-    COMPLETE_PATH, CompleteRequest, HEARTBEAT_PATH, HeartbeatRequest, LEASE_PATH, LeaseRequest,
+    COMPLETE_PATH, Caller, CompleteRequest, HEARTBEAT_PATH, HeartbeatRequest, LEASE_PATH,
+    LeaseRequest,
 };
 
 use super::{DispatchError, Dispatcher};
@@ -70,9 +72,47 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, DispatchError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| DispatchError::BadRequest(format!("invalid request body: {}", e.body_text())))
+/// A request that names its calling pod.
+trait FromPod {
+    fn caller(&self) -> &Caller;
+}
+
+impl FromPod for LeaseRequest {
+    fn caller(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl FromPod for HeartbeatRequest {
+    fn caller(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl FromPod for CompleteRequest {
+    fn caller(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+/// The request body and its calling pod, once the pod is authenticated as one of its pool's.
+async fn authenticated<T: FromPod>(
+    d: &Dispatcher,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Json<T>, JsonRejection>,
+) -> Result<(T, Arc<Pod>), DispatchError> {
+    let Json(request) = body.map_err(|e| {
+        DispatchError::BadRequest(format!("invalid request body: {}", e.body_text()))
+    })?;
+    let pod = d
+        .authenticate(
+            request.caller(),
+            bearer(headers),
+            Some(peer.ip().to_canonical()),
+        )
+        .await?;
+    Ok((request, pod))
 }
 
 async fn lease(
@@ -81,14 +121,7 @@ async fn lease(
     headers: HeaderMap,
     request: Result<Json<LeaseRequest>, JsonRejection>,
 ) -> Result<Response, DispatchError> {
-    let request = body(request)?;
-    let pod = d
-        .authenticate(
-            &request.caller,
-            bearer(&headers),
-            Some(peer.ip().to_canonical()),
-        )
-        .await?;
+    let (request, pod) = authenticated(&d, peer, &headers, request).await?;
     Ok(Json(d.lease(&pod, &request).await?).into_response())
 }
 
@@ -98,13 +131,7 @@ async fn heartbeat(
     headers: HeaderMap,
     request: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Result<Response, DispatchError> {
-    let request = body(request)?;
-    d.authenticate(
-        &request.caller,
-        bearer(&headers),
-        Some(peer.ip().to_canonical()),
-    )
-    .await?;
+    let (request, _) = authenticated(&d, peer, &headers, request).await?;
     Ok(Json(d.heartbeat(&request)).into_response())
 }
 
@@ -114,12 +141,6 @@ async fn complete(
     headers: HeaderMap,
     request: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Response, DispatchError> {
-    let request = body(request)?;
-    d.authenticate(
-        &request.caller,
-        bearer(&headers),
-        Some(peer.ip().to_canonical()),
-    )
-    .await?;
+    let (request, _) = authenticated(&d, peer, &headers, request).await?;
     Ok(Json(d.complete(&request).await?).into_response())
 }

@@ -2,7 +2,7 @@
 //! ProofJob objects stay the source of truth; this is rebuilt from them at start and kept in
 //! step with the writes the dispatcher makes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,17 @@ enum Tracked {
     Leased(Held, BTreeSet<String>),
     /// Pending validation, or finished: not the dispatcher's business.
     Idle,
+}
+
+impl Tracked {
+    /// What this job adds to its pool's (queued, running) counts.
+    fn load(&self) -> (usize, usize) {
+        match self {
+            Tracked::Queued { .. } => (1, 0),
+            Tracked::Granting { .. } | Tracked::Leased(..) => (0, 1),
+            Tracked::Idle => (0, 0),
+        }
+    }
 }
 
 struct Entry {
@@ -398,11 +409,9 @@ impl State {
         let mut queued = 0;
         let mut running = 0;
         for entry in self.jobs.values().filter(|e| &e.pool == pool) {
-            match entry.tracked {
-                Tracked::Queued { .. } => queued += 1,
-                Tracked::Granting { .. } | Tracked::Leased(..) => running += 1,
-                Tracked::Idle => {}
-            }
+            let (q, r) = entry.tracked.load();
+            queued += q;
+            running += r;
         }
         (queued, running)
     }
@@ -417,24 +426,27 @@ impl State {
             .collect()
     }
 
-    /// Leases held (or being granted) per pod, keyed by (namespace, pod).
-    pub fn leases_by_pod(&self) -> HashMap<(String, String), usize> {
-        let mut by_pod: HashMap<(String, String), usize> = HashMap::new();
-        for entry in self.jobs.values() {
-            if let Tracked::Leased(held, _) = &entry.tracked {
-                *by_pod
-                    .entry((entry.pool.namespace.clone(), held.pod.clone()))
-                    .or_default() += 1;
-            }
-        }
-        by_pod
+    /// Pods holding at least one lease, as (namespace, pod).
+    pub fn busy_pods(&self) -> HashSet<(String, String)> {
+        self.jobs
+            .values()
+            .filter_map(|entry| match &entry.tracked {
+                Tracked::Leased(held, _) => Some((entry.pool.namespace.clone(), held.pod.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
-    /// Every pool with jobs in memory, with its queued and running counts.
+    /// Every pool with jobs in memory (a pool once seen stays, at zero), with its queued and
+    /// running counts, in one pass over the jobs.
     pub fn loads(&self) -> HashMap<PoolKey, (usize, usize)> {
-        let mut loads: HashMap<PoolKey, (usize, usize)> = HashMap::new();
-        for key in self.queues.keys() {
-            loads.insert(key.clone(), self.load(key));
+        let mut loads: HashMap<PoolKey, (usize, usize)> =
+            self.queues.keys().map(|k| (k.clone(), (0, 0))).collect();
+        for entry in self.jobs.values() {
+            let (queued, running) = loads.entry(entry.pool.clone()).or_default();
+            let (q, r) = entry.tracked.load();
+            *queued += q;
+            *running += r;
         }
         loads
     }
