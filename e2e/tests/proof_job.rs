@@ -487,6 +487,11 @@ async fn rotation_while_jobs_run_fails_no_job_and_pinned_jobs_use_their_version(
     // Once the rotation is over, a job pinned to v1 can never run: it fails with a reason
     // rather than waiting forever.
     wait_serving(&ns, "pool", 2).await;
+    wait_for_pods(&ns, "pool", "every v1 pod gone", 2 * MINUTE, |pods| {
+        pods.iter()
+            .all(|p| pod_env(p, "ZKFLEET_PARAMETERS_VERSION").as_deref() == Some("v2"))
+    })
+    .await;
     submit(&ns, "late-v1", "pool", json!({"parametersVersion": "v1"})).await;
     let late = wait_finished(&ns, "late-v1").await.status.unwrap();
     assert_eq!(late.phase, Some(JobPhase::Failed));

@@ -524,6 +524,14 @@ impl Dispatcher {
         let notify = self.wakeup(&key);
         loop {
             let notified = notify.notified();
+            // A long poll outlives the check at its start: a pod that began terminating (or
+            // stopped being Ready) meanwhile gets no more work.
+            let still_serving = self
+                .pod(&request.caller.namespace, &request.caller.pod)
+                .is_some_and(|p| is_ready(&p) && p.metadata.deletion_timestamp.is_none());
+            if !still_serving {
+                return Ok(LeaseResponse::default());
+            }
             let taken = self.state.lock().expect("lock").take(
                 &key,
                 &request.caller.pod,
