@@ -266,7 +266,8 @@ async fn bad_input_fails_with_a_reason_and_is_not_retried() {
 #[tokio::test]
 async fn a_prover_pod_deleted_mid_proof_is_replaced_and_the_job_succeeds_elsewhere() {
     let Setup { release: _r, ns } =
-        pool_setup("job-podloss", &with_fault("delay-ms=6000"), 2, json!({})).await;
+        pool_setup("job-podloss", &with_fault("delay-ms=20000"), 2, json!({})).await;
+    // The proof takes 20 s so that the pod is surely killed while it still holds it.
     submit(&ns, "survivor", "pool", json!({})).await;
     let running = wait_phase(&ns, "survivor", &[JobPhase::Running]).await;
     let first_pod = running.status.unwrap().attempts[0].pod.clone().unwrap();
@@ -300,10 +301,20 @@ async fn deleting_a_running_job_revokes_its_lease_and_frees_the_slot() {
     let running = wait_phase(&ns, "doomed", &[JobPhase::Running]).await;
     let pod_name = running.status.unwrap().attempts[0].pod.clone().unwrap();
     let pod = ns.api::<Pod>().get(&pod_name).await.unwrap();
-    assert_eq!(
-        pod_info(&pod)["free_slots"],
-        0,
-        "the job holds the only slot"
+    // The status says Running before the lease reaches the pod, so the slot is taken a moment later.
+    let held = tokio::time::timeout(MINUTE, async {
+        loop {
+            if pod_info(&pod)["free_slots"] == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await;
+    assert!(
+        held.is_ok(),
+        "the job never took the pod's only slot: {}",
+        pod_info(&pod)
     );
 
     ns.api::<ProofJob>()
@@ -512,7 +523,14 @@ async fn large_proofs_go_to_the_artifact_store_and_leave_with_their_job() {
     // Every proof counts as large; the store is the operator's emptyDir (file://).
     let values = "artifacts:\n  inlineResultMaxBytes: 0\n";
     let Setup { release, ns } = pool_setup("job-artifact", values, 1, json!({})).await;
-    submit(&ns, "stored", "pool", json!({"ttlSecondsAfterFinished": 5})).await;
+    // Long enough for the checks below to read the stored proof before the job goes.
+    submit(
+        &ns,
+        "stored",
+        "pool",
+        json!({"ttlSecondsAfterFinished": 20}),
+    )
+    .await;
     let job = wait_finished(&ns, "stored").await;
     let status = job.status.clone().unwrap();
     assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
@@ -551,7 +569,7 @@ async fn large_proofs_go_to_the_artifact_store_and_leave_with_their_job() {
     assert_verified_by_snarkjs(&with_proof);
 
     // ttlSecondsAfterFinished deletes the job; the finalizer deletes the stored proof first.
-    let gone = tokio::time::timeout(MINUTE, async {
+    let gone = tokio::time::timeout(2 * MINUTE, async {
         while ns
             .api::<ProofJob>()
             .get_opt("stored")

@@ -6,6 +6,7 @@
 //! GPUs are never what a test waits for.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -344,12 +345,25 @@ async fn rotation_to_a_wrong_checksum_is_rolled_back_and_the_pool_keeps_serving(
         condition(&pool, "ParametersReady")
     );
 
-    let events = pool_events(&ns, "steady").await;
-    let rolled_back = events
-        .iter()
-        .find(|(type_, reason, _)| type_ == "Warning" && reason == "RolledBack");
-    let Some((_, _, message)) = rolled_back else {
-        panic!("no Warning Event RolledBack about the pool: {events:?}");
+    // Events are published after the status write the wait above saw.
+    let rolled_back = tokio::time::timeout(MINUTE, async {
+        loop {
+            let events = pool_events(&ns, "steady").await;
+            if let Some((_, _, message)) = events
+                .into_iter()
+                .find(|(type_, reason, _)| type_ == "Warning" && reason == "RolledBack")
+            {
+                return message;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let Ok(message) = rolled_back else {
+        panic!(
+            "no Warning Event RolledBack about the pool: {:?}",
+            pool_events(&ns, "steady").await
+        );
     };
     assert!(
         message.contains("circuit.zkey") && message.contains("rolled back to v1"),
@@ -451,24 +465,39 @@ async fn killing_the_leader_hands_the_pool_to_the_standby() {
         .await
         .unwrap();
     let leader = holder(&lease).unwrap();
-    let operator_pods = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels("app.kubernetes.io/name=zkfleet-operator"))
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(operator_pods.len(), 2, "two operator replicas");
+    // The leader's readiness probe may pass a moment after it takes the Lease.
+    let operator_pods = || async {
+        ns.api::<Pod>()
+            .list(&ListParams::default().labels("app.kubernetes.io/name=zkfleet-operator"))
+            .await
+            .unwrap()
+            .items
+    };
+    let settled = tokio::time::timeout(MINUTE, async {
+        loop {
+            let pods = operator_pods().await;
+            if pods.len() == 2 && pods.iter().any(|p| p.name_any() == leader && pod_ready(p)) {
+                return pods;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let Ok(operator_pods) = settled else {
+        panic!(
+            "expected two operator replicas with the leader {leader} Ready: {:?}",
+            operator_pods()
+                .await
+                .iter()
+                .map(|p| (p.name_any(), pod_ready(p)))
+                .collect::<Vec<_>>()
+        );
+    };
     let standby = operator_pods
         .iter()
         .map(|p| p.name_any())
         .find(|n| *n != leader)
         .expect("a standby pod");
-    assert!(
-        operator_pods
-            .iter()
-            .any(|p| p.name_any() == leader && pod_ready(p)),
-        "the leader {leader} is the Ready pod"
-    );
 
     // Killed, not stopped: no graceful release of the Lease.
     ns.api::<Pod>()
