@@ -267,8 +267,8 @@ async fn bad_input_fails_with_a_reason_and_is_not_retried() {
 async fn a_prover_pod_deleted_mid_proof_is_replaced_and_the_job_succeeds_elsewhere() {
     let Setup { release: _r, ns } =
         pool_setup("job-podloss", &with_fault("delay-ms=20000"), 2, json!({})).await;
-    // The proof takes 20 s so that the pod is surely killed while it still holds it.
-    submit(&ns, "survivor", "pool", json!({})).await;
+    // The proof takes 20 s (within the job's 60 s timeout) so the pod is surely killed holding it.
+    submit(&ns, "survivor", "pool", json!({"timeoutSeconds": 60})).await;
     let running = wait_phase(&ns, "survivor", &[JobPhase::Running]).await;
     let first_pod = running.status.unwrap().attempts[0].pod.clone().unwrap();
     // Killed, not drained: the pod cannot finish the proof it holds.
