@@ -25,6 +25,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::task::JoinSet;
 
 use crate::backend::{BackendError, ProofInput, ProofOutput};
+use crate::cancel::Cancel;
 use crate::groth16::json::ProofJson;
 use crate::lease::{
     COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
@@ -793,14 +794,19 @@ async fn prove(shared: &Shared, input: JobInput) -> Result<(ProofOutput, String)
     backend.check(&input)?;
     state.metrics.active_proofs.inc();
     let st = shared.state.clone();
-    // A revoked or timed-out proof is not interrupted: its result is dropped when it ends.
+    // A revoked or timed-out job drops this future, and with it the guard, which stops
+    // the proof at its next checkpoint: the freed slot gets the cores back.
+    let cancel = Cancel::new();
+    let cancel_on_drop = cancel.on_drop();
     let out = tokio::task::spawn_blocking(move || {
-        let out = backend.prove(input);
+        let out = backend.prove(input, &cancel);
         st.metrics.active_proofs.dec();
         out
     })
-    .await
-    .map_err(|e| JobFailure::new("internal", format!("prover task failed: {e}"), true))??;
+    .await;
+    cancel_on_drop.disarm();
+    let out =
+        out.map_err(|e| JobFailure::new("internal", format!("prover task failed: {e}"), true))??;
     Ok((out, digest))
 }
 

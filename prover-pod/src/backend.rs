@@ -9,7 +9,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::exec::{StoneInput, StoneInputError};
+use crate::cancel::Cancel;
+use crate::exec::{ExecError, StoneInput, StoneInputError};
 use crate::groth16::json::{self, ProofJson};
 use crate::groth16::preprocessed::{self, LoadReport};
 use crate::groth16::witness::{WitnessCalculator, WitnessError};
@@ -55,6 +56,8 @@ pub enum BackendError {
     NoWasm,
     #[error("{0}")]
     Exec(String),
+    #[error("the proof was cancelled before it finished")]
+    Cancelled,
     #[error(transparent)]
     StoneInput(#[from] StoneInputError),
     #[error(
@@ -87,11 +90,13 @@ impl BackendError {
                 }
                 Groth16Error::WrongPublicCount { .. } => "wrong_public_count",
                 Groth16Error::BadDomain(_) => "invalid_parameters",
+                Groth16Error::Cancelled => "cancelled",
             },
             BackendError::Proof(json::JsonError::BadSignal(_)) => "invalid_public_signal",
             BackendError::Proof(_) => "invalid_proof",
             BackendError::NoWasm => "inputs_unsupported",
             BackendError::Exec(_) => "prover_failed",
+            BackendError::Cancelled => "cancelled",
             BackendError::StoneInput(StoneInputError::MissingSteps) => "missing_n_steps",
             BackendError::StoneInput(
                 StoneInputError::BadSteps(..) | StoneInputError::NotANumber(_),
@@ -108,9 +113,13 @@ impl BackendError {
         )
     }
 
-    /// True when the request itself is at fault (4xx), false for the pod (5xx).
+    /// True when the request itself is at fault (4xx), false for the pod (5xx). A
+    /// cancelled proof says nothing about its input, so it is worth another try.
     pub fn is_client_error(&self) -> bool {
-        !matches!(self.code(), "invalid_parameters" | "prover_failed")
+        !matches!(
+            self.code(),
+            "invalid_parameters" | "prover_failed" | "cancelled"
+        )
     }
 }
 
@@ -126,7 +135,9 @@ pub trait Backend: Send + Sync {
             _ => Ok(()),
         }
     }
-    fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError>;
+    /// Proves `input`, giving up with [`BackendError::Cancelled`] soon after `cancel` is
+    /// raised (the waiting side went away: lease revoked, timeout, client gone).
+    fn prove(&self, input: ProofInput, cancel: &Cancel) -> Result<ProofOutput, BackendError>;
     /// Whether `verify` can check this backend's proofs.
     fn verifies(&self) -> bool {
         true
@@ -285,6 +296,14 @@ impl Groth16Backend {
     }
 }
 
+/// An external prover's failure; a cancelled run keeps its own code.
+fn exec_error(e: ExecError) -> BackendError {
+    match e {
+        ExecError::Cancelled => BackendError::Cancelled,
+        e => BackendError::Exec(e.to_string()),
+    }
+}
+
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
@@ -333,7 +352,7 @@ impl Backend for ExecGroth16Backend {
         "exec"
     }
 
-    fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError> {
+    fn prove(&self, input: ProofInput, cancel: &Cancel) -> Result<ProofOutput, BackendError> {
         let start = Instant::now();
         let wtns_bytes = self.inner.witness_file(input)?;
         let witness_ms = ms(start);
@@ -344,8 +363,9 @@ impl Backend for ExecGroth16Backend {
             &wtns_bytes,
             self.work_root.as_deref(),
             self.timeout,
+            cancel,
         )
-        .map_err(|e| BackendError::Exec(e.to_string()))?;
+        .map_err(exec_error)?;
         // Checked for shape only: a proof.json that is not a Groth16 proof is the prover's fault.
         serde_json::from_value::<ProofJson>(proof.clone()).map_err(|e| {
             BackendError::Exec(format!(
@@ -376,7 +396,7 @@ impl Backend for Groth16Backend {
         "groth16-bn254"
     }
 
-    fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError> {
+    fn prove(&self, input: ProofInput, cancel: &Cancel) -> Result<ProofOutput, BackendError> {
         let start = Instant::now();
         let witness = match input {
             ProofInput::Inputs(v) => self
@@ -389,7 +409,7 @@ impl Backend for Groth16Backend {
         };
         let witness_ms = ms(start);
         let start = Instant::now();
-        let (proof, public) = self.prover.prove(&witness)?;
+        let (proof, public) = self.prover.prove_cancellable(&witness, cancel)?;
         Ok(ProofOutput {
             proof: serde_json::to_value(ProofJson::from_proof(&proof))
                 .map_err(|e| BackendError::Exec(format!("cannot write the proof as JSON: {e}")))?,
@@ -435,7 +455,7 @@ impl Backend for StoneBackend {
         }
     }
 
-    fn prove(&self, input: ProofInput) -> Result<ProofOutput, BackendError> {
+    fn prove(&self, input: ProofInput, cancel: &Cancel) -> Result<ProofOutput, BackendError> {
         let ProofInput::Stone(input) = input else {
             return Err(BackendError::StoneOnly);
         };
@@ -447,8 +467,9 @@ impl Backend for StoneBackend {
             &fri,
             self.work_root.as_deref(),
             self.timeout,
+            cancel,
         )
-        .map_err(|e| BackendError::Exec(e.to_string()))?;
+        .map_err(exec_error)?;
         Ok(ProofOutput {
             proof,
             public_signals: Vec::new(),

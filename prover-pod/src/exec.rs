@@ -9,11 +9,14 @@
 //!   itself from the trace length (see [`fri_parameters`]).
 
 use std::io::Read;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::cancel::Cancel;
 
 /// Why the Stone FRI parameters cannot be chosen.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -198,6 +201,7 @@ pub fn prove_stone_files(
     fri: &FriParameters,
     work_root: Option<&Path>,
     timeout: Duration,
+    cancel: &Cancel,
 ) -> Result<Value, ExecError> {
     let dir = work_dir(work_root)?;
     let path = |name: &str| dir.path().join(name);
@@ -236,7 +240,7 @@ pub fn prove_stone_files(
             ("workdir", dir.path()),
         ],
     )?;
-    run(&argv, dir.path(), timeout)?;
+    run(&argv, dir.path(), timeout, cancel)?;
     read_json(&proof)
 }
 
@@ -252,6 +256,8 @@ pub enum ExecError {
     Failed { code: String, stderr_tail: String },
     #[error("prover did not finish within {0:?} and was killed")]
     Timeout(Duration),
+    #[error("the proof was cancelled and the prover was killed")]
+    Cancelled,
     #[error("prover output: {0}")]
     Output(String),
     #[error("template: {0}")]
@@ -286,7 +292,16 @@ pub fn render(template: &[String], vars: &[(&str, &Path)]) -> Result<Vec<String>
 }
 
 /// Runs `argv` in `dir` with a timeout, stderr kept in a file for the error.
-pub fn run(argv: &[String], dir: &Path, timeout: Duration) -> Result<(), ExecError> {
+///
+/// The prover runs in a process group of its own, and a timeout or `cancel` kills the
+/// whole group: templates are often wrapper scripts (`sh /opt/prove.sh`), and killing
+/// only the shell would leave the real prover running.
+pub fn run(
+    argv: &[String],
+    dir: &Path,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<(), ExecError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| ExecError::Template("empty command".into()))?;
@@ -300,6 +315,7 @@ pub fn run(argv: &[String], dir: &Path, timeout: Duration) -> Result<(), ExecErr
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
+        .process_group(0)
         .spawn()
         .map_err(|source| ExecError::Spawn {
             program: program.clone(),
@@ -310,10 +326,16 @@ pub fn run(argv: &[String], dir: &Path, timeout: Duration) -> Result<(), ExecErr
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(ExecError::Timeout(timeout));
+        let stop = if cancel.is_cancelled() {
+            Some(ExecError::Cancelled)
+        } else if Instant::now() >= deadline {
+            Some(ExecError::Timeout(timeout))
+        } else {
+            None
+        };
+        if let Some(error) = stop {
+            kill_group(&mut child);
+            return Err(error);
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -334,6 +356,15 @@ pub fn run(argv: &[String], dir: &Path, timeout: Duration) -> Result<(), ExecErr
     })
 }
 
+/// Kills the child's process group (the child leads it) and reaps the child.
+fn kill_group(child: &mut std::process::Child) {
+    let group = rustix::process::Pid::from_child(child);
+    // The group may already be gone; killing the child below still reaps it.
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Groth16 through an external prover (`snarkjs` or `rapidsnark` profiles):
 /// writes the witness, runs the template, reads snarkjs `proof.json` and `public.json`.
 pub fn prove_groth16_files(
@@ -342,6 +373,7 @@ pub fn prove_groth16_files(
     wtns: &[u8],
     work_root: Option<&Path>,
     timeout: Duration,
+    cancel: &Cancel,
 ) -> Result<(Value, Vec<String>), ExecError> {
     let dir = work_dir(work_root)?;
     let witness = dir.path().join("witness.wtns");
@@ -360,7 +392,7 @@ pub fn prove_groth16_files(
             ("workdir", dir.path()),
         ],
     )?;
-    run(&argv, dir.path(), timeout)?;
+    run(&argv, dir.path(), timeout, cancel)?;
     let proof = read_json(&proof)?;
     let public: Vec<String> = serde_json::from_value(read_json(&public)?)
         .map_err(|e| ExecError::Output(format!("public.json is not a list of strings: {e}")))?;
@@ -498,6 +530,57 @@ mod tests {
         assert!(msg.contains("last_layer_degree_bound"), "{msg}");
     }
 
+    /// Whether `pid` has exited (gone, or a zombie waiting for its reaper).
+    fn exited(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                // The state follows the parenthesised command name.
+                let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+                state.is_some_and(|s| s.starts_with('Z') || s.starts_with('X'))
+            })
+            .unwrap_or(true)
+    }
+
+    #[test]
+    fn cancelling_kills_the_wrapper_and_the_prover_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("prover.pid");
+        // A wrapper script whose real work is a child process, as the stone profile's is.
+        let script = format!(
+            "sleep 300 & echo $! > {}.tmp && mv {0}.tmp {0}; wait",
+            pid_file.display()
+        );
+        let cancel = Cancel::new();
+        let canceller = {
+            let (cancel, pid_file) = (cancel.clone(), pid_file.clone());
+            std::thread::spawn(move || {
+                // Bounded so that a broken build fails instead of hanging.
+                for _ in 0..3000 {
+                    if pid_file.exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                cancel.cancel();
+            })
+        };
+        let argv = vec!["sh".to_string(), "-c".to_string(), script];
+        let result = run(&argv, dir.path(), Duration::from_secs(600), &cancel);
+        canceller.join().unwrap();
+        assert!(matches!(result, Err(ExecError::Cancelled)), "{result:?}");
+        let prover = std::fs::read_to_string(&pid_file).unwrap();
+        let prover = prover.trim();
+        // SIGKILL is delivered before kill(2) returns, but the kernel may take a moment
+        // to tear the process down; the bound only keeps a failure from hanging.
+        for _ in 0..500 {
+            if exited(prover) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the prover {prover} started by the wrapper still runs");
+    }
+
     #[test]
     fn templates_and_failures() {
         let t: Vec<String> = vec!["x".into(), "--in={witness}".into(), "{proof}.json".into()];
@@ -522,6 +605,7 @@ mod tests {
             &sh("echo first >&2; echo boom >&2; exit 3"),
             dir.path(),
             Duration::from_secs(60),
+            &Cancel::new(),
         ) {
             Err(ExecError::Failed { code, stderr_tail }) => {
                 assert_eq!(code, "code 3");
@@ -530,14 +614,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            run(&sh("sleep 30"), dir.path(), Duration::from_millis(100)),
+            run(
+                &sh("sleep 30"),
+                dir.path(),
+                Duration::from_millis(100),
+                &Cancel::new()
+            ),
             Err(ExecError::Timeout(_))
         ));
         assert!(matches!(
             run(
                 &["/nonexistent/prover".into()],
                 dir.path(),
-                Duration::from_secs(5)
+                Duration::from_secs(5),
+                &Cancel::new()
             ),
             Err(ExecError::Spawn { .. })
         ));

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod cancel;
 pub mod config;
 pub mod exec;
 pub mod groth16;

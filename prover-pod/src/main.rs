@@ -55,7 +55,7 @@ fn prove(args: ProveArgs) -> anyhow::Result<()> {
         )?),
         (None, None) => anyhow::bail!("give --wtns or --input"),
     };
-    let out = backend.prove(input)?;
+    let out = backend.prove(input, &zkfleet_prover::cancel::Cancel::new())?;
     std::fs::write(&args.proof, serde_json::to_string_pretty(&out.proof)?)?;
     std::fs::write(
         &args.public,

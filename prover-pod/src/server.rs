@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::backend::{Backend, BackendError, ParamsError, ProofInput};
+use crate::cancel::Cancel;
 use crate::exec::StoneInput;
 use crate::groth16::json::ProofJson;
 use crate::metrics::Metrics;
@@ -531,15 +532,23 @@ async fn prove_inner(
     state.metrics.active_proofs.inc();
     let st = state.clone();
     // The permit moves into the blocking task: a proof that outlives its
-    // timeout still holds its slot until the CPU work really ends.
+    // timeout still holds its slot until the CPU work really ends, which the
+    // guard makes soon: a timeout, or a client that hangs up (axum drops this
+    // future), cancels the proof.
+    let cancel = Cancel::new();
+    let cancel_on_drop = cancel.on_drop();
     let job = tokio::task::spawn_blocking(move || {
-        let out = backend.prove(input);
+        let out = backend.prove(input, &cancel);
         drop(permit);
         st.metrics.active_proofs.dec();
         st.update_free_slots();
         out
     });
-    let out = match tokio::time::timeout(state.proof_timeout, job).await {
+    let out = tokio::time::timeout(state.proof_timeout, job).await;
+    if out.is_ok() {
+        cancel_on_drop.disarm();
+    }
+    let out = match out {
         Err(_) => {
             return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,

@@ -1,14 +1,15 @@
 //! Agent mode against a stand-in dispatcher on loopback that speaks the lease protocol
 //! (`zkfleet_prover::lease`), with the real Groth16 backend proving the fixture circuits:
 //! leased jobs are proved and reported, reports are retried until acknowledged, revoked
-//! leases free their slot without a report, draining finishes what is held and leases
+//! leases free their slot without a report and stop the proof they were making, a job past
+//! its timeout stops its proof and reports it, draining finishes what is held and leases
 //! nothing more, and the bearer token comes from its file.
 
 mod common;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -21,7 +22,10 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use zkfleet_prover::agent::{Agent, AgentConfig, Faults};
-use zkfleet_prover::backend::{Backend, Groth16Backend, Groth16Files};
+use zkfleet_prover::backend::{
+    Backend, BackendError, Groth16Backend, Groth16Files, ProofInput, ProofOutput,
+};
+use zkfleet_prover::cancel::Cancel;
 use zkfleet_prover::groth16::json::ProofJson;
 use zkfleet_prover::lease::{
     COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
@@ -256,6 +260,56 @@ struct Pod {
     token_file: tempfile::NamedTempFile,
 }
 
+/// A proof that never ends by itself: it runs until it is cancelled, as a long proof on a
+/// real prover would, and records that it saw the cancellation.
+#[derive(Default)]
+struct EndlessProof {
+    started: AtomicBool,
+    cancelled: AtomicBool,
+}
+
+impl Backend for EndlessProof {
+    fn name(&self) -> &'static str {
+        "groth16-bn254"
+    }
+
+    fn prove(&self, _: ProofInput, cancel: &Cancel) -> Result<ProofOutput, BackendError> {
+        self.started.store(true, Ordering::SeqCst);
+        // Bounded only so that a broken build fails instead of hanging.
+        for _ in 0..60_000 {
+            if cancel.is_cancelled() {
+                self.cancelled.store(true, Ordering::SeqCst);
+                return Err(BackendError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Err(BackendError::Exec("never cancelled".into()))
+    }
+
+    fn verify(&self, _: &ProofJson, _: &[String]) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+
+    fn verification_key(&self) -> Option<Value> {
+        None
+    }
+}
+
+/// A pod whose only backend is an [`EndlessProof`].
+async fn start_endless(url: &str) -> (Pod, Arc<EndlessProof>) {
+    let endless = Arc::new(EndlessProof::default());
+    let backend: Arc<dyn Backend> = endless.clone();
+    let pod = start_with(
+        url,
+        1,
+        Faults::default(),
+        "t",
+        (backend, "sha256:endless".into()),
+    )
+    .await;
+    (pod, endless)
+}
+
 fn new_dispatcher(token: &str) -> Dispatcher {
     Dispatcher {
         token: Mutex::new(token.into()),
@@ -264,6 +318,16 @@ fn new_dispatcher(token: &str) -> Dispatcher {
 }
 
 async fn start(url: &str, slots: usize, faults: Faults, token_text: &str) -> Pod {
+    start_with(url, slots, faults, token_text, backend()).await
+}
+
+async fn start_with(
+    url: &str,
+    slots: usize,
+    faults: Faults,
+    token_text: &str,
+    backend: (Arc<dyn Backend>, String),
+) -> Pod {
     let state = AppState::new(
         "groth16-bn254",
         "v1".into(),
@@ -272,7 +336,7 @@ async fn start(url: &str, slots: usize, faults: Faults, token_text: &str) -> Pod
         1 << 20,
     )
     .unwrap();
-    state.set_params(Ok(backend()), 0.0);
+    state.set_params(Ok(backend), 0.0);
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), token_text).unwrap();
     let agent = Agent::new(
@@ -458,6 +522,64 @@ async fn a_revoked_lease_frees_its_slot_and_reports_nothing() {
     assert!(d.completes().is_empty(), "{:?}", d.completes());
     assert_eq!(d.complete_attempts.load(Ordering::SeqCst), 0);
     assert_eq!(metric(&state, "zkfleet_prover_active_proofs"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_lease_stops_the_proof_it_was_making() {
+    let d = Arc::new(new_dispatcher("t"));
+    let mut held = job(
+        "deleted-mid-proof",
+        JobInput::CircuitInputs { inputs: json!({}) },
+    );
+    held.lease_seconds = 3;
+    let lease = held.lease.clone();
+    d.push(held);
+    let url = serve(d.clone()).await;
+    let (pod, proof) = start_endless(&url).await;
+    until("the proof to start", || {
+        proof.started.load(Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(pod.metric("zkfleet_prover_active_proofs"), 1.0);
+
+    d.revoked.lock().unwrap().push(lease);
+    until("the proof to see its cancellation", || {
+        proof.cancelled.load(Ordering::SeqCst)
+    })
+    .await;
+    // The cores are free again, not only the slot.
+    until("no proof running", || {
+        pod.metric("zkfleet_prover_active_proofs") == 0.0
+    })
+    .await;
+    pod.drain().await;
+    assert!(d.completes().is_empty(), "{:?}", d.completes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_timeout_stops_its_proof_and_reports_the_timeout() {
+    let d = Arc::new(new_dispatcher("t"));
+    let mut slow = job("slow", JobInput::CircuitInputs { inputs: json!({}) });
+    slow.timeout_seconds = 1;
+    d.push(slow);
+    let url = serve(d.clone()).await;
+    let (pod, proof) = start_endless(&url).await;
+    until("the result", || d.completes().len() == 1).await;
+    match &d.completes()[0].outcome {
+        Outcome::Failed {
+            code, retryable, ..
+        } => assert_eq!((code.as_str(), *retryable), ("timeout", true)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    until("the proof to see its cancellation", || {
+        proof.cancelled.load(Ordering::SeqCst)
+    })
+    .await;
+    until("no proof running", || {
+        pod.metric("zkfleet_prover_active_proofs") == 0.0
+    })
+    .await;
+    pod.drain().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

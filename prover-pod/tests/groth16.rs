@@ -5,6 +5,7 @@ mod common;
 use ark_bn254::Fr;
 use ark_ff::One;
 use common::{CIRCUITS, circuit, snarkjs_verifies};
+use zkfleet_prover::cancel::Cancel;
 use zkfleet_prover::groth16::json::{ProofJson, parse_public, public_json, verification_key_json};
 use zkfleet_prover::groth16::witness::{WitnessCalculator, WitnessError};
 use zkfleet_prover::groth16::{Groth16Error, Prover, ZkeyError, wtns, zkey};
@@ -83,6 +84,21 @@ fn witness_from_inputs_matches_snarkjs_wtns() {
         let (proof, public) = p.prove(&ours).unwrap();
         assert!(p.verify(&proof, &public).unwrap());
     }
+}
+
+#[test]
+fn a_cancelled_proof_stops_with_its_own_error_and_the_prover_proves_on() {
+    let name = CIRCUITS[0];
+    let p = prover(name);
+    let w = wtns::parse(&std::fs::read(circuit(name).join("witness.wtns")).unwrap()).unwrap();
+    let cancel = Cancel::new();
+    cancel.cancel();
+    assert!(matches!(
+        p.prove_cancellable(&w, &cancel),
+        Err(Groth16Error::Cancelled)
+    ));
+    let (proof, public) = p.prove_cancellable(&w, &Cancel::new()).unwrap();
+    assert!(p.verify(&proof, &public).unwrap());
 }
 
 #[test]
@@ -343,7 +359,9 @@ fn exec_backend_with_snarkjs_makes_proofs_snarkjs_accepts() {
     };
     let input: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("input.json")).unwrap()).unwrap();
-    let out = backend.prove(ProofInput::Inputs(input)).unwrap();
+    let out = backend
+        .prove(ProofInput::Inputs(input), &Cancel::new())
+        .unwrap();
     let proof = serde_json::from_value(out.proof.clone()).unwrap();
     assert!(backend.verify(&proof, &out.public_signals).unwrap());
     let tmp = tempfile::tempdir().unwrap();
@@ -377,7 +395,9 @@ fn exec_backend_with_snarkjs_makes_proofs_snarkjs_accepts() {
         ..backend
     };
     let w = std::fs::read(dir.join("witness.wtns")).unwrap();
-    let err = failing.prove(ProofInput::Wtns(w)).unwrap_err();
+    let err = failing
+        .prove(ProofInput::Wtns(w), &Cancel::new())
+        .unwrap_err();
     assert_eq!(err.code(), "prover_failed");
     assert!(err.to_string().contains("exited with"), "{err}");
 }

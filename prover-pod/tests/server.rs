@@ -14,7 +14,7 @@ use common::{circuit, snarkjs_verifies};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use zkfleet_prover::backend::{Backend, Groth16Backend, Groth16Files};
+use zkfleet_prover::backend::{Backend, ExecGroth16Backend, Groth16Backend, Groth16Files};
 use zkfleet_prover::groth16::preprocessed::sha256_hex;
 use zkfleet_prover::server::{AppState, router};
 
@@ -474,4 +474,42 @@ async fn a_full_pod_answers_429_and_a_draining_pod_refuses_work() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
     );
     assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_proof_past_its_timeout_is_stopped_and_gives_its_slot_back() {
+    // An exec prover that would run for five minutes; the request allows one second.
+    let files = files("mulchain");
+    let state = AppState::new("exec", "v1".into(), 1, Duration::from_secs(1), LIMIT).unwrap();
+    let backend = ExecGroth16Backend {
+        inner: Groth16Backend::load(&files).unwrap(),
+        zkey: files.zkey.clone(),
+        template: vec!["sh".into(), "-c".into(), "sleep 300".into()],
+        work_root: None,
+        timeout: Duration::from_secs(600),
+    };
+    state.set_params(
+        Ok((Arc::new(backend) as Arc<dyn Backend>, "sha256:x".into())),
+        0.0,
+    );
+    let app = router(state.clone());
+
+    let (s, v) = post(&app, "/v1/prove", json!({"inputs": inputs("mulchain")})).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, Some("timeout")),
+        "{v}"
+    );
+    // The slot stays taken until the prover has really stopped, which cancellation makes
+    // happen now rather than after the five minutes.
+    for _ in 0..3000 {
+        if state.slots.available_permits() == 1 {
+            let (s, info) = get(&app, "/v1/info").await;
+            assert_eq!(s, StatusCode::OK);
+            assert_eq!(info["free_slots"], 1, "{info}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the timed-out proof still holds the pod's only slot");
 }

@@ -13,6 +13,7 @@ pub mod witness;
 pub mod wtns;
 pub mod zkey;
 
+use crate::cancel::Cancel;
 use ark_bn254::{Bn254, Fr, G1Affine, G2Affine};
 use ark_ec::{AffineRepr, CurveGroup};
 use ark_ff::{UniformRand, Zero};
@@ -34,6 +35,8 @@ pub enum Groth16Error {
     WrongPublicCount { expected: usize, got: usize },
     #[error("zkey domain of size {0} is not supported by the BN254 scalar field")]
     BadDomain(usize),
+    #[error("the proof was cancelled before it finished")]
+    Cancelled,
 }
 
 /// One matrix in compressed-row form: row `i` is `entries[start[i]..start[i+1]]`.
@@ -117,12 +120,28 @@ impl Prover {
     /// Proves with fresh blinding factors; returns the proof and the public
     /// signals `witness[1..=nPublic]`.
     pub fn prove(&self, w: &[Fr]) -> Result<(Proof<Bn254>, Vec<Fr>), Groth16Error> {
-        let mut rng = rand::rngs::OsRng;
-        let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
-        self.prove_with(w, r, s)
+        self.prove_cancellable(w, &Cancel::new())
     }
 
-    fn prove_with(&self, w: &[Fr], r: Fr, s: Fr) -> Result<(Proof<Bn254>, Vec<Fr>), Groth16Error> {
+    /// [`Prover::prove`] that gives up with [`Groth16Error::Cancelled`] soon after `cancel`
+    /// is raised: it checks between the quotient and the MSMs and before each MSM window.
+    pub fn prove_cancellable(
+        &self,
+        w: &[Fr],
+        cancel: &Cancel,
+    ) -> Result<(Proof<Bn254>, Vec<Fr>), Groth16Error> {
+        let mut rng = rand::rngs::OsRng;
+        let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+        self.prove_with(w, r, s, cancel)
+    }
+
+    fn prove_with(
+        &self,
+        w: &[Fr],
+        r: Fr,
+        s: Fr,
+        cancel: &Cancel,
+    ) -> Result<(Proof<Bn254>, Vec<Fr>), Groth16Error> {
         let z = &self.zkey;
         if w.len() != z.n_vars {
             return Err(Groth16Error::WrongWitnessLength {
@@ -133,6 +152,14 @@ impl Prover {
         if w[0] != Fr::from(1u64) {
             return Err(Groth16Error::WitnessNotOne);
         }
+        let stop = || {
+            if cancel.is_cancelled() {
+                Err(Groth16Error::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
+        stop()?;
         let pk = &z.pk;
         // The witness in canonical form once, for the four MSMs over it.
         let wb = msm::to_bigints(w);
@@ -140,25 +167,28 @@ impl Prover {
         // few cores than overlapping the quotient with four of them and
         // running the H MSM last.
         let h = msm::to_bigints(&self.quotient(w));
+        stop()?;
         let ((a_w, b1_w), (b2_w, (c_w, h_w))) = rayon::join(
             || {
                 rayon::join(
-                    || msm::msm(&pk.a_query, &wb),
-                    || msm::msm(&pk.b_g1_query, &wb),
+                    || msm::msm(&pk.a_query, &wb, cancel),
+                    || msm::msm(&pk.b_g1_query, &wb, cancel),
                 )
             },
             || {
                 rayon::join(
-                    || msm::msm(&pk.b_g2_query, &wb),
+                    || msm::msm(&pk.b_g2_query, &wb, cancel),
                     || {
                         rayon::join(
-                            || msm::msm(&pk.l_query, &wb[z.n_public + 1..]),
-                            || msm::msm(&pk.h_query, &h),
+                            || msm::msm(&pk.l_query, &wb[z.n_public + 1..], cancel),
+                            || msm::msm(&pk.h_query, &h, cancel),
                         )
                     },
                 )
             },
         );
+        // A cancelled MSM skipped windows and its sums are wrong: never return them.
+        stop()?;
         let a = pk.vk.alpha_g1.into_group() + a_w + pk.delta_g1 * r;
         let b2 = pk.vk.beta_g2.into_group() + b2_w + pk.vk.delta_g2 * s;
         let b1 = pk.beta_g1.into_group() + b1_w + pk.delta_g1 * s;

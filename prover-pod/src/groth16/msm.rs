@@ -11,6 +11,8 @@ use ark_ec::{AdditiveGroup, AffineRepr, CurveGroup, VariableBaseMSM};
 use ark_ff::{BigInteger, Field, PrimeField, Zero};
 use rayon::prelude::*;
 
+use crate::cancel::Cancel;
+
 type BigInt<P> = <<P as ark_ec::CurveConfig>::ScalarField as PrimeField>::BigInt;
 
 /// Below this many terms the plain arkworks MSM is as fast.
@@ -26,7 +28,14 @@ pub fn to_bigints<F: PrimeField>(scalars: &[F]) -> Vec<F::BigInt> {
 }
 
 /// `sum(scalars[i] * bases[i])` over the common prefix of both slices.
-pub fn msm<P: SWCurveConfig>(bases: &[Affine<P>], scalars: &[BigInt<P>]) -> Projective<P>
+///
+/// Once `cancel` is raised, windows not yet started are skipped and the sum is
+/// meaningless; the caller checks `cancel` and discards it.
+pub fn msm<P: SWCurveConfig>(
+    bases: &[Affine<P>],
+    scalars: &[BigInt<P>],
+    cancel: &Cancel,
+) -> Projective<P>
 where
     Projective<P>: VariableBaseMSM<MulBase = Affine<P>, ScalarField = P::ScalarField>,
 {
@@ -48,6 +57,9 @@ where
     let sums: Vec<Projective<P>> = (0..windows)
         .into_par_iter()
         .map(|w| {
+            if cancel.is_cancelled() {
+                return Projective::<P>::zero();
+            }
             // Digits of the top window are at most 2^(its bits).
             let top = num_bits - c * (windows - 1);
             let n_buckets = if w + 1 == windows {
@@ -311,7 +323,7 @@ mod tests {
         }
         let expected = <Projective<P> as VariableBaseMSM>::msm_unchecked(&bases, &scalars);
         let bigints = to_bigints(&scalars);
-        assert_eq!(msm(&bases, &bigints), expected, "n = {n}");
+        assert_eq!(msm(&bases, &bigints, &Cancel::new()), expected, "n = {n}");
     }
 
     #[test]
