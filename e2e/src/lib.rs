@@ -19,6 +19,25 @@ use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Calls `probe` every 250 ms until it returns `Some`, for at most `timeout`; `None` if it
+/// never did. For state that settles after the change a test made and has no object to
+/// watch: a metric, an annotation on one of several pods, an Event, a prover's `/v1/info`.
+pub async fn poll_until<T, Fut>(timeout: Duration, mut probe: impl FnMut() -> Fut) -> Option<T>
+where
+    Fut: Future<Output = Option<T>>,
+{
+    tokio::time::timeout(timeout, async {
+        loop {
+            if let Some(found) = probe().await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .ok()
+}
+
 /// Where `e2e/cluster` keeps its state, certificates and component logs.
 pub fn cluster_dir() -> PathBuf {
     std::env::var_os("ZKFLEET_CLUSTER_DIR")

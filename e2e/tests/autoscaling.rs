@@ -14,8 +14,8 @@ use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
-use zkfleet_e2e::TestNamespace;
 use zkfleet_e2e::fleet::*;
+use zkfleet_e2e::{TestNamespace, poll_until};
 
 fn job(name: &str) -> ProofJob {
     let inputs = std::fs::read_to_string(fixtures().join("input.json")).unwrap();
@@ -71,6 +71,13 @@ async fn external_metric(ns: &TestNamespace, metric: &str) -> Option<String> {
     list["items"][0]["value"].as_str().map(str::to_string)
 }
 
+/// The metric's value once it is at least `min`.
+async fn metric_at_least(ns: &TestNamespace, metric: &str, min: u32) -> Option<String> {
+    external_metric(ns, metric)
+        .await
+        .filter(|v| v.parse::<u32>().is_ok_and(|n| n >= min))
+}
+
 #[tokio::test]
 async fn a_queue_grows_the_pool_through_the_hpa_and_a_drained_queue_shrinks_it_without_retries() {
     let values = "externalMetrics:\n  enabled: true\nprover:\n  extraEnv:\n    - name: ZKFLEET_FAULT_INJECTION\n      value: \"delay-ms=2500\"\n";
@@ -103,30 +110,16 @@ async fn a_queue_grows_the_pool_through_the_hpa_and_a_drained_queue_shrinks_it_w
         submit(&ns, name).await;
     }
     // The API server answers with the operator's numbers: most jobs wait, one runs.
-    let queued = tokio::time::timeout(MINUTE, async {
-        loop {
-            if let Some(v) = external_metric(&ns, "zkfleet_pool_queued_jobs").await
-                && v.parse::<u32>().is_ok_and(|n| n >= 10)
-            {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    let queued = poll_until(MINUTE, || {
+        metric_at_least(&ns, "zkfleet_pool_queued_jobs", 10)
     })
     .await
     .expect("the external metrics API answers through the API server");
     assert!(queued.parse::<u32>().unwrap() <= 40);
     // Between two leases the one pod briefly holds nothing, so a single read of the running
     // count may see zero; what matters is that the proof in progress shows up.
-    let running = tokio::time::timeout(MINUTE, async {
-        loop {
-            if let Some(v) = external_metric(&ns, "zkfleet_pool_running_jobs").await
-                && v.parse::<u32>().is_ok_and(|n| n >= 1)
-            {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    let running = poll_until(MINUTE, || {
+        metric_at_least(&ns, "zkfleet_pool_running_jobs", 1)
     })
     .await
     .expect("the running proof shows in zkfleet_pool_running_jobs");
@@ -141,25 +134,26 @@ async fn a_queue_grows_the_pool_through_the_hpa_and_a_drained_queue_shrinks_it_w
     assert!(spec_replicas(&grown) <= 4);
     assert_eq!(scaling_active(&grown).unwrap().0, "True");
     // Pods holding leases are the expensive ones to delete, so a scale-down takes idle ones.
-    let busy = tokio::time::timeout(MINUTE, async {
-        loop {
-            let pods = ns
-                .api::<Pod>()
-                .list(&ListParams::default().labels(&format!("{POOL_LABEL}=pool")))
-                .await
-                .unwrap();
-            if pods.items.iter().any(|p| {
+    let busy = poll_until(MINUTE, || async {
+        let pods = ns
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("{POOL_LABEL}=pool")))
+            .await
+            .unwrap();
+        pods.items
+            .iter()
+            .any(|p| {
                 p.annotations()
                     .get("controller.kubernetes.io/pod-deletion-cost")
                     .is_some_and(|c| c == "10000")
-            }) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            })
+            .then_some(())
     })
     .await;
-    assert!(busy.is_ok(), "no busy pod carries a high pod-deletion-cost");
+    assert!(
+        busy.is_some(),
+        "no busy pod carries a high pod-deletion-cost"
+    );
 
     for name in &names {
         let job = wait_finished(&ns, name, 5 * MINUTE).await;

@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -20,8 +19,8 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 use zkfleet_crds::v1alpha1::{AttemptOutcome, JobPhase, ProofJob, ProverPool};
-use zkfleet_e2e::TestNamespace;
 use zkfleet_e2e::fleet::*;
+use zkfleet_e2e::{TestNamespace, poll_until};
 
 /// The circuit's input signals (`input.json` of the fixture).
 fn circuit_inputs() -> String {
@@ -302,17 +301,12 @@ async fn deleting_a_running_job_revokes_its_lease_and_frees_the_slot() {
     let pod_name = running.status.unwrap().attempts[0].pod.clone().unwrap();
     let pod = ns.api::<Pod>().get(&pod_name).await.unwrap();
     // The status says Running before the lease reaches the pod, so the slot is taken a moment later.
-    let held = tokio::time::timeout(MINUTE, async {
-        loop {
-            if pod_info(&pod)["free_slots"] == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    let held = poll_until(MINUTE, || async {
+        (pod_info(&pod)["free_slots"] == 0).then_some(())
     })
     .await;
     assert!(
-        held.is_ok(),
+        held.is_some(),
         "the job never took the pod's only slot: {}",
         pod_info(&pod)
     );
@@ -321,17 +315,12 @@ async fn deleting_a_running_job_revokes_its_lease_and_frees_the_slot() {
         .delete("doomed", &DeleteParams::default())
         .await
         .unwrap();
-    let freed = tokio::time::timeout(MINUTE, async {
-        loop {
-            if pod_info(&pod)["free_slots"] == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    let freed = poll_until(MINUTE, || async {
+        (pod_info(&pod)["free_slots"] == 1).then_some(())
     })
     .await;
     assert!(
-        freed.is_ok(),
+        freed.is_some(),
         "the pod never freed the slot: {}",
         pod_info(&pod)
     );
@@ -569,18 +558,14 @@ async fn large_proofs_go_to_the_artifact_store_and_leave_with_their_job() {
     assert_verified_by_snarkjs(&with_proof);
 
     // ttlSecondsAfterFinished deletes the job; the finalizer deletes the stored proof first.
-    let gone = tokio::time::timeout(2 * MINUTE, async {
-        while ns
-            .api::<ProofJob>()
-            .get_opt("stored")
-            .await
-            .unwrap()
-            .is_some()
-        {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    let gone = poll_until(2 * MINUTE, || async {
+        let job = ns.api::<ProofJob>().get_opt("stored").await.unwrap();
+        job.is_none().then_some(())
     })
     .await;
-    assert!(gone.is_ok(), "the job outlived its ttlSecondsAfterFinished");
+    assert!(
+        gone.is_some(),
+        "the job outlived its ttlSecondsAfterFinished"
+    );
     assert!(!file.exists(), "{} outlived its job", file.display());
 }

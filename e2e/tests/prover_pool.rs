@@ -6,7 +6,6 @@
 //! GPUs are never what a test waits for.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -18,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zkfleet_crds::v1alpha1::{ProverPool, RolloutState};
-use zkfleet_e2e::TestNamespace;
+use zkfleet_e2e::{TestNamespace, poll_until};
 
 use zkfleet_e2e::fleet::*;
 
@@ -346,20 +345,15 @@ async fn rotation_to_a_wrong_checksum_is_rolled_back_and_the_pool_keeps_serving(
     );
 
     // Events are published after the status write the wait above saw.
-    let rolled_back = tokio::time::timeout(MINUTE, async {
-        loop {
-            let events = pool_events(&ns, "steady").await;
-            if let Some((_, _, message)) = events
-                .into_iter()
-                .find(|(type_, reason, _)| type_ == "Warning" && reason == "RolledBack")
-            {
-                return message;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    let rolled_back = poll_until(MINUTE, || async {
+        let events = pool_events(&ns, "steady").await;
+        events
+            .into_iter()
+            .find(|(type_, reason, _)| type_ == "Warning" && reason == "RolledBack")
+            .map(|(_, _, message)| message)
     })
     .await;
-    let Ok(message) = rolled_back else {
+    let Some(message) = rolled_back else {
         panic!(
             "no Warning Event RolledBack about the pool: {:?}",
             pool_events(&ns, "steady").await
@@ -473,17 +467,13 @@ async fn killing_the_leader_hands_the_pool_to_the_standby() {
             .unwrap()
             .items
     };
-    let settled = tokio::time::timeout(MINUTE, async {
-        loop {
-            let pods = operator_pods().await;
-            if pods.len() == 2 && pods.iter().any(|p| p.name_any() == leader && pod_ready(p)) {
-                return pods;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    let settled = poll_until(MINUTE, || async {
+        let pods = operator_pods().await;
+        (pods.len() == 2 && pods.iter().any(|p| p.name_any() == leader && pod_ready(p)))
+            .then_some(pods)
     })
     .await;
-    let Ok(operator_pods) = settled else {
+    let Some(operator_pods) = settled else {
         panic!(
             "expected two operator replicas with the leader {leader} Ready: {:?}",
             operator_pods()
