@@ -73,15 +73,6 @@ impl ArtifactError {
     }
 }
 
-/// The object store at `url` and the prefix under it, built as the prover pods' parameters
-/// loader builds it (object_store's default retries).
-pub(crate) fn object_store_at(
-    url: &str,
-    client: object_store::ClientOptions,
-) -> Result<(Arc<dyn ObjectStore>, StorePath), String> {
-    zkfleet_prover::params::object_store_at(url, client, object_store::RetryConfig::default())
-}
-
 /// A place to store proofs, built once from the operator's `--artifacts-url`.
 #[derive(Clone)]
 pub struct ArtifactStore {
@@ -118,7 +109,13 @@ impl ArtifactStore {
             return Err(invalid(format!("scheme {scheme:?} is not supported")));
         }
         let client = object_store::ClientOptions::new().with_timeout(Duration::from_secs(300));
-        let (store, prefix) = object_store_at(url, client).map_err(invalid)?;
+        // Built as the prover pods' parameters loader builds its stores.
+        let (store, prefix) = zkfleet_prover::params::object_store_at(
+            url,
+            client,
+            object_store::RetryConfig::default(),
+        )
+        .map_err(invalid)?;
         Ok(ArtifactStore {
             url: url.to_string(),
             store,
@@ -135,7 +132,7 @@ impl ArtifactStore {
                 message: "a file URL needs an absolute path (three slashes: file:///dir)".into(),
             });
         }
-        let dir = if rest.is_empty() { "/" } else { rest };
+        let dir = rest;
         std::fs::create_dir_all(dir).map_err(|source| ArtifactError::CreateDir {
             dir: dir.to_string(),
             source,
@@ -182,11 +179,7 @@ impl ArtifactStore {
         let location = self.location(&key);
         let sha256 = crate::params::hex(&Sha256::digest(&bytes));
         let size_bytes = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        let path = self
-            .prefix
-            .parts()
-            .chain(key.parts())
-            .collect::<StorePath>();
+        let path = self.path(&key);
         self.store
             .put(&path, PutPayload::from(bytes))
             .await
@@ -199,6 +192,11 @@ impl ArtifactStore {
             sha256,
             size_bytes,
         })
+    }
+
+    /// Where `key` lies in the store: under the URL's path prefix.
+    fn path(&self, key: &StorePath) -> StorePath {
+        self.prefix.parts().chain(key.parts()).collect()
     }
 
     /// Deletes a proof [`ArtifactStore::put`] stored. Deleting what is already gone is not
@@ -216,11 +214,7 @@ impl ArtifactStore {
         if key.parts().count() == 0 {
             return Err(foreign());
         }
-        let path = self
-            .prefix
-            .parts()
-            .chain(key.parts())
-            .collect::<StorePath>();
+        let path = self.path(&key);
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(ArtifactError::Delete {

@@ -444,20 +444,16 @@ impl VerifyingKeys {
             url: url.clone(),
             message,
         };
-        let store = object_store::http::HttpBuilder::new()
-            .with_url(&base)
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_allow_http(true)
-                    .with_timeout(POD_TIMEOUT),
-            )
-            .with_retry(object_store::RetryConfig {
+        let (store, _) = zkfleet_prover::params::object_store_at(
+            &base,
+            object_store::ClientOptions::new().with_timeout(POD_TIMEOUT),
+            object_store::RetryConfig {
                 max_retries: 2,
                 retry_timeout: POD_TIMEOUT,
                 ..Default::default()
-            })
-            .build()
-            .map_err(|e| failed(e.to_string()))?;
+            },
+        )
+        .map_err(failed)?;
         let path = object_store::path::Path::from("verification-key");
         let bytes = async { store.get(&path).await?.bytes().await }
             .await
@@ -488,10 +484,11 @@ async fn from_url(url: &str, file: &KeyFile) -> Result<Verifier, VkError> {
     // Generous: zkeys of large circuits are gigabytes.
     let client = object_store::ClientOptions::new().with_timeout(Duration::from_secs(3600));
     let (store, prefix) =
-        crate::artifacts::object_store_at(url, client).map_err(|message| VkError::InvalidUrl {
-            url: url.to_string(),
-            message,
-        })?;
+        zkfleet_prover::params::object_store_at(url, client, object_store::RetryConfig::default())
+            .map_err(|message| VkError::InvalidUrl {
+                url: url.to_string(),
+                message,
+            })?;
     let location = prefix.clone().join(name.as_str());
     let mut stream = store
         .get(&location)

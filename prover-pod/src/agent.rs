@@ -797,16 +797,14 @@ async fn prove(shared: &Shared, input: JobInput) -> Result<(ProofOutput, String)
     // A revoked or timed-out job drops this future, and with it the guard, which stops
     // the proof at its next checkpoint: the freed slot gets the cores back.
     let cancel = Cancel::new();
-    let cancel_on_drop = cancel.on_drop();
+    let _cancel_on_drop = cancel.on_drop();
     let out = tokio::task::spawn_blocking(move || {
         let out = backend.prove(input, &cancel);
         st.metrics.active_proofs.dec();
         out
     })
-    .await;
-    cancel_on_drop.disarm();
-    let out =
-        out.map_err(|e| JobFailure::new("internal", format!("prover task failed: {e}"), true))??;
+    .await
+    .map_err(|e| JobFailure::new("internal", format!("prover task failed: {e}"), true))??;
     Ok((out, digest))
 }
 

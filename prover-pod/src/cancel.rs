@@ -30,29 +30,21 @@ impl Cancel {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// A guard that cancels when dropped, unless [`CancelOnDrop::disarm`] was called first.
+    /// A guard that cancels when dropped. Dropped after the proof has ended, it changes
+    /// nothing: no one reads the flag any more.
     pub fn on_drop(&self) -> CancelOnDrop {
-        CancelOnDrop(Some(self.clone()))
+        CancelOnDrop(self.clone())
     }
 }
 
 /// Cancels its [`Cancel`] when dropped: held by the future that awaits a proof, so
 /// dropping that future (revocation, timeout, disconnect) stops the proof.
 #[derive(Debug)]
-pub struct CancelOnDrop(Option<Cancel>);
-
-impl CancelOnDrop {
-    /// The proof finished: dropping the guard no longer cancels anything.
-    pub fn disarm(mut self) {
-        self.0 = None;
-    }
-}
+pub struct CancelOnDrop(Cancel);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            c.cancel();
-        }
+        self.0.cancel();
     }
 }
 
@@ -61,11 +53,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_guard_cancels_when_dropped_unless_disarmed() {
+    fn the_guard_cancels_when_dropped() {
         let cancel = Cancel::new();
-        cancel.on_drop().disarm();
+        let guard = cancel.on_drop();
         assert!(!cancel.is_cancelled());
-        drop(cancel.on_drop());
+        drop(guard);
         assert!(cancel.is_cancelled());
     }
 }

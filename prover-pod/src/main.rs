@@ -169,9 +169,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::select! {
         r = work => { r?; }
         _ = async {
-            while !state.draining.load(std::sync::atomic::Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            state.drained().await;
             tokio::time::sleep(drain_timeout).await;
         } => { tracing::warn!("drain timeout reached; exiting with proofs still running"); }
     }

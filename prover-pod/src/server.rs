@@ -43,13 +43,13 @@ pub struct AppState {
     pub total_slots: usize,
     pub proof_timeout: Duration,
     pub max_body_bytes: usize,
-    pub draining: std::sync::atomic::AtomicBool,
     pub metrics: Metrics,
     /// The parameter files as fetched and checked (when a source is configured).
     pub parameter_files: RwLock<Option<Fetched>>,
     /// How long the last parameters load took, fetching included.
     pub load_seconds: RwLock<Option<f64>>,
-    /// Flips to true once, when draining starts, for tasks that wait on it.
+    /// Flips to true once, when draining starts; read by request handlers and awaited by
+    /// the tasks that stop on it.
     drain_signal: tokio::sync::watch::Sender<bool>,
     /// Orders updates of the free slots metric, so the last one written is the latest count.
     free_slots_update: std::sync::Mutex<()>,
@@ -73,7 +73,6 @@ impl AppState {
             total_slots: slots,
             proof_timeout,
             max_body_bytes,
-            draining: Default::default(),
             metrics,
             parameter_files: RwLock::new(None),
             load_seconds: RwLock::new(None),
@@ -113,13 +112,11 @@ impl AppState {
     }
 
     pub fn start_draining(&self) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.drain_signal.send_replace(true);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+        *self.drain_signal.borrow()
     }
 
     /// Resolves once draining has started (at once if it already has).
@@ -536,7 +533,7 @@ async fn prove_inner(
     // guard makes soon: a timeout, or a client that hangs up (axum drops this
     // future), cancels the proof.
     let cancel = Cancel::new();
-    let cancel_on_drop = cancel.on_drop();
+    let _cancel_on_drop = cancel.on_drop();
     let job = tokio::task::spawn_blocking(move || {
         let out = backend.prove(input, &cancel);
         drop(permit);
@@ -544,11 +541,7 @@ async fn prove_inner(
         st.update_free_slots();
         out
     });
-    let out = tokio::time::timeout(state.proof_timeout, job).await;
-    if out.is_ok() {
-        cancel_on_drop.disarm();
-    }
-    let out = match out {
+    let out = match tokio::time::timeout(state.proof_timeout, job).await {
         Err(_) => {
             return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,

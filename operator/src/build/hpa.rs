@@ -34,7 +34,10 @@ pub fn hpa(pool: &ProverPool, _ctx: &BuildContext) -> Option<HorizontalPodAutosc
     let slots = pool.spec.slots_per_replica.max(1);
     let per_replica = autoscaling.target_queue_per_replica.unwrap_or(slots);
     let selector = LabelSelector {
-        match_labels: Some(BTreeMap::from([("pool".to_string(), pool.name_any())])),
+        match_labels: Some(BTreeMap::from([(
+            crate::external_metrics::POOL_LABEL.to_string(),
+            pool.name_any(),
+        )])),
         ..LabelSelector::default()
     };
     let external = |name: &str, average: i32| MetricSpec {

@@ -158,20 +158,12 @@ impl Dispatcher {
         })
     }
 
-    /// The operator's metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as Resource>::DynamicType: Default,
     {
-        match self.watch_namespace.as_deref() {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        }
+        crate::pool::scoped(&self.client, self.watch_namespace.as_deref())
     }
 
     /// Watches pods, pools and jobs, and expires leases, until `shutdown` resolves.
@@ -292,17 +284,14 @@ impl Dispatcher {
         })
     }
 
-    /// How long the pool has had no queued or running job (since the operator started, for a
-    /// pool it has never seen busy).
+    /// How long since the pool was last seen with a queued or running job (since the
+    /// operator started, for a pool it has never seen busy). The caller, which has just read
+    /// the pool's [`Dispatcher::load`], treats a busy pool as idle for zero.
     pub fn idle_for(&self, namespace: &str, pool: &str) -> Duration {
         let key = PoolKey {
             namespace: namespace.into(),
             name: pool.into(),
         };
-        let (queued, running) = self.state.lock().expect("lock").load(&key);
-        if queued + running > 0 {
-            return Duration::ZERO;
-        }
         let since = self
             .last_busy
             .lock()
@@ -1152,6 +1141,10 @@ impl Dispatcher {
                 .and_then(|s| s.queued_at.as_ref())
                 .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
                 .unwrap_or_default();
+            // The common case, a job pinned to the version the pool asks for, needs no pod scan.
+            if waited < PIN_GRACE || pool.spec.parameters.version == pin {
+                continue;
+            }
             let serving = self
                 .pods
                 .state()
@@ -1164,7 +1157,7 @@ impl Dispatcher {
                         && served_version(p).as_deref() == Some(pin.as_str())
                 })
                 .count();
-            if waited < PIN_GRACE || !pin_stranded(&pool, &pin, serving) {
+            if !pin_stranded(&pool, &pin, serving) {
                 continue;
             }
             let message = format!(

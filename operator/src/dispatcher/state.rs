@@ -71,6 +71,16 @@ enum Tracked {
 }
 
 impl Tracked {
+    /// The pods the job avoids, kept across every change of state.
+    fn into_avoid(self) -> BTreeSet<String> {
+        match self {
+            Tracked::Queued { avoid, .. }
+            | Tracked::Granting { avoid }
+            | Tracked::Leased(_, avoid) => avoid,
+            Tracked::Idle => BTreeSet::new(),
+        }
+    }
+
     /// What this job adds to its pool's (queued, running) counts.
     fn load(&self) -> (usize, usize) {
         match self {
@@ -153,14 +163,10 @@ impl State {
             uid: uid.clone(),
         };
         let previous = self.jobs.remove(&uid).map(|e| e.tracked);
-        let avoid = match &previous {
-            Some(
-                Tracked::Queued { avoid, .. }
-                | Tracked::Granting { avoid }
-                | Tracked::Leased(_, avoid),
-            ) => avoid.clone(),
-            _ => BTreeSet::new(),
-        };
+        let avoid = previous
+            .clone()
+            .map(Tracked::into_avoid)
+            .unwrap_or_default();
         let tracked = match (phase, previous) {
             (
                 Some(JobPhase::Queued),
@@ -178,7 +184,7 @@ impl State {
                 // A lease granted before this operator started: honour it for one lease
                 // duration; the pod's heartbeats renew it, a dead pod's do not.
                 let status = job.status.clone().unwrap_or_default();
-                let attempt = super::super::job::status::current_attempt(&status);
+                let attempt = crate::job::status::current_attempt(&status);
                 let pod = status
                     .attempts
                     .iter()
@@ -249,13 +255,7 @@ impl State {
             let Tracked::Queued { not_before, avoid } = &entry.tracked else {
                 continue;
             };
-            let pinned_elsewhere = entry
-                .job
-                .spec
-                .parameters_version
-                .as_deref()
-                .is_some_and(|pin| pin != version);
-            if *not_before > now || avoid.contains(pod) || pinned_elsewhere {
+            if *not_before > now || avoid.contains(pod) || pinned_elsewhere(&entry.job, version) {
                 continue;
             }
             taken.push(order.clone());
@@ -265,10 +265,7 @@ impl State {
             .filter_map(|order| {
                 queue.remove(&order);
                 let entry = self.jobs.get_mut(&order.uid)?;
-                let avoid = match std::mem::replace(&mut entry.tracked, Tracked::Idle) {
-                    Tracked::Queued { avoid, .. } => avoid,
-                    _ => BTreeSet::new(),
-                };
+                let avoid = std::mem::replace(&mut entry.tracked, Tracked::Idle).into_avoid();
                 entry.tracked = Tracked::Granting { avoid };
                 Some(entry.job.clone())
             })
@@ -279,11 +276,7 @@ impl State {
     pub fn granted(&mut self, job: ProofJob, held: Held) {
         let Some(uid) = job.uid() else { return };
         if let Some(entry) = self.jobs.get_mut(&uid) {
-            let avoid = match std::mem::replace(&mut entry.tracked, Tracked::Idle) {
-                Tracked::Granting { avoid } | Tracked::Queued { avoid, .. } => avoid,
-                Tracked::Leased(_, avoid) => avoid,
-                Tracked::Idle => BTreeSet::new(),
-            };
+            let avoid = std::mem::replace(&mut entry.tracked, Tracked::Idle).into_avoid();
             entry.tracked = Tracked::Leased(held, avoid);
             entry.job = Arc::new(job);
         }
@@ -319,12 +312,7 @@ impl State {
         let Some(entry) = self.jobs.get_mut(&uid) else {
             return;
         };
-        let mut avoid = match std::mem::replace(&mut entry.tracked, Tracked::Idle) {
-            Tracked::Queued { avoid, .. }
-            | Tracked::Granting { avoid }
-            | Tracked::Leased(_, avoid) => avoid,
-            Tracked::Idle => BTreeSet::new(),
-        };
+        let mut avoid = std::mem::replace(&mut entry.tracked, Tracked::Idle).into_avoid();
         let queue = self.queues.entry(entry.pool.clone()).or_default();
         queue.remove(&entry.order);
         if job.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Queued) {
@@ -462,16 +450,19 @@ impl State {
                 let Tracked::Queued { not_before, .. } = &entry.tracked else {
                     return None;
                 };
-                let pinned_elsewhere = entry
-                    .job
-                    .spec
-                    .parameters_version
-                    .as_deref()
-                    .is_some_and(|pin| pin != version);
-                (!pinned_elsewhere).then(|| not_before.saturating_duration_since(now))
+                (!pinned_elsewhere(&entry.job, version))
+                    .then(|| not_before.saturating_duration_since(now))
             })
             .min()
     }
+}
+
+/// Whether `job` is pinned to a parameters version other than `version`.
+fn pinned_elsewhere(job: &ProofJob, version: &str) -> bool {
+    job.spec
+        .parameters_version
+        .as_deref()
+        .is_some_and(|pin| pin != version)
 }
 
 #[cfg(test)]

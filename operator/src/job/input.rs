@@ -10,6 +10,8 @@ use sha2::{Digest as _, Sha256};
 use zkfleet_crds::v1alpha1::{InputFormat, InputSource, ProofJob};
 use zkfleet_prover::lease::{self, JobInput};
 
+use crate::params::hex;
+
 /// Largest input read from a ConfigMap or Secret (both are capped near 1 MiB by the API server;
 /// this bounds what one lease carries).
 pub const MAX_INPUT_BYTES: usize = 4 << 20;
@@ -69,23 +71,12 @@ pub async fn resolve(client: &Client, job: &ProofJob) -> Result<JobInput, InputE
                     key.name
                 )));
             };
-            let bytes = cm
-                .data
-                .as_ref()
-                .and_then(|d| d.get(&key.key))
-                .map(|s| s.as_bytes().to_vec())
-                .or_else(|| {
-                    cm.binary_data
-                        .as_ref()
-                        .and_then(|d| d.get(&key.key))
-                        .map(|b| b.0.clone())
-                })
-                .ok_or_else(|| {
-                    InputError::Invalid(format!(
-                        "ConfigMap {} has no key {:?}: add it or fix input.configMapKeyRef.key",
-                        key.name, key.key
-                    ))
-                })?;
+            let bytes = crate::verifying_keys::config_map_file(&cm, &key.key).ok_or_else(|| {
+                InputError::Invalid(format!(
+                    "ConfigMap {} has no key {:?}: add it or fix input.configMapKeyRef.key",
+                    key.name, key.key
+                ))
+            })?;
             Ok(decode(input.format, &bytes, expected, &what)?)
         }
         Some(InputSource::SecretKey(key)) => {
@@ -170,10 +161,6 @@ pub fn decode(
             })
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    crate::params::hex(bytes)
 }
 
 #[cfg(test)]

@@ -65,10 +65,7 @@ impl Error {
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let jobs: Api<ProofJob> = match ctx.watch_namespace.as_deref() {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let jobs: Api<ProofJob> = crate::pool::scoped(&ctx.client, ctx.watch_namespace.as_deref());
     Controller::new(jobs, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -142,7 +139,7 @@ async fn admit(
         Ok(()) => info!("queued"),
         Err((reason, message)) => {
             info!(reason, "refused");
-            ctx.dispatcher.metrics().job_finished(reason);
+            ctx.metrics.job_finished(reason);
             let event = Event {
                 type_: EventType::Warning,
                 reason: reason.into(),

@@ -72,7 +72,7 @@ pub struct Context {
 }
 
 /// An API over `namespace`, or over every namespace when it is `None`.
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     <K as Resource>::DynamicType: Default,
@@ -265,18 +265,22 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
 
     // status
     let mut next = status::compute(&pool, Some(&deployment), &world.pods, &decision, Time(now));
-    let namespace = pool.namespace().unwrap_or_default();
-    let (queued, running) = ctx.dispatcher.load(&namespace, &pool.name_any());
+    let (namespace, name) = (pool.namespace().unwrap_or_default(), pool.name_any());
+    let (queued, running) = ctx.dispatcher.load(&namespace, &name);
     status::apply_load(
         &mut next,
         &status::Load {
             queued,
             running,
-            flagged: ctx.dispatcher.flagged(&namespace, &pool.name_any()),
+            flagged: ctx.dispatcher.flagged(&namespace, &name),
         },
     );
     // scaling: to zero when idle, back to one when jobs wait (minReplicas 0)
-    let idle_for = ctx.dispatcher.idle_for(&namespace, &pool.name_any());
+    let idle_for = if queued + running > 0 {
+        Duration::ZERO
+    } else {
+        ctx.dispatcher.idle_for(&namespace, &name)
+    };
     let scaling = scaling::decide(&pool, queued, running, idle_for);
     set_condition(
         &mut next.conditions,
