@@ -168,16 +168,18 @@ impl Prover {
         // running the H MSM last.
         let h = msm::to_bigints(&self.quotient(w));
         stop()?;
+        // A, B1 and B2 run over the whole witness: its digits are cut once for the three.
+        let wd = msm::Digits::<Fr>::new(&wb);
         let ((a_w, b1_w), (b2_w, (c_w, h_w))) = rayon::join(
             || {
                 rayon::join(
-                    || msm::msm(&pk.a_query, &wb, cancel),
-                    || msm::msm(&pk.b_g1_query, &wb, cancel),
+                    || msm::msm_digits(&pk.a_query, &wd, cancel),
+                    || msm::msm_digits(&pk.b_g1_query, &wd, cancel),
                 )
             },
             || {
                 rayon::join(
-                    || msm::msm(&pk.b_g2_query, &wb, cancel),
+                    || msm::msm_digits(&pk.b_g2_query, &wd, cancel),
                     || {
                         rayon::join(
                             || msm::msm(&pk.l_query, &wb[z.n_public + 1..], cancel),

@@ -27,6 +27,46 @@ pub fn to_bigints<F: PrimeField>(scalars: &[F]) -> Vec<F::BigInt> {
     scalars.par_iter().map(|s| s.into_bigint()).collect()
 }
 
+/// Scalars cut into signed window digits, once for every MSM over them: the proof's A,
+/// B1 and B2 all run over the witness, and the digits are n × windows words each.
+pub struct Digits<'a, F: PrimeField> {
+    scalars: &'a [F::BigInt],
+    /// Window width in bits; 0 when there are too few scalars for windows to pay.
+    c: usize,
+    windows: usize,
+    /// `digits[i * windows + w]` is window `w` of scalar `i`.
+    digits: Vec<i32>,
+}
+
+impl<'a, F: PrimeField> Digits<'a, F> {
+    pub fn new(scalars: &'a [F::BigInt]) -> Self {
+        let n = scalars.len();
+        if n < SMALL {
+            return Digits {
+                scalars,
+                c: 0,
+                windows: 0,
+                digits: Vec::new(),
+            };
+        }
+        let c = window_bits(n);
+        // The top window has fewer than c bits, so its digit (plus the carry from
+        // below) never exceeds 2^(c-1) and needs no further carry.
+        let windows = F::MODULUS_BIT_SIZE as usize / c + 1;
+        let mut digits = vec![0i32; n * windows];
+        digits
+            .par_chunks_mut(windows)
+            .zip(scalars.par_iter())
+            .for_each(|(d, s)| signed_digits(s, c, d));
+        Digits {
+            scalars,
+            c,
+            windows,
+            digits,
+        }
+    }
+}
+
 /// `sum(scalars[i] * bases[i])` over the common prefix of both slices.
 ///
 /// Once `cancel` is raised, windows not yet started are skipped and the sum is
@@ -40,20 +80,26 @@ where
     Projective<P>: VariableBaseMSM<MulBase = Affine<P>, ScalarField = P::ScalarField>,
 {
     let n = bases.len().min(scalars.len());
-    let (bases, scalars) = (&bases[..n], &scalars[..n]);
-    if n < SMALL {
-        return <Projective<P> as VariableBaseMSM>::msm_bigint(bases, scalars);
+    msm_digits(bases, &Digits::new(&scalars[..n]), cancel)
+}
+
+/// [`msm`] over scalars already cut into digits, over the common prefix of both.
+pub fn msm_digits<P: SWCurveConfig>(
+    bases: &[Affine<P>],
+    digits: &Digits<'_, P::ScalarField>,
+    cancel: &Cancel,
+) -> Projective<P>
+where
+    Projective<P>: VariableBaseMSM<MulBase = Affine<P>, ScalarField = P::ScalarField>,
+{
+    let n = bases.len().min(digits.scalars.len());
+    let bases = &bases[..n];
+    let (c, windows) = (digits.c, digits.windows);
+    if c == 0 {
+        return <Projective<P> as VariableBaseMSM>::msm_bigint(bases, &digits.scalars[..n]);
     }
-    let c = window_bits(n);
     let num_bits = P::ScalarField::MODULUS_BIT_SIZE as usize;
-    // The top window has fewer than c bits, so its digit (plus the carry from
-    // below) never exceeds 2^(c-1) and needs no further carry.
-    let windows = num_bits / c + 1;
-    let mut digits = vec![0i32; n * windows];
-    digits
-        .par_chunks_mut(windows)
-        .zip(scalars.par_iter())
-        .for_each(|(d, s)| signed_digits(s, c, d));
+    let digits = &digits.digits;
     let sums: Vec<Projective<P>> = (0..windows)
         .into_par_iter()
         .map(|w| {
@@ -67,7 +113,7 @@ where
             } else {
                 1 << (c - 1)
             };
-            window_sum(bases, &digits, windows, w, n_buckets)
+            window_sum(bases, digits, windows, w, n_buckets)
         })
         .collect();
     let mut total = Projective::<P>::zero();
