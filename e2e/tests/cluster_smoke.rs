@@ -205,9 +205,12 @@ spec:
 
     let url = format!("http://backend.{}.svc.cluster.local:80/", ns.name);
     // kube-proxy programs a new Service a moment after its endpoint is ready, and on a busy
-    // node (namespaces of earlier tests being deleted) that moment can outlast a pod start:
-    // until then the ClusterIP refuses connections. A new client then tries again.
-    const ATTEMPTS: usize = 5;
+    // node (namespaces of earlier tests being deleted) that moment can outlast a pod start.
+    // Until then the ClusterIP either refuses connections or, when the API server handed out
+    // an address freed by a Service another test just deleted, still leads to that old
+    // Service's pods (seen: an empty HTTP 404 from another test's server). Either way a new
+    // client tries again; only an answer from this test's backend ends the loop early.
+    const ATTEMPTS: usize = 8;
     let mut attempt = 0;
     let (done, out) = loop {
         attempt += 1;
@@ -222,12 +225,12 @@ spec:
             .await
             .unwrap();
         let out = logs(&ns, &client).await;
-        if pod_phase(&done) == "Succeeded"
-            || !out.contains("Connection refused")
-            || attempt == ATTEMPTS
-        {
+        let answered_by_backend =
+            pod_phase(&done) == "Succeeded" && out.starts_with("zkfleet-testserver backend-");
+        if answered_by_backend || attempt == ATTEMPTS {
             break (done, out);
         }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     };
     assert_eq!(
         pod_phase(&done),

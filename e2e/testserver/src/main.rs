@@ -71,12 +71,14 @@ fn answer(mut stream: TcpStream, body: &str) {
 
 fn fetch(url: &str) -> ExitCode {
     match get(url) {
-        Ok((200, body)) => {
+        Ok((_, 200, body)) => {
             print!("{body}");
             ExitCode::SUCCESS
         }
-        Ok((status, body)) => {
-            eprintln!("GET {url}: HTTP {status}: {body}");
+        Ok((addr, status, body)) => {
+            // The address says who answered: a Service's ClusterIP can lead elsewhere until
+            // kube-proxy has programmed it.
+            eprintln!("GET {url} ({addr}): HTTP {status}: {body}");
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -86,7 +88,7 @@ fn fetch(url: &str) -> ExitCode {
     }
 }
 
-fn get(url: &str) -> Result<(u16, String), String> {
+fn get(url: &str) -> Result<(std::net::SocketAddr, u16, String), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or("only http:// URLs are supported")?;
@@ -122,5 +124,5 @@ fn get(url: &str) -> Result<(u16, String), String> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or("malformed status line")?;
-    Ok((status, body.to_string()))
+    Ok((addr, status, body.to_string()))
 }
