@@ -13,7 +13,9 @@ use zkfleet_crds::crdgen;
 use zkfleet_crds::v1alpha1::{ProofJob, ProverPool, SPEC_IMMUTABLE_MESSAGE};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Read when the test runs, not baked in when it is compiled: a shared target directory can
+    // hold this binary compiled in another checkout of the same sources.
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test")).join("..")
 }
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {

@@ -3,7 +3,7 @@
 //! installs it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -18,7 +18,12 @@ use crate::{TestNamespace, cluster_dir};
 
 /// The root of the zkfleet repository.
 pub fn repo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Read when the tests run, not baked in when they are compiled: the shared target directory
+    // can hold these binaries compiled in another checkout of the same sources, and the chart
+    // under test must be this checkout's.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir
         .parent()
         .expect("e2e/ lives in the repository")
         .to_path_buf()

@@ -10,7 +10,11 @@ use zkfleet_crds::crdgen;
 
 fn main() -> ExitCode {
     let mut check = false;
-    let mut root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // `cargo run` sets the crate directory when the program starts; prefer it to the value
+    // compiled in, which a shared target directory may carry over from another checkout.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let mut root = crate_dir.join("..");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
