@@ -33,7 +33,7 @@ use crate::lease::{
     LeasedJob, Outcome,
 };
 use crate::params::{self, Digest, FetchError};
-use crate::server::AppState;
+use crate::server::{AppState, ErrorBody};
 
 /// Extra time a lease request may take beyond the wait the dispatcher is allowed.
 const LEASE_HTTP_MARGIN: Duration = Duration::from_secs(10);
@@ -297,6 +297,10 @@ enum CallError {
     #[error("dispatcher answered {status}: {body}")]
     Status {
         status: reqwest::StatusCode,
+        /// The `code` of the dispatcher's JSON error. None when the answer has none, which
+        /// means something other than the dispatcher answered: a proxy, or a Service address
+        /// that kube-proxy has not yet programmed.
+        code: Option<String>,
         body: String,
     },
     #[error("dispatcher unreachable: {0}")]
@@ -336,8 +340,11 @@ impl Dispatcher {
                 self.token.reload();
             }
             let mut body = resp.text().await.unwrap_or_default();
+            let code = serde_json::from_str::<ErrorBody>(&body)
+                .ok()
+                .map(|e| e.code);
             body.truncate(500);
-            return Err(CallError::Status { status, body });
+            return Err(CallError::Status { status, code, body });
         }
         resp.json()
             .await
@@ -728,6 +735,8 @@ impl Drop for Release {
 
 /// Reports a result until the dispatcher takes it (2xx) or says the lease is gone
 /// (404, 409) or the request is unacceptable (other 4xx); everything else is retried.
+/// Only the dispatcher's own JSON errors end the retries: a result is dropped on the word of
+/// the dispatcher, never on a bare 404 from whatever else answered on the way.
 /// Returns the outcome label of the uploads metric.
 async fn upload(shared: &Shared, job: &str, request: &CompleteRequest) -> &'static str {
     let mut backoff = Backoff::new();
@@ -746,17 +755,21 @@ async fn upload(shared: &Shared, job: &str, request: &CompleteRequest) -> &'stat
                 );
                 return "acknowledged";
             }
-            Err(CallError::Status { status, body })
-                if status == reqwest::StatusCode::NOT_FOUND
-                    || status == reqwest::StatusCode::CONFLICT =>
+            Err(CallError::Status {
+                status,
+                code: Some(_),
+                body,
+            }) if status == reqwest::StatusCode::NOT_FOUND
+                || status == reqwest::StatusCode::CONFLICT =>
             {
                 tracing::warn!(job, %status, "result refused as stale, dropped: {body}");
                 return "stale";
             }
-            Err(CallError::Status { status, body })
-                if status.is_client_error()
-                    && !matches!(status.as_u16(), 401 | 403 | 408 | 429) =>
-            {
+            Err(CallError::Status {
+                status,
+                code: Some(_),
+                body,
+            }) if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 408 | 429) => {
                 tracing::error!(job, %status, "result refused, dropped: {body}");
                 return "refused";
             }

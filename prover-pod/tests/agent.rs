@@ -99,7 +99,8 @@ struct Dispatcher {
     revoked: Mutex<Vec<LeaseRef>>,
     /// Every result upload, answered or not.
     complete_attempts: AtomicUsize,
-    /// Answer 503 to this many uploads before taking one.
+    /// Turn away this many uploads before taking one: alternately with a bare 404, as a proxy
+    /// or an unprogrammed Service address would answer, and with the dispatcher's 503.
     fail_completes: AtomicUsize,
     completes: Mutex<Vec<CompleteRequest>>,
     /// Input files under `/files/<name>`; held back until `release` turns true.
@@ -207,16 +208,21 @@ async fn complete(
         return unauthorized();
     }
     d.complete_attempts.fetch_add(1, Ordering::SeqCst);
-    let failing = d
+    let failures_left = d
         .fail_completes
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if failing {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"code": "no_leader", "message": "try again"})),
-        )
-            .into_response();
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    match failures_left {
+        Ok(n) if n % 2 == 0 => {
+            return (StatusCode::NOT_FOUND, "404 page not found").into_response();
+        }
+        Ok(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"code": "no_leader", "message": "try again"})),
+            )
+                .into_response();
+        }
+        Err(_) => {}
     }
     d.completes.lock().unwrap().push(req);
     Json(CompleteResponse {
@@ -466,6 +472,7 @@ async fn leased_jobs_are_proved_and_reported_with_proofs_that_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_upload_is_retried_until_acknowledged() {
     let d = Arc::new(new_dispatcher("t"));
+    // A bare 404 first: only the dispatcher's own JSON error may drop a result as stale.
     d.fail_completes.store(2, Ordering::SeqCst);
     d.push(job(
         "j",
