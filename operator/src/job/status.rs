@@ -5,9 +5,10 @@
 //! controller and the dispatcher) can never overwrite each other blindly: the loser gets a
 //! conflict, re-reads the job and decides again.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
+use zkfleet_crds::v1alpha1::conditions::{self, new_condition, status as condition_status};
 use zkfleet_crds::v1alpha1::{
     Attempt, AttemptOutcome, JobPhase, ProofJob, ProofJobStatus, ProofResult, Verification,
 };
@@ -203,15 +204,15 @@ fn set_condition(
     message: String,
     now: &Time,
 ) {
-    status.conditions.retain(|c| c.type_ != type_);
-    status.conditions.push(Condition {
-        type_: type_.into(),
-        status: "True".into(),
-        reason: reason.into(),
+    let condition = new_condition(
+        type_,
+        condition_status::TRUE,
+        reason,
         message,
-        last_transition_time: now.clone(),
-        observed_generation: status.observed_generation,
-    });
+        status.observed_generation,
+        now.clone(),
+    );
+    conditions::set_condition(&mut status.conditions, condition);
 }
 
 /// Replaces the job's status at its `resourceVersion`; returns the job as stored. A conflict
