@@ -125,6 +125,15 @@ fn pod_info(pod: &Pod) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// Whether the prover's `/v1/info` comes to show `free` free slots within a minute.
+async fn free_slots_become(pod: &Pod, free: u64) -> bool {
+    poll_until(MINUTE, || async {
+        (pod_info(pod)["free_slots"] == free).then_some(())
+    })
+    .await
+    .is_some()
+}
+
 /// Values for a chart whose prover pods all run with `fault` injected.
 fn with_fault(fault: &str) -> String {
     format!("prover:\n  extraEnv:\n    - name: ZKFLEET_FAULT_INJECTION\n      value: \"{fault}\"\n")
@@ -301,12 +310,8 @@ async fn deleting_a_running_job_revokes_its_lease_and_frees_the_slot() {
     let pod_name = running.status.unwrap().attempts[0].pod.clone().unwrap();
     let pod = ns.api::<Pod>().get(&pod_name).await.unwrap();
     // The status says Running before the lease reaches the pod, so the slot is taken a moment later.
-    let held = poll_until(MINUTE, || async {
-        (pod_info(&pod)["free_slots"] == 0).then_some(())
-    })
-    .await;
     assert!(
-        held.is_some(),
+        free_slots_become(&pod, 0).await,
         "the job never took the pod's only slot: {}",
         pod_info(&pod)
     );
@@ -315,12 +320,8 @@ async fn deleting_a_running_job_revokes_its_lease_and_frees_the_slot() {
         .delete("doomed", &DeleteParams::default())
         .await
         .unwrap();
-    let freed = poll_until(MINUTE, || async {
-        (pod_info(&pod)["free_slots"] == 1).then_some(())
-    })
-    .await;
     assert!(
-        freed.is_some(),
+        free_slots_become(&pod, 1).await,
         "the pod never freed the slot: {}",
         pod_info(&pod)
     );

@@ -316,6 +316,19 @@ async fn start_endless(url: &str) -> (Pod, Arc<EndlessProof>) {
     (pod, endless)
 }
 
+/// Waits until the endless proof has seen its cancellation and the pod runs no proof: the
+/// cores are free again, not only the slot.
+async fn until_proof_stopped(pod: &Pod, proof: &EndlessProof) {
+    until("the proof to see its cancellation", || {
+        proof.cancelled.load(Ordering::SeqCst)
+    })
+    .await;
+    until("no proof running", || {
+        pod.metric("zkfleet_prover_active_proofs") == 0.0
+    })
+    .await;
+}
+
 fn new_dispatcher(token: &str) -> Dispatcher {
     Dispatcher {
         token: Mutex::new(token.into()),
@@ -550,15 +563,7 @@ async fn a_revoked_lease_stops_the_proof_it_was_making() {
     assert_eq!(pod.metric("zkfleet_prover_active_proofs"), 1.0);
 
     d.revoked.lock().unwrap().push(lease);
-    until("the proof to see its cancellation", || {
-        proof.cancelled.load(Ordering::SeqCst)
-    })
-    .await;
-    // The cores are free again, not only the slot.
-    until("no proof running", || {
-        pod.metric("zkfleet_prover_active_proofs") == 0.0
-    })
-    .await;
+    until_proof_stopped(&pod, &proof).await;
     pod.drain().await;
     assert!(d.completes().is_empty(), "{:?}", d.completes());
 }
@@ -578,14 +583,7 @@ async fn a_job_past_its_timeout_stops_its_proof_and_reports_the_timeout() {
         } => assert_eq!((code.as_str(), *retryable), ("timeout", true)),
         other => panic!("expected a timeout, got {other:?}"),
     }
-    until("the proof to see its cancellation", || {
-        proof.cancelled.load(Ordering::SeqCst)
-    })
-    .await;
-    until("no proof running", || {
-        pod.metric("zkfleet_prover_active_proofs") == 0.0
-    })
-    .await;
+    until_proof_stopped(&pod, &proof).await;
     pod.drain().await;
 }
 
