@@ -18,13 +18,16 @@ test: lint unit e2e
 
 ## Unit and handler tests; no cluster needed.
 unit:
-	eval "$$(prover-pod/fixtures/make-fixtures.sh)" && cargo test --workspace --exclude zkfleet-e2e
+	eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
+	  export ZKFLEET_MIDEN_VM="$$(e2e/scripts/build-miden.sh | tail -1)" && \
+	  cargo test --workspace --exclude zkfleet-e2e
 	cargo test -p zkfleet-e2e --lib --bins
 
 ## Real-cluster tests: brings the local cluster up if needed (e2e/cluster).
 e2e: cluster-up
 	e2e/scripts/build-images.sh
 	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
+	  export ZKFLEET_MIDEN_VM="$$(e2e/scripts/build-miden.sh | tail -1)" && \
 	  cargo test -p zkfleet-e2e --test '*' -- --test-threads 4
 
 cluster-up:

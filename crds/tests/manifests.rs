@@ -235,6 +235,10 @@ fn samples_parse_into_the_api_types_and_fit_the_schema() {
         "pool-gpu.yaml",
         "job-inline.yaml",
         "job-url.yaml",
+        "pool-miden.yaml",
+        "job-miden.yaml",
+        "pool-stone.yaml",
+        "job-stone.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

@@ -2,7 +2,12 @@
 # Builds zkfleet's static binaries for musl (the operator, the prover and the
 # e2e test server) and imports them into the cluster's containerd as images
 # tagged with the workspace version, so pods with imagePullPolicy IfNotPresent
-# run them (the chart's defaults point at these references).
+# run them (the chart's defaults point at these references). With the default
+# set it also builds the exec prover images of real third-party provers:
+# zkfleet.local/zkfleet-prover-miden (zkfleet-prover plus miden-vm, from
+# build-miden.sh), what a Miden pool's spec.image names, and
+# zkfleet.local/zkfleet-prover-stone-standin (zkfleet-prover plus a stand-in
+# for Stone's binaries, which cannot be built here).
 #   build-images.sh [PACKAGE:BINARY:IMAGE]...   (default: every image below)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,7 +17,9 @@ target_dir=${CARGO_TARGET_DIR:-$repo/target}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
 
 images=("$@")
+default_set=0
 if [ ${#images[@]} -eq 0 ]; then
+  default_set=1
   images=(
     "zkfleet-e2e-testserver:zkfleet-e2e-testserver:zkfleet.local/e2e-testserver:$version"
     "zkfleet-operator:zkfleet-operator:zkfleet.local/zkfleet-operator:$version"
@@ -39,3 +46,18 @@ for spec in "${images[@]}"; do
   "$here/scripts/oci-image.sh" --binary "$bin" \
     --image "$image:$tag" --import
 done
+
+if [ "$default_set" = 1 ]; then
+  miden=$("$here/scripts/build-miden.sh" | tail -1)
+  "$here/scripts/oci-image.sh" \
+    --binary "$target_dir/x86_64-unknown-linux-musl/release/zkfleet-prover" \
+    --extra-binary "$miden" \
+    --image "zkfleet.local/zkfleet-prover-miden:$version" --import
+  # Stone cannot be built here: its pool's image carries a stand-in that checks the flags,
+  # files and FRI parameters the pod passes (e2e/stone-standin).
+  (cd "$repo" && cargo build -q --release --target x86_64-unknown-linux-musl -p zkfleet-e2e-stone-standin)
+  "$here/scripts/oci-image.sh" \
+    --binary "$target_dir/x86_64-unknown-linux-musl/release/zkfleet-prover" \
+    --extra-binary "$target_dir/x86_64-unknown-linux-musl/release/stone-standin" \
+    --image "zkfleet.local/zkfleet-prover-stone-standin:$version" --import
+fi

@@ -10,8 +10,10 @@
 # binary and flags always give the same image digest.
 #
 # usage: oci-image.sh --binary PATH --image REF [--entrypoint-arg ARG]...
-#                     [--user UID[:GID]] [--output FILE.tar] [--import]
-#                     [--address CONTAINERD_SOCKET]
+#                     [--extra-binary PATH]... [--user UID[:GID]]
+#                     [--output FILE.tar] [--import] [--address CONTAINERD_SOCKET]
+#   --extra-binary  another static binary beside the entrypoint in /usr/local/bin
+#              (an exec prover image: zkfleet-prover plus the prover's own CLI)
 #   --user     image config User (default 65532, the nonroot user; 0 for root)
 #   --output   where to write the OCI image-layout tarball
 #              (default $ZKFLEET_CACHE/images/<REF with / and : as _>.tar)
@@ -27,12 +29,13 @@ usage() { sed -n '/^# usage:/,/^# Prints/p' "$0" | sed 's/^# \{0,1\}//' >&2; exi
 die() { echo "oci-image.sh: $*" >&2; exit 1; }
 
 binary= image= user=65532 output= import=0
-entry_args=()
+entry_args=() extra_binaries=()
 while [ $# -gt 0 ]; do
   case $1 in
     --binary) binary=${2:?}; shift 2 ;;
     --image) image=${2:?}; shift 2 ;;
     --entrypoint-arg) entry_args+=("${2?}"); shift 2 ;;
+    --extra-binary) extra_binaries+=("${2:?}"); shift 2 ;;
     --user) user=${2:?}; shift 2 ;;
     --output) output=${2:?}; shift 2 ;;
     --import) import=1; shift ;;
@@ -43,6 +46,9 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$binary" ] && [ -n "$image" ] || usage
 [ -f "$binary" ] || die "binary $binary does not exist"
+for extra in ${extra_binaries[@]+"${extra_binaries[@]}"}; do
+  [ -f "$extra" ] || die "binary $extra does not exist"
+done
 # name[:tag], lower-case repository path, optional registry host[:port].
 [[ $image =~ ^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] \
   || die "image reference $image must look like host/name:tag (e.g. zkfleet.local/operator:0.1.0)"
@@ -56,7 +62,8 @@ fi
 mkdir -p "$(dirname "$output")"
 
 # Writes to a temporary file next to the output, renamed into place on success.
-digest=$(python3 - "$binary" "$image" "$user" "$ca_bundle" "$output" "${entry_args[@]}" <<'PY'
+extra_list=$(printf '%s\n' ${extra_binaries[@]+"${extra_binaries[@]}"})
+digest=$(OCI_EXTRA_BINARIES=$extra_list python3 - "$binary" "$image" "$user" "$ca_bundle" "$output" "${entry_args[@]}" <<'PY'
 import hashlib, io, json, os, struct, sys, tarfile, tempfile
 
 binary, ref, user, ca_bundle, output = sys.argv[1:6]
@@ -66,21 +73,30 @@ name = os.path.basename(binary)
 def fail(msg):
     sys.exit(f"oci-image.sh: {msg}")
 
+extras = [p for p in os.environ.get("OCI_EXTRA_BINARIES", "").split("\n") if p]
+
 # Refuse what cannot run in a scratch image: non-ELF files and dynamically
 # linked executables (a PT_INTERP program header names the loader they need).
-with open(binary, "rb") as f:
-    head = f.read(64)
-    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-        fail(f"{binary} is not a 64-bit little-endian ELF executable")
-    machine = struct.unpack_from("<H", head, 18)[0]
-    arch = {0x3E: "amd64", 0xB7: "arm64"}.get(machine) or fail(f"{binary}: unsupported ELF machine {machine:#x}")
-    phoff, = struct.unpack_from("<Q", head, 32)
-    phentsize, phnum = struct.unpack_from("<HH", head, 54)
-    for i in range(phnum):
-        f.seek(phoff + i * phentsize)
-        if struct.unpack("<I", f.read(4))[0] == 3:  # PT_INTERP
-            fail(f"{binary} is dynamically linked; build it statically "
-                 "(Rust: --target x86_64-unknown-linux-musl, Go: CGO_ENABLED=0)")
+def static_elf_arch(binary):
+    with open(binary, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            fail(f"{binary} is not a 64-bit little-endian ELF executable")
+        machine = struct.unpack_from("<H", head, 18)[0]
+        arch = {0x3E: "amd64", 0xB7: "arm64"}.get(machine) or fail(f"{binary}: unsupported ELF machine {machine:#x}")
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        for i in range(phnum):
+            f.seek(phoff + i * phentsize)
+            if struct.unpack("<I", f.read(4))[0] == 3:  # PT_INTERP
+                fail(f"{binary} is dynamically linked; build it statically "
+                     "(Rust: --target x86_64-unknown-linux-musl, Go: CGO_ENABLED=0)")
+    return arch
+
+arch = static_elf_arch(binary)
+for extra in extras:
+    if static_elf_arch(extra) != arch:
+        fail(f"{extra} is not built for {arch}, as {binary} is")
 
 EPOCH = 0
 CREATED = "1970-01-01T00:00:00Z"
@@ -120,6 +136,9 @@ entries = [
     ("usr/local", tarfile.DIRTYPE, 0o755, 0, None),
     ("usr/local/bin", tarfile.DIRTYPE, 0o755, 0, None),
     (f"usr/local/bin/{name}", tarfile.REGTYPE, 0o755, 0, binary),
+] + [
+    (f"usr/local/bin/{os.path.basename(extra)}", tarfile.REGTYPE, 0o755, 0, extra)
+    for extra in extras
 ]
 entries.sort(key=lambda e: e[0])
 

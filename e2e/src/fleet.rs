@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -321,4 +322,90 @@ pub async fn set_parameters(ns: &TestNamespace, pool: &str, parameters: &Paramet
 
 pub fn deployment_name(pool: &str) -> String {
     format!("{pool}-prover")
+}
+
+/// Starts a pod from the pool's own pod template, with `fault` injected, labelled as a pod of
+/// the pool but outside its Deployment: one bad machine among good ones.
+pub async fn start_faulty_pod(ns: &TestNamespace, pool: &str, fault: &str) -> String {
+    let deployment = ns
+        .wait_for::<Deployment>(
+            &deployment_name(pool),
+            "the pool's Deployment",
+            MINUTE,
+            |_| true,
+        )
+        .await
+        .unwrap();
+    let mut spec: PodSpec = deployment.spec.unwrap().template.spec.unwrap();
+    spec.containers[0]
+        .env
+        .get_or_insert_with(Vec::new)
+        .push(EnvVar {
+            name: "ZKFLEET_FAULT_INJECTION".into(),
+            value: Some(fault.into()),
+            value_from: None,
+        });
+    let name = format!("{pool}-faulty");
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([(POOL_LABEL.to_string(), pool.to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    };
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    name
+}
+
+/// Where the kubelet keeps an emptyDir volume of a pod on this node.
+pub fn empty_dir(pod: &Pod, volume: &str) -> PathBuf {
+    PathBuf::from("/var/lib/kubelet/pods")
+        .join(pod.uid().unwrap())
+        .join("volumes/kubernetes.io~empty-dir")
+        .join(volume)
+}
+
+/// The pod holding the leader Lease of the operator `release`.
+pub async fn leader(ns: &TestNamespace, release: &str) -> String {
+    let lease = ns
+        .api::<k8s_openapi::api::coordination::v1::Lease>()
+        .get(release)
+        .await
+        .unwrap();
+    lease.spec.and_then(|s| s.holder_identity).unwrap()
+}
+
+/// Where a proof stored at `location` by the default artifact store (`file://` in the
+/// operator's emptyDir) is on this node: in the leader's emptyDir.
+pub async fn stored_artifact(ns: &TestNamespace, release: &Release, location: &str) -> PathBuf {
+    let path = location
+        .strip_prefix("file:///var/lib/zkfleet/artifacts/")
+        .expect("in the operator's artifact directory");
+    let pod = ns
+        .api::<Pod>()
+        .get(&leader(ns, &release.operator).await)
+        .await
+        .unwrap();
+    empty_dir(&pod, "artifacts").join(path)
+}
+
+/// Waits until the job is Succeeded or Failed.
+pub async fn wait_job_finished(
+    ns: &TestNamespace,
+    name: &str,
+    timeout: Duration,
+) -> zkfleet_crds::v1alpha1::ProofJob {
+    ns.wait_for::<zkfleet_crds::v1alpha1::ProofJob>(name, "Succeeded or Failed", timeout, |j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(zkfleet_crds::v1alpha1::JobPhase::is_finished)
+    })
+    .await
+    .unwrap()
 }

@@ -6,8 +6,6 @@
 //! Only one release per cluster may own the `external.metrics.k8s.io` APIService, so only one
 //! test here enables it.
 
-use std::time::Duration;
-
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -32,17 +30,6 @@ async fn submit(ns: &TestNamespace, name: &str) {
         .create(&PostParams::default(), &job(name))
         .await
         .unwrap();
-}
-
-async fn wait_finished(ns: &TestNamespace, name: &str, timeout: Duration) -> ProofJob {
-    ns.wait_for::<ProofJob>(name, "Succeeded or Failed", timeout, |j| {
-        j.status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(JobPhase::is_finished)
-    })
-    .await
-    .unwrap()
 }
 
 fn spec_replicas(pool: &ProverPool) -> i32 {
@@ -156,7 +143,7 @@ async fn a_queue_grows_the_pool_through_the_hpa_and_a_drained_queue_shrinks_it_w
     );
 
     for name in &names {
-        let job = wait_finished(&ns, name, 5 * MINUTE).await;
+        let job = wait_job_finished(&ns, name, 5 * MINUTE).await;
         let status = job.status.unwrap();
         assert_eq!(status.phase, Some(JobPhase::Succeeded), "{name}");
         assert_eq!(status.attempt_count, Some(1), "{name} was retried");
@@ -196,7 +183,7 @@ async fn a_pool_with_min_zero_sleeps_at_zero_until_a_job_arrives() {
         .unwrap();
 
     submit(&ns, "wake").await;
-    let job = wait_finished(&ns, "wake", 3 * MINUTE).await;
+    let job = wait_job_finished(&ns, "wake", 3 * MINUTE).await;
     assert_eq!(job.status.unwrap().phase, Some(JobPhase::Succeeded));
 
     ns.wait_for::<ProverPool>("pool", "back at zero once idle", 2 * MINUTE, asleep)

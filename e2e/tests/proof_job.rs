@@ -11,10 +11,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -327,44 +324,6 @@ async fn deleting_a_running_job_revokes_its_lease_and_frees_the_slot() {
     );
 }
 
-/// Starts a pod from the pool's own pod template, with `fault` injected, labelled as a pod of
-/// the pool but outside its Deployment: one bad machine among good ones.
-async fn start_faulty_pod(ns: &TestNamespace, pool: &str, fault: &str) -> String {
-    let deployment = ns
-        .wait_for::<Deployment>(
-            &deployment_name(pool),
-            "the pool's Deployment",
-            MINUTE,
-            |_| true,
-        )
-        .await
-        .unwrap();
-    let mut spec: PodSpec = deployment.spec.unwrap().template.spec.unwrap();
-    spec.containers[0]
-        .env
-        .get_or_insert_with(Vec::new)
-        .push(EnvVar {
-            name: "ZKFLEET_FAULT_INJECTION".into(),
-            value: Some(fault.into()),
-            value_from: None,
-        });
-    let name = format!("{pool}-faulty");
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some([(POOL_LABEL.to_string(), pool.to_string())].into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(spec),
-        status: None,
-    };
-    ns.api::<Pod>()
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
-    name
-}
-
 #[tokio::test]
 async fn a_pod_that_corrupts_proofs_never_completes_a_job_and_is_flagged() {
     let Setup { release: _r, ns } = pool_setup("job-corrupt", "", 0, json!({})).await;
@@ -405,12 +364,6 @@ async fn a_pod_that_corrupts_proofs_never_completes_a_job_and_is_flagged() {
             .count();
     }
     assert!(rejected >= 1, "the faulty pod's proofs were rejected");
-}
-
-/// The pod holding the operator's leader Lease.
-async fn leader(ns: &TestNamespace, release: &str) -> String {
-    let lease = ns.api::<Lease>().get(release).await.unwrap();
-    lease.spec.and_then(|s| s.holder_identity).unwrap()
 }
 
 #[tokio::test]
@@ -500,14 +453,6 @@ async fn rotation_while_jobs_run_fails_no_job_and_pinned_jobs_use_their_version(
     assert!(late.message.unwrap().contains("v2"));
 }
 
-/// Where the kubelet keeps an emptyDir volume of a pod on this node.
-fn empty_dir(pod: &Pod, volume: &str) -> PathBuf {
-    PathBuf::from("/var/lib/kubelet/pods")
-        .join(pod.uid().unwrap())
-        .join("volumes/kubernetes.io~empty-dir")
-        .join(volume)
-}
-
 #[tokio::test]
 async fn large_proofs_go_to_the_artifact_store_and_leave_with_their_job() {
     // Every proof counts as large; the store is the operator's emptyDir (file://).
@@ -531,21 +476,8 @@ async fn large_proofs_go_to_the_artifact_store_and_leave_with_their_job() {
     let result = status.result.unwrap();
     assert!(result.proof.is_none(), "the proof is not on the status");
     let location = result.location.expect("a location");
-    let path = location
-        .strip_prefix("file:///var/lib/zkfleet/artifacts/")
-        .expect("in the operator's artifact directory");
-
     // The leader wrote it into its emptyDir, on this node.
-    let leader = ns
-        .api::<Lease>()
-        .get(&release.operator)
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.holder_identity)
-        .unwrap();
-    let pod = ns.api::<Pod>().get(&leader).await.unwrap();
-    let file = empty_dir(&pod, "artifacts").join(path);
+    let file = stored_artifact(&ns, &release, &location).await;
     let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     assert_eq!(result.size_bytes, Some(bytes.len() as i64));
     assert_eq!(

@@ -110,7 +110,7 @@ impl ArtifactStore {
         }
         let client = object_store::ClientOptions::new().with_timeout(Duration::from_secs(300));
         // Built as the prover pods' parameters loader builds its stores.
-        let (store, prefix) = zkfleet_prover::params::object_store_at(
+        let (store, prefix) = zkfleet_contract::store::object_store_at(
             url,
             client,
             object_store::RetryConfig::default(),

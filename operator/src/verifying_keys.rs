@@ -22,11 +22,9 @@ use kube::{Api, Client, ResourceExt};
 use object_store::ObjectStoreExt as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
-use zkfleet_crds::v1alpha1::{
-    BackendKind, ExecProfile, ParameterFile, ParametersLocation, ParametersSpec, ProverPool,
-};
-use zkfleet_prover::groth16::Verifier;
-use zkfleet_prover::params::Digest;
+use zkfleet_contract::Digest;
+use zkfleet_crds::v1alpha1::{ParameterFile, ParametersLocation, ParametersSpec, ProverPool};
+use zkfleet_groth16_verifier::Verifier;
 
 use crate::build::deployment::zkey_name;
 
@@ -42,7 +40,7 @@ const POD_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum VkError {
     /// The pool proves with something that has no Groth16 verifying key.
     #[error(
-        "pool {pool} runs backend exec with profile stone, whose proofs the operator cannot verify with a Groth16 key"
+        "pool {pool} proves STARKs (exec profile stone or miden): its proofs are checked by the pool's verifier, not with a Groth16 key"
     )]
     NoVerifier { pool: String },
     /// Neither a verification key nor a zkey among the files.
@@ -192,9 +190,8 @@ pub fn verification_key_name(pool: &ProverPool) -> &str {
 /// Which of `parameters.files` holds the pool's verifying key: the verification key file when
 /// listed (small), else the zkey.
 pub fn key_file(pool: &ProverPool, parameters: &ParametersSpec) -> Result<KeyFile, VkError> {
-    if let (BackendKind::Exec, Some(exec)) = (pool.spec.backend.kind, &pool.spec.backend.exec)
-        && exec.profile == ExecProfile::Stone
-    {
+    // STARK and VM proofs are checked by the pool's verifier, not with a Groth16 key.
+    if !pool.spec.backend.proves_groth16() {
         return Err(VkError::NoVerifier {
             pool: pool.name_any(),
         });
@@ -423,7 +420,6 @@ impl VerifyingKeys {
             }
             Some(ParametersLocation::Url(url)) => from_url(url, file).await,
             Some(ParametersLocation::Pvc(_)) => Err(VkError::Unreadable { kind: "pvc" }),
-            Some(ParametersLocation::Image(_)) => Err(VkError::Unreadable { kind: "image" }),
         }
     }
 
@@ -444,7 +440,7 @@ impl VerifyingKeys {
             url: url.clone(),
             message,
         };
-        let (store, _) = zkfleet_prover::params::object_store_at(
+        let (store, _) = zkfleet_contract::store::object_store_at(
             &base,
             object_store::ClientOptions::new().with_timeout(POD_TIMEOUT),
             object_store::RetryConfig {
@@ -484,7 +480,7 @@ async fn from_url(url: &str, file: &KeyFile) -> Result<Verifier, VkError> {
     // Generous: zkeys of large circuits are gigabytes.
     let client = object_store::ClientOptions::new().with_timeout(Duration::from_secs(3600));
     let (store, prefix) =
-        zkfleet_prover::params::object_store_at(url, client, object_store::RetryConfig::default())
+        zkfleet_contract::store::object_store_at(url, client, object_store::RetryConfig::default())
             .map_err(|message| VkError::InvalidUrl {
                 url: url.to_string(),
                 message,
@@ -836,13 +832,13 @@ spec:
         };
         let err = cache
             .get_or_load(&key(&v3), || async {
-                Err(VkError::Unreadable { kind: "image" })
+                Err(VkError::Unreadable { kind: "pvc" })
             })
             .await
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "the operator cannot read parameters from spec.parameters.source.image; the verifying key has to come from the pool's prover pods"
+            "the operator cannot read parameters from spec.parameters.source.pvc; the verifying key has to come from the pool's prover pods"
         );
         cache.get_or_load(&key(&v3), load).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 3);

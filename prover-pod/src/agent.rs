@@ -21,18 +21,18 @@ use rand::Rng as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::backend::{BackendError, ProofInput, ProofOutput};
-use crate::cancel::Cancel;
 use crate::groth16::json::ProofJson;
 use crate::lease::{
-    COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,
-    HeartbeatResponse, InputFormat, JobInput, LEASE_PATH, LeaseRef, LeaseRequest, LeaseResponse,
-    LeasedJob, Outcome,
+    COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, FileContent, HEARTBEAT_PATH,
+    HeartbeatRequest, HeartbeatResponse, InputFormat, JobInput, LEASE_PATH, LeaseRef, LeaseRequest,
+    LeaseResponse, LeasedJob, Outcome,
 };
 use crate::params::{self, Digest, FetchError};
+use crate::runner::{self, RunError, Slot};
 use crate::server::{AppState, ErrorBody};
 
 /// Extra time a lease request may take beyond the wait the dispatcher is allowed.
@@ -240,29 +240,6 @@ impl Held {
 async fn revoked(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|r| *r).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-/// A proof slot taken from the server's semaphore; giving it back updates the metric.
-struct Slot {
-    permit: Option<OwnedSemaphorePermit>,
-    state: Arc<AppState>,
-}
-
-impl Slot {
-    fn new(permit: OwnedSemaphorePermit, state: &Arc<AppState>) -> Self {
-        state.update_free_slots();
-        Slot {
-            permit: Some(permit),
-            state: state.clone(),
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        drop(self.permit.take());
-        self.state.update_free_slots();
     }
 }
 
@@ -561,17 +538,17 @@ impl Agent {
     ) {
         let shared = &self.shared;
         let state = &shared.state;
-        let permit = match state.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
+        let slot = match Slot::try_take(state) {
+            Some(slot) => slot,
+            None => {
                 tracing::info!(job = job.job, "waiting for a proof slot");
                 tokio::select! {
                     biased;
                     _ = revoked(&mut revoke) => return,
-                    p = state.slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
+                    slot = Slot::take(state) => match slot {
+                        Some(slot) => slot,
                         // The slots are never closed; if they were, the lease just expires.
-                        Err(_) => {
+                        None => {
                             shared.held.remove(&job.lease);
                             return;
                         }
@@ -579,7 +556,6 @@ impl Agent {
                 }
             }
         };
-        let slot = Slot::new(permit, state);
         jobs.spawn(run_job(shared.clone(), job, slot, revoke));
     }
 }
@@ -590,6 +566,8 @@ struct JobFailure {
     code: String,
     message: String,
     retryable: bool,
+    /// Whether the runner already counted it in the proofs metric.
+    counted: bool,
 }
 
 impl JobFailure {
@@ -598,6 +576,7 @@ impl JobFailure {
             code: code.into(),
             message: message.into(),
             retryable,
+            counted: false,
         }
     }
 }
@@ -606,6 +585,17 @@ impl From<BackendError> for JobFailure {
     fn from(e: BackendError) -> Self {
         // Bad input cannot be fixed by a retry; the pod's own failures might be.
         JobFailure::new(e.code(), e.to_string(), !e.is_client_error())
+    }
+}
+
+impl From<RunError> for JobFailure {
+    fn from(e: RunError) -> Self {
+        let mut failure = match e {
+            RunError::Backend(e) => JobFailure::from(e),
+            e => JobFailure::new(e.code(), e.to_string(), true),
+        };
+        failure.counted = true;
+        failure
     }
 }
 
@@ -627,15 +617,14 @@ async fn run_job(
     let result = tokio::select! {
         biased;
         _ = revoked(&mut revoke) => {
-            drop(slot);
             tracing::warn!(job = job.job, uid = lease.uid, attempt = lease.attempt,
                 "lease revoked by the dispatcher: work abandoned, slot freed, no result sent");
             return;
         }
-        r = tokio::time::timeout(timeout, prove(&shared, job.input)) => r,
+        // The runner has its own timeout for the proof; this one also bounds the input's
+        // download and the fault delay.
+        r = tokio::time::timeout(timeout, prove(&shared, job.input, slot, started + timeout)) => r,
     };
-    // The upload holds no slot.
-    drop(slot);
     let result = result.unwrap_or_else(|_| {
         Err(JobFailure::new(
             "timeout",
@@ -643,22 +632,17 @@ async fn run_job(
             true,
         ))
     });
-    let label = match &result {
-        Ok(_) => "ok",
-        Err(f) => f.code.as_str(),
-    };
-    state
-        .metrics
-        .proofs
-        .with_label_values(&[state.backend_name, label])
-        .inc();
+    if let Err(f) = &result
+        && !f.counted
+    {
+        state
+            .metrics
+            .proofs
+            .with_label_values(&[state.backend_name, f.code.as_str()])
+            .inc();
+    }
     let outcome = match result {
         Ok((out, digest)) => {
-            state
-                .metrics
-                .proving_seconds
-                .with_label_values(&[state.backend_name])
-                .observe(started.elapsed().as_secs_f64());
             // Witness and proof only: the fault delay and input download are not proving.
             let proving_millis = (out.timings.witness_ms + out.timings.prove_ms).round() as u64;
             let mut proof = out.proof;
@@ -673,6 +657,7 @@ async fn run_job(
             Outcome::Proved {
                 proof,
                 public_signals: out.public_signals,
+                public_outputs: out.public_outputs,
                 proving_millis,
                 parameters_digest: digest,
             }
@@ -786,8 +771,14 @@ async fn upload(shared: &Shared, job: &str, request: &CompleteRequest) -> &'stat
     }
 }
 
-/// The proof of one job: its input resolved, then the backend on a blocking thread.
-async fn prove(shared: &Shared, input: JobInput) -> Result<(ProofOutput, String), JobFailure> {
+/// The proof of one job: its input resolved, then the proof through the runner, in the slot
+/// the job was given (freed when the proof ends, so the upload holds no slot).
+async fn prove(
+    shared: &Shared,
+    input: JobInput,
+    slot: Slot,
+    deadline: Instant,
+) -> Result<(ProofOutput, String), JobFailure> {
     if let Some(delay) = shared.faults.delay {
         tokio::time::sleep(delay).await;
     }
@@ -799,25 +790,14 @@ async fn prove(shared: &Shared, input: JobInput) -> Result<(ProofOutput, String)
         let placeholder = ProofOutput {
             proof: serde_json::json!({"protocol": "none", "note": "fault injection: skip-proving"}),
             public_signals: Vec::new(),
+            public_outputs: None,
             timings: Default::default(),
         };
         return Ok((placeholder, digest));
     }
     let input = resolve(input).await?;
-    backend.check(&input)?;
-    state.metrics.active_proofs.inc();
-    let st = shared.state.clone();
-    // A revoked or timed-out job drops this future, and with it the guard, which stops
-    // the proof at its next checkpoint: the freed slot gets the cores back.
-    let cancel = Cancel::new();
-    let _cancel_on_drop = cancel.on_drop();
-    let out = tokio::task::spawn_blocking(move || {
-        let out = backend.prove(input, &cancel);
-        st.metrics.active_proofs.dec();
-        out
-    })
-    .await
-    .map_err(|e| JobFailure::new("internal", format!("prover task failed: {e}"), true))??;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let out = runner::run(state, backend, input, slot, left).await?;
     Ok((out, digest))
 }
 
@@ -853,6 +833,25 @@ async fn resolve(input: JobInput) -> Result<ProofInput, JobFailure> {
                         )
                     }),
             }
+        }
+        JobInput::Files { files } => {
+            let mut out = std::collections::BTreeMap::new();
+            for file in files {
+                let bytes = match file.content {
+                    FileContent::Inline { base64 } => base64::engine::general_purpose::STANDARD
+                        .decode(base64.trim())
+                        .map_err(|e| {
+                            JobFailure::new(
+                                "invalid_input_file",
+                                format!("input file {} is not base64: {e}", file.name),
+                                false,
+                            )
+                        })?,
+                    FileContent::Url { url, sha256 } => download(&url, &sha256).await?,
+                };
+                out.insert(file.name, bytes);
+            }
+            Ok(ProofInput::Files(out))
         }
     }
 }
@@ -892,6 +891,26 @@ async fn download(url: &str, sha256: &str) -> Result<Vec<u8>, JobFailure> {
 /// Fault injection: makes a proof the verifier must reject. A Groth16 proof gets another
 /// valid curve point as `pi_a` (so it still parses); anything else is wrapped out of shape.
 fn corrupt(proof: &mut Value) {
+    // A binary STARK proof keeps its shape with one byte flipped in its middle, so only a
+    // real verifier can tell.
+    if let Some(mut bytes) = proof["base64"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .filter(|b| !b.is_empty())
+    {
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        proof["base64"] = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+        return;
+    }
+    // A Stone proof file keeps its shape with its last proof digit changed.
+    if let Some(hex) = proof["proof_hex"].as_str().filter(|h| !h.is_empty()) {
+        let mut hex = hex.to_string();
+        let last = if hex.ends_with('0') { "1" } else { "0" };
+        hex.replace_range(hex.len() - 1.., last);
+        proof["proof_hex"] = Value::String(hex);
+        return;
+    }
     let parsed = serde_json::from_value::<ProofJson>(proof.clone())
         .ok()
         .and_then(|p| p.to_proof().ok());

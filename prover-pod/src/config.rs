@@ -60,6 +60,9 @@ pub enum ExecProfile {
     /// cpu_air_params.json (FRI parameters from n_steps) and
     /// cpu_air_prover_config.json, and needs no zkey.
     Stone,
+    /// Miden VM's `miden-vm prove` proving the pool's MASM program (the one `.masm` parameter
+    /// file) on a job's `inputs.json`; verified with `miden-vm verify`.
+    Miden,
 }
 
 impl ExecProfile {
@@ -68,6 +71,7 @@ impl ExecProfile {
             ExecProfile::Snarkjs => "snarkjs",
             ExecProfile::Rapidsnark => "rapidsnark",
             ExecProfile::Stone => "stone",
+            ExecProfile::Miden => "miden",
         }
     }
 }
@@ -79,6 +83,14 @@ impl BackendKind {
             BackendKind::Exec => "exec",
         }
     }
+}
+
+/// Where the Groth16 arithmetic runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Acceleration {
+    Auto,
+    Cpu,
+    Gpu,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -192,14 +204,33 @@ pub struct ServeArgs {
     #[arg(long, env = "ZKFLEET_EXEC_PROGRAM")]
     pub exec_program: Option<String>,
 
-    /// exec backend: a custom command instead of the profile's, arguments
-    /// separated by spaces, with placeholders {zkey}, {witness}, {proof},
+    /// exec backend: a custom command instead of the profile's: a JSON list of arguments
+    /// (`["prove.sh", "--out", "{proof}"]`, what the operator passes, so an argument may hold
+    /// spaces) or words separated by spaces, with placeholders {zkey}, {witness}, {proof},
     /// {public} and {workdir}; it must write snarkjs proof.json/public.json.
     /// For stone the placeholders are {proof}, {public_input},
     /// {private_input}, {prover_config}, {parameters} and {workdir}, and a
-    /// command without placeholders is the program, Stone's flags appended.
+    /// command without placeholders is the program, Stone's flags appended. For miden, the
+    /// first word is the miden-vm program.
     #[arg(long, env = "ZKFLEET_EXEC_TEMPLATE")]
     pub exec_template: Option<String>,
+
+    /// exec backend: the command that verifies a proof, as --exec-template (JSON list or
+    /// words), with {proof} (the proof file) and {workdir}; exit status 0 means valid. Default
+    /// for stone: `cpu_air_verifier --in_file={proof}`.
+    #[arg(long, env = "ZKFLEET_EXEC_VERIFY_TEMPLATE")]
+    pub exec_verify_template: Option<String>,
+
+    /// exec backend: longest one run of the prover (or the verifier) may take, in seconds, when
+    /// shorter than --proof-timeout-seconds (the pool's `backend.exec.timeoutSeconds`).
+    #[arg(long, env = "ZKFLEET_EXEC_TIMEOUT_SECONDS")]
+    pub exec_timeout_seconds: Option<u64>,
+
+    /// groth16-bn254: where the MSMs and NTTs run: `auto` (the GPU when one is usable, else
+    /// the CPU), `cpu`, or `gpu` (never the CPU). This prover has no GPU code yet, so `auto`
+    /// proves on the CPU and a `gpu` pod is not ready, saying why; /v1/info reports the device.
+    #[arg(long, env = "ZKFLEET_ACCELERATION", value_enum, default_value = "auto")]
+    pub acceleration: Acceleration,
 
     /// exec backend: where per-proof working directories are made (default: the system temp dir).
     #[arg(long, env = "ZKFLEET_EXEC_WORKDIR")]
@@ -346,9 +377,29 @@ impl ServeArgs {
         }
     }
 
-    /// Whether this pod proves Cairo runs with Stone (no zkey, no wasm).
-    pub fn is_stone(&self) -> bool {
-        self.backend == BackendKind::Exec && self.exec_profile == ExecProfile::Stone
+    /// The proof system this pod runs, as named in [`crate::backend::REGISTRY`]: the
+    /// built-in `groth16-bn254`, or the exec profile.
+    pub fn system(&self) -> &'static str {
+        match self.backend {
+            BackendKind::Groth16Bn254 => "groth16-bn254",
+            BackendKind::Exec => self.exec_profile.name(),
+        }
+    }
+
+    /// Whether the proof system reads no proving key (Stone, Miden): any listed parameter files
+    /// are fetched and checked, and the system finds its own among them.
+    pub fn is_keyless(&self) -> bool {
+        matches!(self.system(), "stone" | "miden")
+    }
+
+    /// --exec-verify-template as arguments, when given.
+    pub fn exec_verify_template(&self) -> Result<Option<Vec<String>>, String> {
+        self.exec_verify_template
+            .as_deref()
+            .map(|t| {
+                crate::exec::parse_template(t).map_err(|e| format!("--exec-verify-template: {e}"))
+            })
+            .transpose()
     }
 
     /// The parameters to fetch and check before loading, when a source
@@ -369,8 +420,8 @@ impl ServeArgs {
             );
         }
         let mut files = self.parameter_files.clone();
-        if self.is_stone() {
-            // Stone reads no parameter files of ours; any listed are fetched and checked.
+        if self.is_keyless() {
+            // Stone and Miden read no proving key; any listed files are fetched and checked.
             let none = ResolvedFiles {
                 zkey: String::new(),
                 wasm: None,

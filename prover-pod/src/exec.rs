@@ -176,7 +176,7 @@ pub struct StoneInput {
     pub memory: Vec<u8>,
 }
 
-fn work_dir(work_root: Option<&Path>) -> Result<tempfile::TempDir, ExecError> {
+pub fn work_dir(work_root: Option<&Path>) -> Result<tempfile::TempDir, ExecError> {
     Ok(match work_root {
         Some(r) => tempfile::Builder::new().prefix("proof-").tempdir_in(r)?,
         None => tempfile::Builder::new()
@@ -407,9 +407,31 @@ pub fn command(
     profile: &str,
     program: Option<&str>,
     template: Option<&str>,
+) -> Result<Option<Vec<String>>, String> {
+    let custom = template.map(parse_template).transpose()?;
+    Ok(command_from(profile, program, custom))
+}
+
+/// A command template as given on the command line: a JSON list of arguments (what the
+/// operator passes, so arguments may hold spaces), or words separated by whitespace.
+pub fn parse_template(template: &str) -> Result<Vec<String>, String> {
+    let template = template.trim();
+    if template.starts_with('[') {
+        let words: Vec<String> = serde_json::from_str(template)
+            .map_err(|e| format!("{template:?} is not a JSON list of strings: {e}"))?;
+        if words.is_empty() {
+            return Err("the command is an empty list".into());
+        }
+        return Ok(words);
+    }
+    Ok(template.split_whitespace().map(str::to_string).collect())
+}
+
+fn command_from(
+    profile: &str,
+    program: Option<&str>,
+    custom: Option<Vec<String>>,
 ) -> Option<Vec<String>> {
-    let custom: Option<Vec<String>> =
-        template.map(|t| t.split_whitespace().map(str::to_string).collect());
     match custom {
         Some(words)
             if profile == "stone"
@@ -456,6 +478,8 @@ pub fn profile_template(profile: &str, program: Option<&str>) -> Option<Vec<Stri
             "--prover_config_file={prover_config}",
             "--parameter_file={parameters}",
         ])),
+        // The miden system builds its own command lines; the template names the program.
+        "miden" => Some(v(&[program.unwrap_or("miden-vm")])),
         _ => None,
     }
 }
@@ -632,11 +656,26 @@ mod tests {
             Err(ExecError::Spawn { .. })
         ));
         // A stone command without placeholders is the program; the flags follow.
-        let c = command("stone", None, Some("sh /opt/prove.sh")).unwrap();
+        let c = command("stone", None, Some("sh /opt/prove.sh"))
+            .unwrap()
+            .unwrap();
         assert_eq!(c[..2], ["sh", "/opt/prove.sh"]);
         assert!(c.iter().any(|a| a == "--parameter_file={parameters}"));
-        let own = command("stone", None, Some("p --out_file={proof}")).unwrap();
+        let own = command("stone", None, Some("p --out_file={proof}"))
+            .unwrap()
+            .unwrap();
         assert_eq!(own, ["p", "--out_file={proof}"]);
+        // A JSON list keeps arguments with spaces whole.
+        let listed = command(
+            "snarkjs",
+            None,
+            Some(r#"["/opt/my prover/prove", "--zkey", "{zkey}"]"#),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(listed, ["/opt/my prover/prove", "--zkey", "{zkey}"]);
+        assert!(command("snarkjs", None, Some("[1, 2]")).is_err());
+        assert!(command("snarkjs", None, Some("[]")).is_err());
         let p = stone_parameter_file(&fri_parameters(16384, None, 4).unwrap(), 18, 24);
         assert_eq!(p["stark"]["fri"]["fri_step_list"], json!([0, 4, 4, 4]));
     }

@@ -7,7 +7,10 @@ pub mod cancel;
 pub mod config;
 pub mod exec;
 pub mod groth16;
-pub mod lease;
 pub mod metrics;
 pub mod params;
+pub mod runner;
 pub mod server;
+
+/// The lease protocol with the operator's dispatcher (from the shared contract crate).
+pub use zkfleet_contract::lease;

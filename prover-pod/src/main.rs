@@ -7,12 +7,9 @@ use anyhow::Context;
 use clap::Parser;
 use zkfleet_prover::agent::Agent;
 use zkfleet_prover::backend::{
-    Backend, ExecGroth16Backend, Groth16Backend, Groth16Files, ParamsError, ProofInput,
-    StoneBackend,
+    self, Backend, Groth16Backend, Groth16Files, LoadContext, ParamsError, ProofInput,
 };
-use zkfleet_prover::config::{
-    BackendKind, Cli, Command, LogFormat, ProveArgs, ResolvedFiles, ServeArgs,
-};
+use zkfleet_prover::config::{Cli, Command, LogFormat, ProveArgs, ResolvedFiles, ServeArgs};
 use zkfleet_prover::groth16::{json, preprocessed};
 use zkfleet_prover::params;
 use zkfleet_prover::server::{AppState, router};
@@ -112,7 +109,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %args.listen, backend = args.backend.name(), "serving");
+    tracing::info!(listen = %args.listen, system = args.system(), "serving");
 
     // Flag mistakes stop the process; anything found while fetching or
     // loading leaves the pod up, not ready, with the reason on /readyz.
@@ -125,7 +122,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.exec_program.as_deref(),
         args.exec_template.as_deref(),
     )
+    .map_err(anyhow::Error::msg)
+    .context("--exec-template")?
     .context("exec profile has no template")?;
+    args.exec_verify_template().map_err(anyhow::Error::msg)?;
     let loader = state.clone();
     let load = Load {
         args: args.clone(),
@@ -185,106 +185,36 @@ struct Load {
 }
 
 impl Load {
-    /// Fetches and checks the parameter files (when a source is configured),
-    /// then loads the backend from them.
+    /// Fetches and checks the parameter files (when a source is configured), then loads the
+    /// pod's proof system from them (see `backend::REGISTRY`).
     async fn run(self, state: &AppState) -> Result<(Arc<dyn Backend>, String), ParamsError> {
         let args = self.args;
-        if args.is_stone() {
-            return load_stone(args, self.parameters, self.template, state).await;
-        }
-        let (files, checked) = match self.parameters {
-            None => (
-                Groth16Files {
-                    zkey: args.zkey.clone(),
-                    zkey_sha256: args.zkey_sha256.clone(),
-                    wasm: args.wasm.clone(),
-                    wasm_sha256: args.wasm_sha256.clone(),
-                    cache_dir: args.cache_dir.clone(),
-                },
-                false,
-            ),
-            Some((spec, names)) => {
-                let fetched = params::fetch(&spec, args.cache_dir.as_deref()).await?;
+        let fetched = match &self.parameters {
+            None => None,
+            Some((spec, _)) => {
+                let fetched = params::fetch(spec, args.cache_dir.as_deref()).await?;
                 state.set_parameter_files(fetched.clone());
                 if let (params::Source::Url(_), Some(dir)) = (&spec.source, &args.parameters_dir) {
                     params::link_into(&fetched, dir)?;
                 }
-                let file = |name: &str| {
-                    fetched.get(name).ok_or_else(|| {
-                        ParamsError::Invalid(format!("{name} is not among the parameter files"))
-                    })
-                };
-                let zkey = file(&names.zkey)?;
-                let wasm = names.wasm.as_deref().map(file).transpose()?;
-                (
-                    Groth16Files {
-                        zkey: zkey.path.clone(),
-                        zkey_sha256: Some(zkey.sha256.hex()),
-                        wasm: wasm.map(|w| w.path.clone()),
-                        wasm_sha256: wasm.map(|w| w.sha256.hex()),
-                        cache_dir: args.cache_dir.clone(),
-                    },
-                    true,
-                )
+                Some(fetched)
             }
         };
-        let (kind, template, timeout) = (
-            args.backend,
-            self.template,
-            Duration::from_secs(args.proof_timeout_seconds),
-        );
-        tokio::task::spawn_blocking(move || {
-            let b = if checked {
-                Groth16Backend::load_checked(&files)?
-            } else {
-                Groth16Backend::load(&files)?
-            };
-            let digest = format!("sha256:{}", b.report.digest);
-            tracing::info!(
-                digest,
-                from_cache = b.report.from_cache,
-                seconds = b.report.seconds,
-                note = b.report.cache_note.as_deref().unwrap_or(""),
-                "proving key loaded"
-            );
-            let backend: Arc<dyn Backend> = match kind {
-                BackendKind::Groth16Bn254 => b,
-                BackendKind::Exec => Arc::new(ExecGroth16Backend {
-                    inner: b,
-                    zkey: files.zkey.clone(),
-                    template,
-                    work_root: args.exec_workdir,
-                    timeout,
-                }),
-            };
-            Ok((backend, digest))
-        })
-        .await
-        .map_err(|e| ParamsError::Invalid(format!("loading task failed: {e}")))?
+        let system = args.system();
+        let proof_timeout = args.proof_timeout_seconds;
+        let ctx = LoadContext {
+            timeout: Duration::from_secs(
+                args.exec_timeout_seconds
+                    .map_or(proof_timeout, |exec| exec.min(proof_timeout)),
+            ),
+            args,
+            fetched,
+            template: self.template,
+        };
+        tokio::task::spawn_blocking(move || backend::load(system, &ctx))
+            .await
+            .map_err(|e| ParamsError::Invalid(format!("loading task failed: {e}")))?
     }
-}
-
-/// Stone needs no proving key: the pod is ready once any listed parameter
-/// files are fetched and checked.
-async fn load_stone(
-    args: ServeArgs,
-    parameters: Option<(params::Spec, ResolvedFiles)>,
-    template: Vec<String>,
-    state: &AppState,
-) -> Result<(Arc<dyn Backend>, String), ParamsError> {
-    if let Some((spec, _)) = parameters {
-        let fetched = params::fetch(&spec, args.cache_dir.as_deref()).await?;
-        state.set_parameter_files(fetched.clone());
-        if let (params::Source::Url(_), Some(dir)) = (&spec.source, &args.parameters_dir) {
-            params::link_into(&fetched, dir)?;
-        }
-    }
-    let backend: Arc<dyn Backend> = Arc::new(StoneBackend {
-        template,
-        work_root: args.exec_workdir,
-        timeout: Duration::from_secs(args.proof_timeout_seconds),
-    });
-    Ok((backend, String::new()))
 }
 
 async fn shutdown_signal() {

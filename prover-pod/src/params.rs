@@ -9,7 +9,6 @@
 //! final name only once the digest matches, so a partial or wrong download is
 //! never used and never shadows a good one.
 
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -23,52 +22,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
-/// A sha256 digest, written `sha256:<64 hex>` or bare hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Digest([u8; 32]);
-
-impl Digest {
-    pub fn of(bytes: &[u8]) -> Self {
-        Digest(Sha256::digest(bytes).into())
-    }
-
-    /// Lowercase hex, without the `sha256:` prefix.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl FromStr for Digest {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let hex_part = s.strip_prefix("sha256:").unwrap_or(s);
-        let mut out = [0u8; 32];
-        if hex_part.len() != 64 || hex::decode_to_slice(hex_part, &mut out).is_err() {
-            return Err(format!(
-                "{s:?} is not a sha256 digest (64 hex characters, optionally prefixed sha256:)"
-            ));
-        }
-        Ok(Digest(out))
-    }
-}
+pub use zkfleet_contract::Digest;
 
 /// One parameter file: its name (no directories) and expected sha256.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -325,7 +279,7 @@ fn hash_file(path: &Path) -> std::io::Result<(Digest, u64)> {
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    Ok((Digest(hasher.finalize().into()), total))
+    Ok((Digest::from_bytes(hasher.finalize().into()), total))
 }
 
 /// Refuses a parameters URL whose scheme this loader cannot fetch from.
@@ -338,68 +292,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// The object store at `url` (`https://`, `http://`, `s3://`, `gs://`, `az://`) and the prefix
-/// the files live under. Object stores take the bucket (container) from the URL and credentials
-/// from the standard environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`); the rest of the
-/// path is the prefix. An HTTP store's base is the whole URL. Shared with the operator, which
-/// reads verifying keys and stores proofs the same way.
-pub fn object_store_at(
-    url: &str,
-    client: object_store::ClientOptions,
-    retry: object_store::RetryConfig,
-) -> Result<(Arc<dyn ObjectStore>, StorePath), String> {
-    let url = url.trim_end_matches('/');
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| "it is not a URL (no scheme)".to_string())?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err("it names no host or bucket".into());
-    }
-    let bad = |e: object_store::Error| e.to_string();
-    let store: Arc<dyn ObjectStore> = match scheme {
-        "https" | "http" => {
-            let store = object_store::http::HttpBuilder::new()
-                .with_url(url)
-                .with_client_options(client.with_allow_http(scheme == "http"))
-                .with_retry(retry)
-                .build()
-                .map_err(bad)?;
-            return Ok((Arc::new(store), StorePath::default()));
-        }
-        "s3" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_url(url)
-                .with_client_options(client)
-                .with_retry(retry)
-                .build()
-                .map_err(bad)?,
-        ),
-        "gs" => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(url)
-                .with_client_options(client)
-                .with_retry(retry)
-                .build()
-                .map_err(bad)?,
-        ),
-        "az" => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(url)
-                .with_client_options(client)
-                .with_retry(retry)
-                .build()
-                .map_err(bad)?,
-        ),
-        other => {
-            return Err(format!(
-                "unsupported URL scheme {other:?}: use https://, s3://, gs:// or az://"
-            ));
-        }
-    };
-    let prefix = StorePath::parse(prefix).map_err(|e| format!("bad path: {e}"))?;
-    Ok((store, prefix))
-}
+pub use zkfleet_contract::store::object_store_at;
 
 /// An object store and the prefix the files live under.
 struct Remote {
@@ -501,7 +394,7 @@ impl Remote {
                 .await
                 .map_err(|e| unavailable(format!("writing {}: {e}", dir.display())))?;
         }
-        let actual = Digest(hasher.finalize().into());
+        let actual = Digest::from_bytes(hasher.finalize().into());
         if actual != f.sha256 {
             // Dropping `tmp` deletes the partial file.
             return Err(FetchError::DigestMismatch {

@@ -17,12 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::backend::{Backend, BackendError, ParamsError, ProofInput};
-use crate::cancel::Cancel;
-use crate::exec::StoneInput;
-use crate::groth16::json::ProofJson;
+use crate::backend::{Backend, BackendError, ParamsError, ProofInput, stone};
 use crate::metrics::Metrics;
 use crate::params::Fetched;
+use crate::runner::{self, RunError, Slot};
 
 /// Where parameter loading stands.
 pub enum Params {
@@ -175,11 +173,7 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub code: String,
-    pub message: String,
-}
+pub use zkfleet_contract::ErrorBody;
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -263,7 +257,11 @@ pub struct ProveRequest {
     pub inputs: Option<Value>,
     /// A `.wtns` witness, base64.
     pub witness: Option<String>,
-    /// A Cairo run to prove with Stone (pods with `--exec-profile stone`).
+    /// Named input files, base64, for proof systems that take files (Stone, Miden): the
+    /// names are those the pod's proof system lists in `/v1/info`.
+    pub files: Option<std::collections::BTreeMap<String, String>>,
+    /// A Cairo run to prove with Stone (pods with `--exec-profile stone`); the same as `files`
+    /// with Stone's four files.
     pub stone: Option<StoneRequest>,
 }
 
@@ -283,7 +281,8 @@ pub struct StoneRequest {
 }
 
 impl StoneRequest {
-    fn into_input(self) -> Result<StoneInput, ApiError> {
+    /// Stone's four input files, under the names the Stone proof system takes.
+    fn into_files(self) -> Result<ProofInput, ApiError> {
         let decode = |name: &str, b64: &str| {
             base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
@@ -297,12 +296,20 @@ impl StoneRequest {
                     )
                 })
         };
-        Ok(StoneInput {
-            trace: decode("trace", &self.trace)?,
-            memory: decode("memory", &self.memory)?,
-            public_input: Value::Object(self.public_input),
-            private_input: Value::Object(self.private_input),
-        })
+        let json = |v: serde_json::Map<String, Value>| {
+            serde_json::to_vec(&Value::Object(v)).map_err(|e| ApiError::internal(e.to_string()))
+        };
+        Ok(ProofInput::Files(
+            [
+                (stone::PUBLIC_INPUT, json(self.public_input)?),
+                (stone::PRIVATE_INPUT, json(self.private_input)?),
+                (stone::TRACE, decode("trace", &self.trace)?),
+                (stone::MEMORY, decode("memory", &self.memory)?),
+            ]
+            .into_iter()
+            .map(|(name, bytes)| (name.to_string(), bytes))
+            .collect(),
+        ))
     }
 }
 
@@ -313,6 +320,9 @@ pub struct ProveResponse {
     /// snarkjs `proof.json` for Groth16; Stone's proof file for Stone.
     pub proof: Value,
     pub public_signals: Vec<String>,
+    /// What a STARK or VM proof commits to (absent for Groth16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_outputs: Option<Value>,
     pub timings: Value,
 }
 
@@ -322,17 +332,14 @@ pub struct ParametersInfo {
     pub digest: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    pub backend: Option<String>,
-    pub proof: ProofJson,
-    pub public_signals: Vec<String>,
-}
+pub use zkfleet_contract::verify::{VerifyRequest, VerifyResponse};
 
+/// Refuses a request that names another backend; the backend (`groth16-bn254`, `exec`) and
+/// the proof system (`stone`, `miden`, ...) are both accepted as names.
 fn check_backend(state: &AppState, asked: Option<&str>) -> Result<(), ApiError> {
+    let system = state.ready_backend().map(|(b, _)| b.system());
     match asked {
-        Some(b) if b != state.backend_name => Err(ApiError::new(
+        Some(b) if b != state.backend_name && Some(b) != system => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "unknown_backend",
             format!("this pod runs backend {}, not {b:?}", state.backend_name),
@@ -398,8 +405,13 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
         .read()
         .ok()
         .and_then(|f| f.as_ref().map(|f| json!(f.files)));
+    let system = state
+        .ready_backend()
+        .map(|(b, _)| (b.system(), b.input_files()));
     Json(json!({
         "backend": state.backend_name,
+        "system": system.map(|(name, _)| name),
+        "input_files": system.map(|(_, files)| files),
         "parameters": {
             "version": state.parameters_version,
             "digest": digest(&state),
@@ -432,25 +444,7 @@ async fn prove(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let result = prove_inner(&state, &headers, raw).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code,
-    };
-    state
-        .metrics
-        .proofs
-        .with_label_values(&[state.backend_name, outcome])
-        .inc();
-    if result.is_ok() {
-        state
-            .metrics
-            .proving_seconds
-            .with_label_values(&[state.backend_name])
-            .observe(started.elapsed().as_secs_f64());
-    }
-    match result {
+    match prove_inner(&state, &headers, raw).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => e.into_response(),
     }
@@ -461,60 +455,31 @@ async fn prove_inner(
     headers: &HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<ProveResponse, ApiError> {
+    // Requests refused before they reach the runner are counted here; the runner counts the
+    // proofs it runs.
+    let refused = |e: ApiError| {
+        state
+            .metrics
+            .proofs
+            .with_label_values(&[state.backend_name, e.code])
+            .inc();
+        e
+    };
     if state.is_draining() {
-        return Err(ApiError::new(
+        return Err(refused(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "the pod is shutting down",
-        ));
+        )));
     }
-    let raw = body(raw, state.max_body_bytes)?;
-    let backend = state.backend()?;
-    let is_binary = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/octet-stream"));
-    let input = if is_binary {
-        check_backend(
-            state,
-            headers
-                .get("x-zkfleet-backend")
-                .and_then(|v| v.to_str().ok()),
-        )?;
-        ProofInput::Wtns(raw.to_vec())
-    } else {
-        let req: ProveRequest = serde_json::from_slice(&raw).map_err(ApiError::bad_json)?;
-        check_backend(state, req.backend.as_deref())?;
-        match (req.inputs, req.witness, req.stone) {
-            (None, None, Some(stone)) => ProofInput::Stone(stone.into_input()?),
-            (Some(inputs), None, None) => ProofInput::Inputs(inputs),
-            (None, Some(w), None) => ProofInput::Wtns(
-                base64::engine::general_purpose::STANDARD
-                    .decode(w.trim())
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "invalid_witness",
-                            format!("witness is not base64: {e}"),
-                        )
-                    })?,
-            ),
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    "give exactly one of `inputs` (circuit input signals), `witness` (base64 .wtns) and `stone` (a Cairo run)",
-                ));
-            }
-        }
-    };
-    backend.check(&input)?;
-
-    let permit = state
-        .slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError {
+    let raw = body(raw, state.max_body_bytes).map_err(refused)?;
+    let backend = state.backend().map_err(refused)?;
+    let input = prove_input(state, headers, &raw).map_err(refused)?;
+    backend
+        .check(&input)
+        .map_err(|e| refused(ApiError::from(e)))?;
+    let slot = Slot::try_take(state).ok_or_else(|| {
+        refused(ApiError {
             retry_after: Some(1),
             ..ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -524,37 +489,18 @@ async fn prove_inner(
                     state.total_slots
                 ),
             )
+        })
+    })?;
+    // A client that hangs up drops this future, which cancels the proof (see runner::run).
+    let out = runner::run(state, backend, input, slot, state.proof_timeout)
+        .await
+        .map_err(|e| match e {
+            RunError::Backend(e) => ApiError::from(e),
+            RunError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string())
+            }
+            RunError::Task(_) => ApiError::internal(e.to_string()),
         })?;
-    state.update_free_slots();
-    state.metrics.active_proofs.inc();
-    let st = state.clone();
-    // The permit moves into the blocking task: a proof that outlives its
-    // timeout still holds its slot until the CPU work really ends, which the
-    // guard makes soon: a timeout, or a client that hangs up (axum drops this
-    // future), cancels the proof.
-    let cancel = Cancel::new();
-    let _cancel_on_drop = cancel.on_drop();
-    let job = tokio::task::spawn_blocking(move || {
-        let out = backend.prove(input, &cancel);
-        drop(permit);
-        st.metrics.active_proofs.dec();
-        st.update_free_slots();
-        out
-    });
-    let out = match tokio::time::timeout(state.proof_timeout, job).await {
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "proof took longer than {} s",
-                    state.proof_timeout.as_secs_f64()
-                ),
-            ));
-        }
-        Ok(Err(e)) => return Err(ApiError::internal(format!("prover task failed: {e}"))),
-        Ok(Ok(r)) => r?,
-    };
     Ok(ProveResponse {
         backend: state.backend_name.to_string(),
         parameters: ParametersInfo {
@@ -563,31 +509,89 @@ async fn prove_inner(
         },
         proof: out.proof,
         public_signals: out.public_signals,
+        public_outputs: out.public_outputs,
         timings: json!({"witness_ms": out.timings.witness_ms, "prove_ms": out.timings.prove_ms}),
     })
+}
+
+/// The input of a `POST /v1/prove`: a binary `.wtns` body, or JSON with exactly one of
+/// `inputs`, `witness`, `files` and `stone`.
+fn prove_input(state: &AppState, headers: &HeaderMap, raw: &Bytes) -> Result<ProofInput, ApiError> {
+    let is_binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    if is_binary {
+        check_backend(
+            state,
+            headers
+                .get("x-zkfleet-backend")
+                .and_then(|v| v.to_str().ok()),
+        )?;
+        return Ok(ProofInput::Wtns(raw.to_vec()));
+    }
+    let req: ProveRequest = serde_json::from_slice(raw).map_err(ApiError::bad_json)?;
+    check_backend(state, req.backend.as_deref())?;
+    let base64 = |what: &str, b64: &str, code: &'static str, status: StatusCode| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| {
+                ApiError::new(
+                    status,
+                    code,
+                    format!("{what} is not base64: {e}; send the file's bytes base64-encoded"),
+                )
+            })
+    };
+    match (req.inputs, req.witness, req.files, req.stone) {
+        (Some(inputs), None, None, None) => Ok(ProofInput::Inputs(inputs)),
+        (None, Some(w), None, None) => Ok(ProofInput::Wtns(base64(
+            "witness",
+            &w,
+            "invalid_witness",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )?)),
+        (None, None, Some(files), None) => {
+            let mut out = std::collections::BTreeMap::new();
+            for (name, b64) in files {
+                let bytes = base64(
+                    &format!("files.{name}"),
+                    &b64,
+                    "invalid_files",
+                    StatusCode::BAD_REQUEST,
+                )?;
+                out.insert(name, bytes);
+            }
+            Ok(ProofInput::Files(out))
+        }
+        (None, None, None, Some(stone)) => stone.into_files(),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "give exactly one of `inputs` (circuit input signals), `witness` (base64 .wtns), `files` (named input files, base64) and `stone` (a Cairo run)",
+        )),
+    }
 }
 
 async fn verify(
     State(state): State<Arc<AppState>>,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VerifyResponse>, ApiError> {
     let raw = body(raw, state.max_body_bytes)?;
     let backend = state.backend()?;
-    if !backend.verifies() {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "verification_unsupported",
-            "this pod runs Stone (exec profile stone) and does not verify its proofs: check them with Stone's cpu_air_verifier",
-        ));
-    }
     let req: VerifyRequest = serde_json::from_slice(&raw).map_err(ApiError::bad_json)?;
     check_backend(&state, req.backend.as_deref())?;
     let started = Instant::now();
-    let valid =
-        tokio::task::spawn_blocking(move || backend.verify(&req.proof, &req.public_signals))
-            .await
-            .map_err(|e| ApiError::internal(format!("verifier task failed: {e}")))??;
-    Ok(Json(
-        json!({"valid": valid, "verifier_ms": started.elapsed().as_secs_f64() * 1e3}),
-    ))
+    let verdict = tokio::task::spawn_blocking(move || {
+        backend.verify(&req.proof, &req.public_signals, req.public_outputs.as_ref())
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("verifier task failed: {e}")))??;
+    Ok(Json(VerifyResponse {
+        valid: verdict.is_ok(),
+        verifier_ms: started.elapsed().as_secs_f64() * 1e3,
+        reason: verdict.err(),
+        // The downward API names the pod; the operator records who verified.
+        verifier: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
+    }))
 }

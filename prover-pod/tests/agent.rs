@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use zkfleet_prover::agent::{Agent, AgentConfig, Faults};
 use zkfleet_prover::backend::{
-    Backend, BackendError, Groth16Backend, Groth16Files, ProofInput, ProofOutput,
+    Backend, BackendError, Groth16Backend, Groth16Files, ProofInput, ProofOutput, Verdict,
 };
 use zkfleet_prover::cancel::Cancel;
 use zkfleet_prover::groth16::json::ProofJson;
@@ -275,7 +275,7 @@ struct EndlessProof {
 }
 
 impl Backend for EndlessProof {
-    fn name(&self) -> &'static str {
+    fn system(&self) -> &'static str {
         "groth16-bn254"
     }
 
@@ -292,13 +292,15 @@ impl Backend for EndlessProof {
         Err(BackendError::Exec("never cancelled".into()))
     }
 
-    fn verify(&self, _: &ProofJson, _: &[String]) -> Result<bool, BackendError> {
-        Ok(false)
+    fn verify(&self, _: &Value, _: &[String], _: Option<&Value>) -> Result<Verdict, BackendError> {
+        Ok(Err("an endless proof never ends".into()))
     }
+}
 
-    fn verification_key(&self) -> Option<Value> {
-        None
-    }
+/// The backend's verdict on a snarkjs proof.
+fn verdict(backend: &Arc<dyn Backend>, proof: &ProofJson, public: &[String]) -> Verdict {
+    let proof = serde_json::to_value(proof).unwrap();
+    backend.verify(&proof, public, None).unwrap()
 }
 
 /// A pod whose only backend is an [`EndlessProof`].
@@ -457,7 +459,12 @@ async fn leased_jobs_are_proved_and_reported_with_proofs_that_verify() {
         assert_eq!(c.caller, caller());
         let (proof, public, used) = proved(&c);
         assert_eq!(used, digest);
-        assert!(backend.verify(&proof, &public).unwrap(), "{}", c.lease.uid);
+        assert_eq!(
+            verdict(&backend, &proof, &public),
+            Ok(()),
+            "{}",
+            c.lease.uid
+        );
     }
     let (auth, first) = d.leases.lock().unwrap()[0].clone();
     assert_eq!(auth, "Bearer tok-1");
@@ -654,7 +661,7 @@ async fn the_corrupt_proofs_fault_uploads_proofs_the_verifier_rejects() {
     let (proof, public, _) = proved(&d.completes()[0]);
     // Still well-formed points, but not a valid proof.
     proof.to_proof().unwrap();
-    assert!(!backend().0.verify(&proof, &public).unwrap());
+    assert!(verdict(&backend().0, &proof, &public).is_err());
     pod.drain().await;
 }
 
@@ -693,7 +700,7 @@ async fn draining_finishes_the_proof_in_flight_and_leases_no_more() {
     let completes = d.completes();
     assert_eq!(completes.len(), 1);
     let (proof, public, _) = proved(&completes[0]);
-    assert!(backend().0.verify(&proof, &public).unwrap());
+    assert_eq!(verdict(&backend().0, &proof, &public), Ok(()));
     assert_eq!(
         d.lease_count(),
         2,

@@ -351,6 +351,7 @@ fn exec_backend_with_snarkjs_makes_proofs_snarkjs_accepts() {
     };
     let snarkjs = common::fixtures().join("bin/snarkjs");
     let backend = ExecGroth16Backend {
+        system: "snarkjs",
         inner: Groth16Backend::load(&files).unwrap(),
         zkey: files.zkey.clone(),
         template: profile_template("snarkjs", snarkjs.to_str()).unwrap(),
@@ -362,8 +363,12 @@ fn exec_backend_with_snarkjs_makes_proofs_snarkjs_accepts() {
     let out = backend
         .prove(ProofInput::Inputs(input), &Cancel::new())
         .unwrap();
-    let proof = serde_json::from_value(out.proof.clone()).unwrap();
-    assert!(backend.verify(&proof, &out.public_signals).unwrap());
+    assert_eq!(
+        backend
+            .verify(&out.proof, &out.public_signals, None)
+            .unwrap(),
+        Ok(())
+    );
     let tmp = tempfile::tempdir().unwrap();
     let (proof_path, public_path) = (
         tmp.path().join("proof.json"),

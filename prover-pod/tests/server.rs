@@ -482,6 +482,7 @@ async fn a_proof_past_its_timeout_is_stopped_and_gives_its_slot_back() {
     let files = files("mulchain");
     let state = AppState::new("exec", "v1".into(), 1, Duration::from_secs(1), LIMIT).unwrap();
     let backend = ExecGroth16Backend {
+        system: "snarkjs",
         inner: Groth16Backend::load(&files).unwrap(),
         zkey: files.zkey.clone(),
         template: vec!["sh".into(), "-c".into(), "sleep 300".into()],

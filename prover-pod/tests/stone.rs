@@ -14,7 +14,8 @@ use base64::Engine as _;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use zkfleet_prover::backend::{Backend, StoneBackend};
+use zkfleet_prover::backend::Backend;
+use zkfleet_prover::backend::stone::StoneBackend;
 use zkfleet_prover::exec;
 use zkfleet_prover::server::{AppState, router};
 
@@ -53,7 +54,18 @@ memory=$(field "$priv" memory_path | tr -d '"')
 [ "$(cat "$trace")" = "TRACE" ] && [ "$(cat "$memory")" = "MEMORY" ] || {
   echo "trace or memory not where the private input says" >&2; exit 67; }
 grep -q store_full_lde "$conf" || { echo "no prover config" >&2; exit 68; }
-printf '{"stand_in": true, "n_steps": %s, "fri_step_list": [%s]}' "$n_steps" "$steps" > "$out"
+printf '{"stand_in": true, "n_steps": %s, "fri_step_list": [%s], "public_input": %s}' "$n_steps" "$steps" "$(cat "$pub")" > "$out"
+"#;
+
+/// Stands in for Stone's cpu_air_verifier: checks its one flag and accepts the stand-in
+/// prover's proofs, unless they were tampered with.
+const STAND_IN_CPU_AIR_VERIFIER: &str = r#"#!/bin/sh
+set -eu
+case "${1:-}" in --in_file=*) in=${1#*=} ;; *) echo "usage: --in_file=PROOF" >&2; exit 64 ;; esac
+[ $# -eq 1 ] || { echo "unexpected arguments: $*" >&2; exit 64; }
+grep -q '"stand_in": *true' "$in" || { echo "Invalid proof" >&2; exit 1; }
+grep -q tampered "$in" && { echo "Proof verification failed" >&2; exit 1; }
+echo "Proof verified successfully."
 "#;
 
 /// Stands in for a cpu_air_prover that fails on its input.
@@ -62,12 +74,22 @@ const FAILING_CPU_AIR_PROVER: &str = "#!/bin/sh\necho 'reading trace' >&2\necho 
 fn stone_app(dir: &Path, script: &str) -> Router {
     let path = dir.join("cpu_air_prover.sh");
     std::fs::write(&path, script).unwrap();
+    let verifier = dir.join("cpu_air_verifier.sh");
+    std::fs::write(&verifier, STAND_IN_CPU_AIR_VERIFIER).unwrap();
     // Run through sh, as a ProverPool command without placeholders would be:
     // the profile appends Stone's flags.
-    let template = exec::command("stone", None, Some(&format!("sh {}", path.display()))).unwrap();
+    let template = exec::command("stone", None, Some(&format!("sh {}", path.display())))
+        .unwrap()
+        .unwrap();
+    let verify_template = vec![
+        "sh".to_string(),
+        verifier.display().to_string(),
+        "--in_file={proof}".into(),
+    ];
     let state = AppState::new("exec", "v1".into(), 1, Duration::from_secs(60), 1 << 20).unwrap();
     let backend: Arc<dyn Backend> = Arc::new(StoneBackend {
         template,
+        verify_template: Some(verify_template),
         work_root: Some(dir.to_path_buf()),
         timeout: Duration::from_secs(60),
     });
@@ -93,7 +115,15 @@ fn cairo_run(n_steps: Value) -> Value {
     json!({
         "backend": "exec",
         "stone": {
-            "publicInput": {"layout": "recursive", "n_steps": n_steps, "memory_segments": {}},
+            "publicInput": {
+                "layout": "recursive", "n_steps": n_steps,
+                "memory_segments": {"output": {"begin_addr": 10, "stop_ptr": 12}},
+                "public_memory": [
+                    {"address": 1, "value": "0x7", "page": 0},
+                    {"address": 11, "value": "0x37", "page": 0},
+                    {"address": 10, "value": "0xa", "page": 0},
+                ],
+            },
             "privateInput": {"trace_path": "/elsewhere/trace.bin", "memory_path": "/elsewhere/memory.bin", "pedersen": []},
             "trace": b64("TRACE"),
             "memory": b64("MEMORY"),
@@ -116,7 +146,57 @@ async fn stone_proves_with_fri_parameters_from_n_steps() {
         assert_eq!(v["proof"]["n_steps"], n);
         assert_eq!(v["proof"]["fri_step_list"], steps);
         assert_eq!(v["public_signals"], json!([]));
+        // The program output is read from the output segment of the public memory, in
+        // address order.
+        assert_eq!(v["public_outputs"]["output"], json!(["0xa", "0x37"]), "{v}");
+        assert_eq!(v["public_outputs"]["nSteps"], n);
     }
+}
+
+#[tokio::test]
+async fn stone_proofs_are_checked_by_the_verifier_command_and_their_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = stone_app(dir.path(), STAND_IN_CPU_AIR_PROVER);
+    let (s, proved) = post(&app, "/v1/prove", cairo_run(json!(1024))).await;
+    assert_eq!(s, StatusCode::OK, "{proved}");
+    let verify =
+        |proof: &Value, outputs: &Value| json!({"proof": proof, "public_outputs": outputs});
+    let (s, v) = post(
+        &app,
+        "/v1/verify",
+        verify(&proved["proof"], &proved["public_outputs"]),
+    )
+    .await;
+    assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(true)), "{v}");
+
+    // A tampered proof: the verifier command says no, and its words are the reason.
+    let mut tampered = proved["proof"].clone();
+    tampered["tampered"] = json!(true);
+    let (s, v) = post(
+        &app,
+        "/v1/verify",
+        verify(&tampered, &proved["public_outputs"]),
+    )
+    .await;
+    assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(false)), "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Proof verification failed"),
+        "{v}"
+    );
+
+    // A valid proof reported with another program output is refused without running the
+    // verifier: the output must be the proof's.
+    let mut lie = proved["public_outputs"].clone();
+    lie["output"] = json!(["0x1"]);
+    let (s, v) = post(&app, "/v1/verify", verify(&proved["proof"], &lie)).await;
+    assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(false)), "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("program output"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -151,21 +231,25 @@ async fn stone_refuses_trace_lengths_without_a_fri_layout() {
         "{v}"
     );
 
-    // Groth16 input to a Stone pod, and verification, say what this pod does.
+    // Groth16 input to a Stone pod says what this pod takes; so does a missing file.
     let (s, v) = post(&app, "/v1/prove", json!({"inputs": {"a": "1"}})).await;
     assert_eq!(
         (s, v["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("wrong_input_kind")),
         "{v}"
     );
+    assert!(v["message"].as_str().unwrap().contains("trace.bin"), "{v}");
     let (s, v) = post(
         &app,
-        "/v1/verify",
-        json!({"proof": {}, "public_signals": []}),
+        "/v1/prove",
+        json!({"files": {"public_input.json": "e30=", "trace.bin": "AA=="}}),
     )
     .await;
-    assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
-    assert_eq!(v["code"], "verification_unsupported");
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("missing_input_file")),
+        "{v}"
+    );
 
     // And it still proves.
     let (s, v) = post(&app, "/v1/prove", cairo_run(json!(1024))).await;
@@ -177,8 +261,9 @@ async fn stone_failure_reports_exit_code_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let app = stone_app(dir.path(), FAILING_CPU_AIR_PROVER);
     let (s, v) = post(&app, "/v1/prove", cairo_run(json!(2048))).await;
-    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
-    assert_eq!(v["code"], "prover_failed");
+    // A prover that exits with a status refused the input: a client error, not retried.
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["code"], "input_rejected");
     let msg = v["message"].as_str().unwrap();
     assert!(msg.contains("code 7"), "{msg}");
     assert!(

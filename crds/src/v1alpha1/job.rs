@@ -64,7 +64,8 @@ pub struct ProofJobSpec {
     pub pool_ref: PoolRef,
 
     /// The proof input: exactly one of `inline`, `configMapKeyRef`, `secretKeyRef` or `url`,
-    /// and its `format`.
+    /// and its `format` (Groth16 pools); or `files`, the named input files of a STARK or VM
+    /// prover (exec pools with the `stone` or `miden` profile).
     pub input: ProofInput,
 
     /// Only run on pods serving this `spec.parameters.version` of the pool. Without it, the
@@ -113,8 +114,10 @@ pub struct PoolRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "(has(self.inline) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.secretKeyRef) ? 1 : 0) + (has(self.url) ? 1 : 0) == 1"
-).message("input must set exactly one of inline, configMapKeyRef, secretKeyRef or url"))]
+    "(has(self.inline) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.secretKeyRef) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.files) ? 1 : 0) == 1"
+).message("input must set exactly one of inline, configMapKeyRef, secretKeyRef, url or files"))]
+#[x_kube(validation = Rule::new("!has(self.files) || !has(self.sha256)")
+    .message("input.sha256 checks a single input; with input.files, set sha256 on each file"))]
 #[x_kube(validation = Rule::new("!has(self.url) || has(self.sha256)")
     .message("input.sha256 is required with input.url: set it to the sha256sum of the file"))]
 pub struct ProofInput {
@@ -149,6 +152,102 @@ pub struct ProofInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::sha256")]
     pub sha256: Option<String>,
+
+    /// Named input files, for provers that take several (1 to 16, names unique): a Stone job's
+    /// `public_input.json`, `private_input.json`, `trace.bin` and `memory.bin` (one
+    /// `cairo-run --proof_mode` output); a Miden job's `inputs.json`. Each file comes from
+    /// exactly one of `inline`, `configMapKeyRef`, `secretKeyRef` or `url`. `format` does not
+    /// apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16), schema_with = "input_files_schema")]
+    pub files: Option<Vec<InputFile>>,
+}
+
+/// `input.files`: a list keyed by file name, so the API server refuses two files with one name.
+fn input_files_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<InputFile>>();
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["name"]),
+    );
+    schema.insert("minItems".into(), 1.into());
+    schema.insert("maxItems".into(), 16.into());
+    schema
+}
+
+/// One named input file of a job, from exactly one source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "(has(self.inline) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.secretKeyRef) ? 1 : 0) + (has(self.url) ? 1 : 0) == 1"
+).message("each of input.files must set exactly one of inline, configMapKeyRef, secretKeyRef or url"))]
+#[x_kube(validation = Rule::new("!has(self.url) || has(self.sha256)")
+    .message("a file of input.files with a url needs sha256: set it to the sha256sum of the file"))]
+pub struct InputFile {
+    /// The name the prover knows the file by, for example `trace.bin` (letters, digits, `.`,
+    /// `_` and `-`).
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9._-]*$')")
+        .message("input.files[].name must be a plain file name: letters, digits, '.', '_' and '-', not starting with '.' or '-'"))]
+    pub name: String,
+
+    /// The file itself, in the manifest (at most 262144 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineInput>,
+
+    /// A key of a ConfigMap in the job's namespace that holds the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+
+    /// A key of a Secret in the job's namespace that holds the file, for private inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+
+    /// Where to download the file: `https://` or an object store URI. Requires `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(https|s3|gs|az)://[^/]+')")
+        .message("input.files[].url must start with https://, s3://, gs:// or az:// followed by a host or bucket"))]
+    pub url: Option<String>,
+
+    /// SHA-256 of the file as 64 lowercase hex characters. Required with `url`; checked when
+    /// set with the other sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::sha256")]
+    pub sha256: Option<String>,
+}
+
+impl InputFile {
+    /// The file's source, as [`ProofInput::source`] gives a single input's.
+    pub fn source(&self) -> Option<InputSource<'_>> {
+        one_source(
+            self.inline.as_ref(),
+            self.config_map_key_ref.as_ref(),
+            self.secret_key_ref.as_ref(),
+            self.url.as_deref(),
+        )
+    }
+}
+
+fn one_source<'a>(
+    inline: Option<&'a InlineInput>,
+    config_map: Option<&'a KeyRef>,
+    secret: Option<&'a KeyRef>,
+    url: Option<&'a str>,
+) -> Option<InputSource<'a>> {
+    let mut sources = [
+        inline.map(InputSource::Inline),
+        config_map.map(InputSource::ConfigMapKey),
+        secret.map(InputSource::SecretKey),
+        url.map(InputSource::Url),
+    ]
+    .into_iter()
+    .flatten();
+    match (sources.next(), sources.next()) {
+        (Some(source), None) => Some(source),
+        _ => None,
+    }
 }
 
 /// The one source a `ProofInput` names, borrowed from it.
@@ -166,22 +265,17 @@ pub enum InputSource<'a> {
 
 impl ProofInput {
     /// The input's source, or `None` unless exactly one is set (the API server refuses such
-    /// jobs, so `None` means the object bypassed validation).
+    /// jobs, so `None` means the object bypassed validation, or the job carries `files`).
     pub fn source(&self) -> Option<InputSource<'_>> {
-        let mut sources = [
-            self.inline.as_ref().map(InputSource::Inline),
-            self.config_map_key_ref
-                .as_ref()
-                .map(InputSource::ConfigMapKey),
-            self.secret_key_ref.as_ref().map(InputSource::SecretKey),
-            self.url.as_deref().map(InputSource::Url),
-        ]
-        .into_iter()
-        .flatten();
-        match (sources.next(), sources.next()) {
-            (Some(source), None) => Some(source),
-            _ => None,
+        if self.files.is_some() {
+            return None;
         }
+        one_source(
+            self.inline.as_ref(),
+            self.config_map_key_ref.as_ref(),
+            self.secret_key_ref.as_ref(),
+            self.url.as_deref(),
+        )
     }
 }
 
@@ -399,6 +493,13 @@ pub struct ProofResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_signals: Option<Vec<String>>,
 
+    /// What a STARK or VM proof commits to, as its proof system reports it: for Miden the
+    /// `programHash` and the `stackOutputs`; for Stone the Cairo program's `output`. Kept on
+    /// the status even when the proof itself is stored elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::json_object")]
+    pub public_outputs: Option<serde_json::Map<String, serde_json::Value>>,
+
     /// Where the proof is stored when it is too large for the status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
@@ -412,13 +513,23 @@ pub struct ProofResult {
     pub size_bytes: Option<i64>,
 }
 
-/// Result of verifying a proof.
+/// Result of verifying a proof. A proof that fails verification never reaches the status: its
+/// attempt fails with `ProofRejected` and the job is retried.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Verification {
-    /// True when the proof verified against the pool's verifying key; false when verification
-    /// is turned off for the pool.
+    /// True when the proof was checked and verified; false only together with `skipped`.
     pub verified: bool,
+
+    /// True when the pool turns verification off (`jobDefaults.verify: false`): the proof was
+    /// not checked by anyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+
+    /// Who checked the proof: `operator` (Groth16, with the pool's verifying key) or
+    /// `verifier/<pod>` (the pool's verifier, a process apart from the pod that proved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<String>,
 
     /// Milliseconds verification took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -525,6 +636,8 @@ mod tests {
             verification: Some(Verification {
                 verified: true,
                 verifier_millis: Some(8),
+                verifier: Some("operator".into()),
+                skipped: false,
             }),
             ..ProofJobStatus::default()
         };

@@ -197,6 +197,40 @@ pub struct Backend {
     pub exec: Option<ExecSettings>,
 }
 
+impl Backend {
+    /// The exec profile, when `type` is `exec`.
+    pub fn exec_profile(&self) -> Option<ExecProfile> {
+        match self.kind {
+            BackendKind::Exec => self.exec.as_ref().map(|e| e.profile),
+            BackendKind::Groth16Bn254 => None,
+        }
+    }
+
+    /// True when the pool's proofs are Groth16 over BN254 (the built-in prover, snarkjs,
+    /// rapidsnark): the operator verifies them itself with the pool's verifying key, and jobs
+    /// carry circuit inputs or a witness.
+    pub fn proves_groth16(&self) -> bool {
+        !matches!(
+            self.exec_profile(),
+            Some(ExecProfile::Stone | ExecProfile::Miden)
+        )
+    }
+
+    /// The named input files each job of the pool carries, for provers that take files.
+    pub fn input_files(&self) -> &'static [&'static str] {
+        match self.exec_profile() {
+            Some(ExecProfile::Stone) => &[
+                "public_input.json",
+                "private_input.json",
+                "trace.bin",
+                "memory.bin",
+            ],
+            Some(ExecProfile::Miden) => &["inputs.json"],
+            _ => &[],
+        }
+    }
+}
+
 /// Prover backend names.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BackendKind {
@@ -242,7 +276,8 @@ pub struct Groth16Settings {
     pub verification_key: Option<String>,
 
     /// Where MSM and NTT run: `auto` (GPU when the pod has one, else CPU), `cpu` or `gpu`
-    /// (fail instead of falling back to CPU). Default `auto`.
+    /// (fail instead of falling back to CPU). Default `auto`. The prover has no GPU code yet:
+    /// `auto` proves on the CPU, and the pods of a `gpu` pool are not ready and say why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acceleration: Option<Acceleration>,
 }
@@ -275,8 +310,8 @@ pub struct ExecSettings {
     pub command: Vec<String>,
 
     /// Output conventions of the command: `snarkjs` and `rapidsnark` write snarkjs
-    /// `proof.json`/`public.json` (verified by the operator as Groth16 BN254); `stone` writes a
-    /// Stone (STARK) proof, checked with `verifyCommand` when set. Default `snarkjs`.
+    /// `proof.json`/`public.json` (verified by the operator as Groth16 BN254); `stone` and
+    /// `miden` write STARK proofs, checked by the pool's verifier Deployment. Default `snarkjs`.
     #[serde(default)]
     pub profile: ExecProfile,
 
@@ -306,8 +341,13 @@ pub enum ExecProfile {
     Snarkjs,
     /// rapidsnark: same outputs as snarkjs, faster native prover.
     Rapidsnark,
-    /// StarkWare Stone (`cpu_air_prover`): a STARK proof file.
+    /// StarkWare Stone (`cpu_air_prover`): a STARK proof file, checked by the pool's verifier
+    /// with `cpu_air_verifier`.
     Stone,
+    /// Miden VM (`miden-vm prove`, a Plonky3-based STARK): proves the pool's MASM program
+    /// (`parameters.files`, named by `command`) on each job's `inputs.json`; checked by the
+    /// pool's verifier with `miden-vm verify`.
+    Miden,
 }
 
 /// GPUs requested by each prover pod.
@@ -357,7 +397,7 @@ pub struct ParametersSpec {
     #[schemars(length(min = 1, max = 63))]
     pub version: String,
 
-    /// Where the files are fetched from. Set exactly one of `url`, `configMap`, `pvc`, `image`.
+    /// Where the files are fetched from. Set exactly one of `url`, `configMap`, `pvc`.
     pub source: ParametersSource,
 
     /// Files the pods load, each with its SHA-256. A pod only reports ready once every file is
@@ -371,8 +411,8 @@ pub struct ParametersSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "(has(self.url) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.image) ? 1 : 0) == 1"
-).message("parameters.source must set exactly one of url, configMap, pvc or image"))]
+    "(has(self.url) ? 1 : 0) + (has(self.configMap) ? 1 : 0) + (has(self.pvc) ? 1 : 0) == 1"
+).message("parameters.source must set exactly one of url, configMap or pvc"))]
 pub struct ParametersSource {
     /// Base URL of the files: `https://` or an object store URI (`s3://`, `gs://`, `az://`).
     /// Each file is fetched from `<url>/<name>`.
@@ -390,11 +430,6 @@ pub struct ParametersSource {
     /// PersistentVolumeClaim holding the files, mounted read-only into every pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc: Option<PvcSource>,
-
-    /// OCI image that carries the files, mounted as an image volume (or copied by an init
-    /// container where image volumes are unavailable).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<ImageSource>,
 }
 
 /// The one place a `ParametersSource` names, borrowed from it.
@@ -406,8 +441,6 @@ pub enum ParametersLocation<'a> {
     ConfigMap(&'a ConfigMapSource),
     /// `source.pvc`.
     Pvc(&'a PvcSource),
-    /// `source.image`.
-    Image(&'a ImageSource),
 }
 
 impl ParametersSource {
@@ -418,7 +451,6 @@ impl ParametersSource {
             self.url.as_deref().map(ParametersLocation::Url),
             self.config_map.as_ref().map(ParametersLocation::ConfigMap),
             self.pvc.as_ref().map(ParametersLocation::Pvc),
-            self.image.as_ref().map(ParametersLocation::Image),
         ]
         .into_iter()
         .flatten();
@@ -448,21 +480,6 @@ pub struct PvcSource {
     pub claim_name: String,
 
     /// Directory inside the volume that contains the files. Default: the volume root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
-    pub path: Option<String>,
-}
-
-/// An OCI image that holds parameter files.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageSource {
-    /// Image reference, preferably pinned by digest
-    /// (`registry.example.com/params/circuit@sha256:...`).
-    #[schemars(length(min = 1, max = 512))]
-    pub reference: String,
-
-    /// Directory inside the image that contains the files. Default `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub path: Option<String>,
@@ -874,7 +891,7 @@ mod tests {
             source.location(),
             Some(ParametersLocation::Url("s3://bucket/p"))
         );
-        source.image = Some(ImageSource::default());
+        source.pvc = Some(PvcSource::default());
         assert_eq!(source.location(), None);
         assert_eq!(ParametersSource::default().location(), None);
     }

@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use zkfleet_crds::v1alpha1::{
-    BackendKind, DEFAULT_JOB_TIMEOUT_SECONDS, ExecProfile, ParametersLocation, ParametersSpec,
-    ProverPool,
+    Acceleration, BackendKind, DEFAULT_JOB_TIMEOUT_SECONDS, ExecProfile, ParametersLocation,
+    ParametersSpec, ProverPool,
 };
 
 use super::{
@@ -270,6 +270,17 @@ fn env(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -> Ve
     if let Some(ParametersLocation::Url(url)) = parameters.source.location() {
         env.push(("ZKFLEET_PARAMETERS_URL", url.into()));
     }
+    // Every listed file is fetched and checked by the pod before it reports ready; the proof
+    // system finds its own among them (a Miden pool's program, a Groth16 pool's keys).
+    env.push((
+        "ZKFLEET_PARAMETER_FILES",
+        parameters
+            .files
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.sha256))
+            .collect::<Vec<_>>()
+            .join(","),
+    ));
     env.extend([
         ("ZKFLEET_CACHE_DIR", CACHE_DIR.to_string()),
         ("ZKFLEET_SLOTS", pool.spec.slots_per_replica.to_string()),
@@ -290,17 +301,46 @@ fn env(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -> Ve
         ("ZKFLEET_DISPATCHER_URL", ctx.dispatcher_url.clone()),
         ("ZKFLEET_POOL", pool.name_any()),
     ]);
+    if let Some(acceleration) = pool
+        .spec
+        .backend
+        .groth16
+        .as_ref()
+        .and_then(|g| g.acceleration)
+    {
+        let name = match acceleration {
+            Acceleration::Auto => "auto",
+            Acceleration::Cpu => "cpu",
+            Acceleration::Gpu => "gpu",
+        };
+        env.push(("ZKFLEET_ACCELERATION", name.into()));
+    }
     if let (BackendKind::Exec, Some(exec)) = (pool.spec.backend.kind, &pool.spec.backend.exec) {
         let profile = match exec.profile {
             ExecProfile::Snarkjs => "snarkjs",
             ExecProfile::Rapidsnark => "rapidsnark",
             ExecProfile::Stone => "stone",
+            ExecProfile::Miden => "miden",
         };
         env.push(("ZKFLEET_EXEC_PROFILE", profile.into()));
-        // The pool's `{params}` placeholder is the mounted parameters directory.
-        let template = exec.command.join(" ").replace("{params}", PARAMETERS_DIR);
-        env.push(("ZKFLEET_EXEC_TEMPLATE", template));
+        // Arguments travel as a JSON list, so one may hold spaces; the pool's `{params}`
+        // placeholder is the mounted parameters directory.
+        let as_list = |command: &[String]| {
+            let args: Vec<String> = command
+                .iter()
+                .map(|a| a.replace("{params}", PARAMETERS_DIR))
+                .collect();
+            serde_json::to_string(&args).expect("strings serialize")
+        };
+        env.push(("ZKFLEET_EXEC_TEMPLATE", as_list(&exec.command)));
+        if let Some(verify) = &exec.verify_command {
+            env.push(("ZKFLEET_EXEC_VERIFY_TEMPLATE", as_list(verify)));
+        }
         env.push(("ZKFLEET_EXEC_WORKDIR", "/tmp".into()));
+        env.push((
+            "ZKFLEET_EXEC_TIMEOUT_SECONDS",
+            exec.timeout_seconds.to_string(),
+        ));
     }
     let mut env: Vec<EnvVar> = env
         .into_iter()
@@ -647,15 +687,20 @@ mod tests {
     fn exec_backend_gets_profile_and_template_with_params_dir() {
         let yaml = CPU_POOL.replace(
             "  backend:\n    type: groth16-bn254\n",
-            "  backend:\n    type: exec\n    exec:\n      profile: rapidsnark\n      command: [rapidsnark, \"{params}/circuit.zkey\", \"{witness}\", \"{proof}\", \"{public}\"]\n",
+            "  backend:\n    type: exec\n    exec:\n      profile: rapidsnark\n      command: [\"/opt/my prover/rapidsnark\", \"{params}/circuit.zkey\", \"{witness}\", \"{proof}\", \"{public}\"]\n      verifyCommand: [check, \"{proof}\"]\n",
         );
         let (_, d) = build(&yaml);
         let env = env_of(&d);
         assert_eq!(env["ZKFLEET_BACKEND"], "exec");
         assert_eq!(env["ZKFLEET_EXEC_PROFILE"], "rapidsnark");
+        // A JSON list: the argument with a space stays one argument.
         assert_eq!(
             env["ZKFLEET_EXEC_TEMPLATE"],
-            "rapidsnark /var/run/zkfleet/parameters/circuit.zkey {witness} {proof} {public}"
+            r#"["/opt/my prover/rapidsnark","/var/run/zkfleet/parameters/circuit.zkey","{witness}","{proof}","{public}"]"#
+        );
+        assert_eq!(
+            env["ZKFLEET_EXEC_VERIFY_TEMPLATE"],
+            r#"["check","{proof}"]"#
         );
     }
 

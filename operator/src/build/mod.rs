@@ -9,6 +9,7 @@ pub mod pdb;
 pub mod service;
 pub mod service_account;
 pub mod token_secret;
+pub mod verifier;
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,7 @@
 //! made at the job's `resourceVersion`, so an operator restart loses nothing and nothing
 //! completes twice. The HTTP side is [`server`]; the memory is [`state`].
 
+mod remote_verify;
 pub mod server;
 pub mod state;
 
@@ -28,13 +29,13 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
+use zkfleet_contract::lease::{
+    CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
+    LeaseResponse, LeasedJob, Outcome,
+};
 use zkfleet_crds::v1alpha1::{
     AttemptOutcome, DEFAULT_JOB_MAX_RETRIES, DEFAULT_JOB_TIMEOUT_SECONDS, FlaggedPod, JobPhase,
     ParametersSpec, ProofJob, ProofResult, ProverPool, RolloutState, Verification,
-};
-use zkfleet_prover::lease::{
-    CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-    LeaseResponse, LeasedJob, Outcome,
 };
 
 use crate::artifacts::ArtifactStore;
@@ -399,7 +400,7 @@ impl Dispatcher {
     /// calling from its own address. Returns the pod.
     pub async fn authenticate(
         &self,
-        caller: &zkfleet_prover::lease::Caller,
+        caller: &zkfleet_contract::lease::Caller,
         token: Option<&str>,
         peer: Option<std::net::IpAddr>,
     ) -> Result<Arc<Pod>, DispatchError> {
@@ -650,7 +651,7 @@ impl Dispatcher {
                 );
                 info!(job = %job.name_any(), pod = %request.caller.pod, attempt, "leased");
                 Some(LeasedJob {
-                    lease: zkfleet_prover::lease::LeaseRef { uid, attempt },
+                    lease: zkfleet_contract::lease::LeaseRef { uid, attempt },
                     job: format!("{}/{}", request.caller.namespace, job.name_any()),
                     lease_seconds: self.settings.lease_duration.as_secs() as u32,
                     timeout_seconds: limits.timeout.as_secs() as u32,
@@ -704,6 +705,7 @@ impl Dispatcher {
             Outcome::Proved {
                 proof,
                 public_signals,
+                public_outputs,
                 proving_millis,
                 ..
             } => {
@@ -713,18 +715,27 @@ impl Dispatcher {
                 let verify = pool.spec.job_defaults.as_ref().is_none_or(|d| d.verify);
                 let verification = if verify {
                     let started = Instant::now();
-                    let ok = self.verify(&pool, &job, proof, public_signals).await?;
+                    let (verdict, verifier) = if pool.spec.backend.proves_groth16() {
+                        let ok = self.verify(&pool, &job, proof, public_signals).await?;
+                        let verdict = if ok {
+                            Ok(())
+                        } else {
+                            Err("it did not verify against the pool's verifying key".to_string())
+                        };
+                        (verdict, "operator".to_string())
+                    } else {
+                        self.verify_remote(&pool, proof, public_outputs.as_ref())
+                            .await?
+                    };
                     let millis = started.elapsed().as_millis() as i64;
-                    if !ok {
+                    if let Err(why) = verdict {
                         self.metrics.proof_rejected(&key.namespace, &key.name);
                         self.flag(&key, pod);
-                        warn!(job = %job.name_any(), %pod, "proof did not verify; the pod is flagged and the job retried elsewhere");
+                        warn!(job = %job.name_any(), %pod, %verifier, "proof did not verify; the pod is flagged and the job retried elsewhere");
                         let failure = AttemptFailure {
                             outcome: AttemptOutcome::VerificationFailed,
                             reason: "ProofRejected",
-                            message: format!(
-                                "the proof from pod {pod} did not verify against the pool's verifying key"
-                            ),
+                            message: format!("the proof from pod {pod} was rejected: {why}"),
                             retryable: true,
                         };
                         let phase = self
@@ -738,14 +749,19 @@ impl Dispatcher {
                     Verification {
                         verified: true,
                         verifier_millis: Some(millis),
+                        verifier: Some(verifier),
+                        skipped: false,
                     }
                 } else {
                     Verification {
                         verified: false,
-                        verifier_millis: None,
+                        skipped: true,
+                        ..Verification::default()
                     }
                 };
-                let result = self.store_result(&job, proof, public_signals).await?;
+                let result = self
+                    .store_result(&job, proof, public_signals, public_outputs.as_ref())
+                    .await?;
                 let success = Success {
                     result,
                     verification,
@@ -849,6 +865,38 @@ impl Dispatcher {
         }
     }
 
+    /// The verdict of the pool's verifier on a STARK or VM proof, and who gave it
+    /// (`verifier/<pod>`). No verdict at all is `Unavailable`: the pod keeps the result and
+    /// uploads it again.
+    async fn verify_remote(
+        &self,
+        pool: &ProverPool,
+        proof: &serde_json::Value,
+        public_outputs: Option<&serde_json::Value>,
+    ) -> Result<(Result<(), String>, String), DispatchError> {
+        let answer = remote_verify::verify(&build::verifier::url(pool), proof, public_outputs)
+            .await
+            .map_err(|e| {
+                DispatchError::Unavailable(format!(
+                    "the pool's verifier gave no verdict ({e}); the result is kept by the pod until it does"
+                ))
+            })?;
+        let verifier = format!(
+            "verifier/{}",
+            answer
+                .verifier
+                .unwrap_or_else(|| build::verifier::verifier_name(pool))
+        );
+        let verdict = if answer.valid {
+            Ok(())
+        } else {
+            Err(answer
+                .reason
+                .unwrap_or_else(|| "the pool's verifier rejected it".into()))
+        };
+        Ok((verdict, verifier))
+    }
+
     /// The pool's parameters of `version`: the spec's, or the previous ones a rotation is
     /// draining (kept on the Deployment).
     async fn parameters(&self, pool: &ProverPool, version: &str) -> ParametersSpec {
@@ -878,7 +926,7 @@ impl Dispatcher {
         &self,
         pool: &ProverPool,
         parameters: &ParametersSpec,
-    ) -> Result<Arc<zkfleet_prover::groth16::verifier::Verifier>, DispatchError> {
+    ) -> Result<Arc<zkfleet_groth16_verifier::Verifier>, DispatchError> {
         let namespace = pool.namespace().unwrap_or_default();
         let name = pool.name_any();
         let candidates: Vec<_> = self
@@ -912,13 +960,25 @@ impl Dispatcher {
         job: &ProofJob,
         proof: &serde_json::Value,
         public_signals: &[String],
+        public_outputs: Option<&serde_json::Value>,
     ) -> Result<ProofResult, DispatchError> {
+        // Public signals and outputs stay on the status (they are what a user reads); the
+        // proof joins them there when small, else it goes to the artifact store.
+        let public_signals = (!public_signals.is_empty() || public_outputs.is_none())
+            .then(|| public_signals.to_vec());
+        let public_outputs = public_outputs.and_then(|v| v.as_object().cloned());
         let size = serde_json::to_vec(proof).map(|v| v.len()).unwrap_or(0)
-            + public_signals.iter().map(|s| s.len() + 3).sum::<usize>();
+            + serde_json::to_vec(&public_signals)
+                .map(|v| v.len())
+                .unwrap_or(0)
+            + serde_json::to_vec(&public_outputs)
+                .map(|v| v.len())
+                .unwrap_or(0);
         if size <= self.settings.inline_result_max_bytes {
             return Ok(ProofResult {
                 proof: proof.as_object().cloned(),
-                public_signals: Some(public_signals.to_vec()),
+                public_signals,
+                public_outputs,
                 ..ProofResult::default()
             });
         }
@@ -939,8 +999,12 @@ impl Dispatcher {
             .await
             .map_err(|e| DispatchError::Unavailable(format!("adding the finalizer: {e}")))?;
         }
-        let body = serde_json::to_vec(&json!({"proof": proof, "publicSignals": public_signals}))
-            .unwrap_or_default();
+        let body = serde_json::to_vec(&json!({
+            "proof": proof,
+            "publicSignals": public_signals,
+            "publicOutputs": public_outputs,
+        }))
+        .unwrap_or_default();
         let stored = self
             .artifacts
             .put(
@@ -953,7 +1017,8 @@ impl Dispatcher {
             .map_err(|e| DispatchError::Unavailable(format!("storing the proof: {e}")))?;
         Ok(ProofResult {
             proof: None,
-            public_signals: Some(public_signals.to_vec()),
+            public_signals,
+            public_outputs,
             location: Some(stored.location),
             sha256: Some(stored.sha256),
             size_bytes: Some(stored.size_bytes),

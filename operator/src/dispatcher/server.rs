@@ -1,5 +1,5 @@
 //! The dispatcher's HTTP API for prover pods (the lease protocol of
-//! [`zkfleet_prover::lease`]): every request authenticated with the pool token and checked to
+//! [`zkfleet_contract::lease`]): every request authenticated with the pool token and checked to
 //! come from a pod of the pool; errors as JSON `{code, message}`.
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
-use zkfleet_prover::lease::{
+use zkfleet_contract::lease::{
     COMPLETE_PATH, Caller, CompleteRequest, HEARTBEAT_PATH, HeartbeatRequest, LEASE_PATH,
     LeaseRequest,
 };

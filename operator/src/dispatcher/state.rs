@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
+use zkfleet_contract::lease::LeaseRef;
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob};
-use zkfleet_prover::lease::LeaseRef;
 
 /// A pool: namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

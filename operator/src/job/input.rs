@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use sha2::{Digest as _, Sha256};
-use zkfleet_crds::v1alpha1::{InputFormat, InputSource, ProofJob};
-use zkfleet_prover::lease::{self, JobInput};
+use zkfleet_contract::lease::{self, FileContent, JobInput};
+use zkfleet_crds::v1alpha1::{InputFile, InputFormat, InputSource, ProofJob};
 
 use crate::params::hex;
 
@@ -31,60 +31,132 @@ pub enum InputError {
 pub async fn resolve(client: &Client, job: &ProofJob) -> Result<JobInput, InputError> {
     let namespace = job.namespace().unwrap_or_default();
     let input = &job.spec.input;
+    if let Some(files) = &input.files {
+        return resolve_files(client, &namespace, files).await;
+    }
     let expected = input.sha256.as_deref();
-    match input.source() {
-        None => Err(InputError::Invalid(
-            "input must set exactly one of inline, configMapKeyRef, secretKeyRef or url".into(),
-        )),
-        Some(InputSource::Inline(inline)) => match (&inline.json, &inline.base64) {
-            (Some(json), None) => Ok(decode(
-                input.format,
-                json.as_bytes(),
-                expected,
-                "input.inline.json",
-            )?),
+    let source = input.source().ok_or_else(|| {
+        InputError::Invalid(
+            "input must set exactly one of inline, configMapKeyRef, secretKeyRef, url or files"
+                .into(),
+        )
+    })?;
+    match read(client, &namespace, source, "input").await? {
+        Raw::Bytes(bytes, what) => decode(input.format, &bytes, expected, &what),
+        Raw::Url(url) => Ok(JobInput::Url {
+            url,
+            sha256: expected.unwrap_or_default().to_string(),
+            format: match input.format {
+                InputFormat::CircuitInputs => lease::InputFormat::CircuitInputs,
+                InputFormat::Witness => lease::InputFormat::Witness,
+            },
+        }),
+    }
+}
+
+/// A job's named input files: read from the manifest, ConfigMaps and Secrets of its namespace
+/// (and checked against their sha256 when given), or handed on as URLs for the pod to fetch.
+async fn resolve_files(
+    client: &Client,
+    namespace: &str,
+    files: &[InputFile],
+) -> Result<JobInput, InputError> {
+    let mut total = 0;
+    let mut out = Vec::with_capacity(files.len());
+    for file in files {
+        let field = format!("input.files[{}]", file.name);
+        let source = file.source().ok_or_else(|| {
+            InputError::Invalid(format!(
+                "{field} must set exactly one of inline, configMapKeyRef, secretKeyRef or url"
+            ))
+        })?;
+        let content = match read(client, namespace, source, &field).await? {
+            Raw::Url(url) => FileContent::Url {
+                url,
+                sha256: file.sha256.clone().unwrap_or_default(),
+            },
+            Raw::Bytes(bytes, what) => {
+                total += bytes.len();
+                if total > MAX_INPUT_BYTES {
+                    return Err(InputError::Invalid(format!(
+                        "the input files add up to more than the {MAX_INPUT_BYTES}-byte limit at {what}; serve the large ones from a url instead"
+                    )));
+                }
+                check_sha256(
+                    &bytes,
+                    file.sha256.as_deref(),
+                    &what,
+                    &format!("{field}.sha256"),
+                )?;
+                FileContent::Inline {
+                    base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+                }
+            }
+        };
+        out.push(lease::InputFile {
+            name: file.name.clone(),
+            content,
+        });
+    }
+    Ok(JobInput::Files { files: out })
+}
+
+/// Input bytes and where they came from (for messages), or a URL the pod fetches.
+enum Raw {
+    Bytes(Vec<u8>, String),
+    Url(String),
+}
+
+/// Reads one source of the job's namespace. `field` is the spec field, for messages.
+async fn read(
+    client: &Client,
+    namespace: &str,
+    source: InputSource<'_>,
+    field: &str,
+) -> Result<Raw, InputError> {
+    match source {
+        InputSource::Inline(inline) => match (&inline.json, &inline.base64) {
+            (Some(json), None) => Ok(Raw::Bytes(
+                json.as_bytes().to_vec(),
+                format!("{field}.inline.json"),
+            )),
             (None, Some(b64)) => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
                     .map_err(|e| {
                         InputError::Invalid(format!(
-                            "input.inline.base64 is not standard base64 ({e}); encode the file with `base64 -w0`"
+                            "{field}.inline.base64 is not standard base64 ({e}); encode the file with `base64 -w0`"
                         ))
                     })?;
-                Ok(decode(
-                    input.format,
-                    &bytes,
-                    expected,
-                    "input.inline.base64",
-                )?)
+                Ok(Raw::Bytes(bytes, format!("{field}.inline.base64")))
             }
-            _ => Err(InputError::Invalid(
-                "input.inline must set exactly one of json or base64".into(),
-            )),
+            _ => Err(InputError::Invalid(format!(
+                "{field}.inline must set exactly one of json or base64"
+            ))),
         },
-        Some(InputSource::ConfigMapKey(key)) => {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+        InputSource::ConfigMapKey(key) => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
             let what = format!("key {:?} of ConfigMap {}", key.key, key.name);
             let Some(cm) = api.get_opt(&key.name).await? else {
                 return Err(InputError::Invalid(format!(
-                    "ConfigMap {} does not exist in namespace {namespace}: create it or fix input.configMapKeyRef",
+                    "ConfigMap {} does not exist in namespace {namespace}: create it or fix {field}.configMapKeyRef",
                     key.name
                 )));
             };
             let bytes = crate::verifying_keys::config_map_file(&cm, &key.key).ok_or_else(|| {
                 InputError::Invalid(format!(
-                    "ConfigMap {} has no key {:?}: add it or fix input.configMapKeyRef.key",
+                    "ConfigMap {} has no key {:?}: add it or fix {field}.configMapKeyRef.key",
                     key.name, key.key
                 ))
             })?;
-            Ok(decode(input.format, &bytes, expected, &what)?)
+            Ok(Raw::Bytes(bytes, what))
         }
-        Some(InputSource::SecretKey(key)) => {
-            let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        InputSource::SecretKey(key) => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
             let what = format!("key {:?} of Secret {}", key.key, key.name);
             let Some(secret) = api.get_opt(&key.name).await? else {
                 return Err(InputError::Invalid(format!(
-                    "Secret {} does not exist in namespace {namespace}: create it or fix input.secretKeyRef",
+                    "Secret {} does not exist in namespace {namespace}: create it or fix {field}.secretKeyRef",
                     key.name
                 )));
             };
@@ -95,21 +167,33 @@ pub async fn resolve(client: &Client, job: &ProofJob) -> Result<JobInput, InputE
                 .map(|b| b.0.clone())
                 .ok_or_else(|| {
                     InputError::Invalid(format!(
-                        "Secret {} has no key {:?}: add it or fix input.secretKeyRef.key",
+                        "Secret {} has no key {:?}: add it or fix {field}.secretKeyRef.key",
                         key.name, key.key
                     ))
                 })?;
-            Ok(decode(input.format, &bytes, expected, &what)?)
+            Ok(Raw::Bytes(bytes, what))
         }
-        Some(InputSource::Url(url)) => Ok(JobInput::Url {
-            url: url.to_string(),
-            sha256: expected.unwrap_or_default().to_string(),
-            format: match input.format {
-                InputFormat::CircuitInputs => lease::InputFormat::CircuitInputs,
-                InputFormat::Witness => lease::InputFormat::Witness,
-            },
-        }),
+        InputSource::Url(url) => Ok(Raw::Url(url.to_string())),
     }
+}
+
+/// Refuses bytes whose sha256 is not `expected` (when set), naming both digests but never the
+/// bytes: inputs may be private.
+fn check_sha256(
+    bytes: &[u8],
+    expected: Option<&str>,
+    what: &str,
+    field: &str,
+) -> Result<(), InputError> {
+    if let Some(expected) = expected {
+        let actual = hex(&Sha256::digest(bytes));
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(InputError::Invalid(format!(
+                "{field} is {expected} but the sha256 of {what} is {actual}; fix {field} or the input"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks input bytes against the format and the optional sha256. `what` names where they came
@@ -128,14 +212,7 @@ pub fn decode(
             bytes.len()
         ));
     }
-    if let Some(expected) = expected_sha256 {
-        let actual = hex(&Sha256::digest(bytes));
-        if !actual.eq_ignore_ascii_case(expected) {
-            return invalid(format!(
-                "input.sha256 is {expected} but the sha256 of {what} is {actual}; fix input.sha256 or the input"
-            ));
-        }
-    }
+    check_sha256(bytes, expected_sha256, what, "input.sha256")?;
     match format {
         InputFormat::CircuitInputs => {
             let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {

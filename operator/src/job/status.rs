@@ -329,6 +329,7 @@ mod tests {
                 verification: Verification {
                     verified: true,
                     verifier_millis: Some(3),
+                    ..Verification::default()
                 },
                 proving_millis: 120,
             },

@@ -1,7 +1,7 @@
 //! Whether a job's spec can run on its pool, without a client: the pool exists, its backend
 //! takes ProofJobs, and a pinned parameters version is one the pool serves.
 
-use zkfleet_crds::v1alpha1::{BackendKind, ExecProfile, ProofJob, ProverPool};
+use zkfleet_crds::v1alpha1::{ExecProfile, ProofJob, ProverPool};
 
 /// Parameters versions a pool can serve a job now or once its rotation finishes: the spec's,
 /// the one its pods serve, and the previous one still draining.
@@ -24,18 +24,7 @@ pub fn spec(job: &ProofJob, namespace: &str, pool: Option<&ProverPool>) -> Resul
             "ProverPool {name} does not exist in namespace {namespace}: create it, or set spec.poolRef.name to a pool of this namespace"
         ));
     };
-    if pool.spec.backend.kind == BackendKind::Exec
-        && pool
-            .spec
-            .backend
-            .exec
-            .as_ref()
-            .is_some_and(|e| e.profile == ExecProfile::Stone)
-    {
-        return Err(format!(
-            "ProverPool {name} runs the stone exec profile, which proves Cairo runs over POST /v1/prove; ProofJobs carry circuit inputs or witnesses: use a groth16-bn254 pool"
-        ));
-    }
+    input_fits(job, pool)?;
     if let Some(pin) = &job.spec.parameters_version {
         let served = servable_versions(pool);
         if !served.contains(pin) {
@@ -46,6 +35,49 @@ pub fn spec(job: &ProofJob, namespace: &str, pool: Option<&ProverPool>) -> Resul
         }
     }
     Ok(())
+}
+
+/// The job's input is of the kind its pool's prover takes: circuit inputs or a witness for
+/// Groth16 pools, exactly the prover's named files for STARK and VM pools.
+fn input_fits(job: &ProofJob, pool: &ProverPool) -> Result<(), String> {
+    let name = &job.spec.pool_ref.name;
+    let takes = pool.spec.backend.input_files();
+    let system = pool
+        .spec
+        .backend
+        .exec_profile()
+        .map_or("groth16-bn254", |p| match p {
+            ExecProfile::Snarkjs => "snarkjs",
+            ExecProfile::Rapidsnark => "rapidsnark",
+            ExecProfile::Stone => "stone",
+            ExecProfile::Miden => "miden",
+        });
+    match (&job.spec.input.files, takes.is_empty()) {
+        (None, true) => Ok(()),
+        (Some(_), true) => Err(format!(
+            "ProverPool {name} proves Groth16 circuits ({system}), which take circuit inputs or a witness, not input.files: use input.inline, configMapKeyRef, secretKeyRef or url"
+        )),
+        (None, false) => Err(format!(
+            "ProverPool {name} runs {system}, which takes the input files {}: set input.files with those names",
+            takes.join(", ")
+        )),
+        (Some(files), false) => {
+            if let Some(f) = files.iter().find(|f| !takes.contains(&f.name.as_str())) {
+                return Err(format!(
+                    "input.files has {}, which {system} does not take (it takes {}): remove or rename it",
+                    f.name,
+                    takes.join(", ")
+                ));
+            }
+            if let Some(missing) = takes.iter().find(|t| !files.iter().any(|f| f.name == **t)) {
+                return Err(format!(
+                    "input.files lacks {missing}: {system} takes {}",
+                    takes.join(", ")
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -100,14 +132,44 @@ mod tests {
     }
 
     #[test]
-    fn stone_pools_take_no_proof_jobs() {
-        let p = pool(
+    fn each_pool_takes_the_input_its_prover_takes() {
+        let stone = pool(
             json!({"type": "exec", "exec": {"profile": "stone", "command": ["cpu_air_prover"]}}),
         );
-        let e = spec(&job(None), "team", Some(&p)).unwrap_err();
-        assert!(e.contains("stone"), "{e}");
+        let miden =
+            pool(json!({"type": "exec", "exec": {"profile": "miden", "command": ["miden-vm"]}}));
         let snarkjs =
             pool(json!({"type": "exec", "exec": {"profile": "snarkjs", "command": ["snarkjs"]}}));
+        let with_files = |names: &[&str]| {
+            let mut j = job(None);
+            j.spec.input = serde_json::from_value(json!({"files": names
+                .iter()
+                .map(|n| json!({"name": n, "inline": {"json": "{}"}}))
+                .collect::<Vec<_>>()}))
+            .unwrap();
+            j
+        };
+        // Groth16 pools take a single input, not files.
         assert!(spec(&job(None), "team", Some(&snarkjs)).is_ok());
+        let e = spec(&with_files(&["inputs.json"]), "team", Some(&snarkjs)).unwrap_err();
+        assert!(e.contains("not input.files"), "{e}");
+        // STARK pools take exactly their files.
+        let e = spec(&job(None), "team", Some(&stone)).unwrap_err();
+        assert!(
+            e.contains("public_input.json, private_input.json, trace.bin, memory.bin"),
+            "{e}"
+        );
+        let cairo = [
+            "public_input.json",
+            "private_input.json",
+            "trace.bin",
+            "memory.bin",
+        ];
+        assert!(spec(&with_files(&cairo), "team", Some(&stone)).is_ok());
+        let e = spec(&with_files(&cairo[..3]), "team", Some(&stone)).unwrap_err();
+        assert!(e.contains("lacks memory.bin"), "{e}");
+        assert!(spec(&with_files(&["inputs.json"]), "team", Some(&miden)).is_ok());
+        let e = spec(&with_files(&["inputs.json", "x.bin"]), "team", Some(&miden)).unwrap_err();
+        assert!(e.contains("x.bin, which miden does not take"), "{e}");
     }
 }

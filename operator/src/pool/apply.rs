@@ -29,6 +29,8 @@ pub struct Children {
     pub pdb: Option<PodDisruptionBudget>,
     pub hpa: Option<HorizontalPodAutoscaler>,
     pub deployment: Deployment,
+    /// The verifier of STARK and VM pools (see [`crate::build::verifier`]).
+    pub verifier: Option<(Deployment, Service, NetworkPolicy)>,
 }
 
 /// Why applying or pruning failed. All transient: the pass is retried with backoff.
@@ -86,6 +88,11 @@ pub async fn apply(
     if let Some(hpa) = &children.hpa {
         ssa(client, &ns, hpa).await?;
     }
+    if let Some((verifier, service, policy)) = &children.verifier {
+        ssa(client, &ns, policy).await?;
+        ssa(client, &ns, service).await?;
+        ssa(client, &ns, verifier).await?;
+    }
     Ok(deployment)
 }
 
@@ -97,6 +104,13 @@ pub async fn prune(
     children: &Children,
 ) -> Result<Vec<String>, ApplyError> {
     let names = |name: &Option<String>| name.iter().cloned().collect::<BTreeSet<_>>();
+    // Each kind keeps the prover's object and, for STARK pools, the verifier's.
+    let with_verifier = |name: &Option<String>, verifier: Option<&Option<String>>| {
+        let mut keep = names(name);
+        keep.extend(verifier.into_iter().flatten().cloned());
+        keep
+    };
+    let verifier = children.verifier.as_ref();
     let mut pruned = Vec::new();
     pruned.extend(
         prune_kind::<ServiceAccount>(client, pool, names(&children.service_account.metadata.name))
@@ -105,21 +119,27 @@ pub async fn prune(
     pruned.extend(
         prune_kind::<Secret>(client, pool, names(&children.token_secret.metadata.name)).await?,
     );
-    pruned
-        .extend(prune_kind::<Service>(client, pool, names(&children.service.metadata.name)).await?);
-    pruned.extend(
-        prune_kind::<NetworkPolicy>(client, pool, names(&children.network_policy.metadata.name))
-            .await?,
+    let keep = with_verifier(
+        &children.service.metadata.name,
+        verifier.map(|(_, s, _)| &s.metadata.name),
     );
+    pruned.extend(prune_kind::<Service>(client, pool, keep).await?);
+    let keep = with_verifier(
+        &children.network_policy.metadata.name,
+        verifier.map(|(_, _, p)| &p.metadata.name),
+    );
+    pruned.extend(prune_kind::<NetworkPolicy>(client, pool, keep).await?);
     let pdb_names = children
         .pdb
         .as_ref()
         .map(|p| names(&p.metadata.name))
         .unwrap_or_default();
     pruned.extend(prune_kind::<PodDisruptionBudget>(client, pool, pdb_names).await?);
-    pruned.extend(
-        prune_kind::<Deployment>(client, pool, names(&children.deployment.metadata.name)).await?,
+    let keep = with_verifier(
+        &children.deployment.metadata.name,
+        verifier.map(|(d, _, _)| &d.metadata.name),
     );
+    pruned.extend(prune_kind::<Deployment>(client, pool, keep).await?);
     let hpa_names = children
         .hpa
         .as_ref()

@@ -246,13 +246,17 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
         Some(token) => token,
         None => DispatcherToken::generate().map_err(Error::GenerateToken)?,
     };
+    let deployment = build::deployment::deployment(&pool, &decision.serving, &ctx.build);
+    let network_policy = build::network_policy::network_policy(&pool, &ctx.build);
+    let service = build::service::service(&pool, &ctx.build);
     let children = Children {
         service_account: build::service_account::service_account(&pool, &ctx.build),
         token_secret: build::token_secret::token_secret(&pool, &token, &ctx.build),
-        service: build::service::service(&pool, &ctx.build),
-        network_policy: build::network_policy::network_policy(&pool, &ctx.build),
+        verifier: build::verifier::children(&pool, &deployment, &service, &network_policy),
+        service,
+        network_policy,
         pdb: build::pdb::pdb(&pool, &ctx.build),
-        deployment: build::deployment::deployment(&pool, &decision.serving, &ctx.build),
+        deployment,
         hpa: build::hpa::hpa(&pool, &ctx.build),
     };
 

@@ -544,8 +544,8 @@ mod tests {
         assert_eq!(cond(&s, "Ready"), ("False", "ScaledToZero"));
         assert_eq!(s.capacity.unwrap().slots, 0);
 
-        let s = invalid(&pool, &Invalid::ImageSourceUnsupported, at(0));
-        assert_eq!(cond(&s, "Ready"), ("False", "ImageSourceUnsupported"));
+        let s = invalid(&pool, &Invalid::NoParametersSource, at(0));
+        assert_eq!(cond(&s, "Ready"), ("False", "NoParametersSource"));
         assert!(
             find_condition(&s.conditions, "Ready")
                 .unwrap()

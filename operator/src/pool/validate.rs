@@ -2,7 +2,7 @@
 //! cannot catch end up here, each with a message saying what to change.
 
 use kube::ResourceExt;
-use zkfleet_crds::v1alpha1::{BackendKind, ExecProfile, ParametersLocation, ProverPool};
+use zkfleet_crds::v1alpha1::{BackendKind, ExecProfile, ProverPool};
 
 use crate::build::deployment::zkey_name;
 
@@ -24,11 +24,6 @@ pub enum Invalid {
     /// Not exactly one parameters source.
     #[error("spec.parameters.source must set exactly one of url, configMap or pvc")]
     NoParametersSource,
-    /// `source.image` is in the API but not implemented yet.
-    #[error(
-        "spec.parameters.source.image is not supported yet: publish the files at a url, or put them in a configMap or pvc"
-    )]
-    ImageSourceUnsupported,
     /// The proving key is not among the files.
     #[error(
         "spec.parameters.files has no {zkey}: add it with its sha256, or name the proving key in spec.backend.groth16.zkey"
@@ -37,6 +32,11 @@ pub enum Invalid {
     /// `backend.type: exec` without settings.
     #[error("spec.backend.type is exec but spec.backend.exec is missing: add the prover command")]
     MissingExecSettings,
+    /// A Miden pool without exactly one MASM program among its files.
+    #[error(
+        "the miden profile proves one MASM program, but spec.parameters.files lists {found} .masm files: list exactly one, with its sha256"
+    )]
+    MissingProgram { found: usize },
 }
 
 impl Invalid {
@@ -46,9 +46,9 @@ impl Invalid {
             Self::InvalidName { .. } => "InvalidName",
             Self::Malformed(_) => "Malformed",
             Self::NoParametersSource => "NoParametersSource",
-            Self::ImageSourceUnsupported => "ImageSourceUnsupported",
             Self::MissingProvingKey { .. } => "MissingProvingKey",
             Self::MissingExecSettings => "MissingExecSettings",
+            Self::MissingProgram { .. } => "MissingProgram",
         }
     }
 }
@@ -59,26 +59,28 @@ pub fn validate(pool: &ProverPool) -> Result<(), Invalid> {
     if !is_dns_label(&name) || name.len() > MAX_POOL_NAME {
         return Err(Invalid::InvalidName { name });
     }
-    match pool.spec.parameters.source.location() {
-        None => return Err(Invalid::NoParametersSource),
-        Some(ParametersLocation::Image(_)) => return Err(Invalid::ImageSourceUnsupported),
-        Some(_) => {}
+    if pool.spec.parameters.source.location().is_none() {
+        return Err(Invalid::NoParametersSource);
     }
-    let stone = if pool.spec.backend.kind == BackendKind::Exec {
-        let exec = pool
-            .spec
-            .backend
-            .exec
-            .as_ref()
-            .ok_or(Invalid::MissingExecSettings)?;
-        exec.profile == ExecProfile::Stone
-    } else {
-        false
-    };
-    // Stone proves Cairo runs: its pods read no proving key.
-    let zkey = zkey_name(pool);
-    if !stone && !pool.spec.parameters.files.iter().any(|f| f.name == zkey) {
-        return Err(Invalid::MissingProvingKey { zkey: zkey.into() });
+    if pool.spec.backend.kind == BackendKind::Exec && pool.spec.backend.exec.is_none() {
+        return Err(Invalid::MissingExecSettings);
+    }
+    let files = &pool.spec.parameters.files;
+    match pool.spec.backend.exec_profile() {
+        // Stone proves Cairo runs: its pods read no parameter file of ours.
+        Some(ExecProfile::Stone) => {}
+        Some(ExecProfile::Miden) => {
+            let found = files.iter().filter(|f| f.name.ends_with(".masm")).count();
+            if found != 1 {
+                return Err(Invalid::MissingProgram { found });
+            }
+        }
+        _ => {
+            let zkey = zkey_name(pool);
+            if !files.iter().any(|f| f.name == zkey) {
+                return Err(Invalid::MissingProvingKey { zkey: zkey.into() });
+            }
+        }
     }
     Ok(())
 }
@@ -105,15 +107,15 @@ mod tests {
     }
 
     #[test]
-    fn refuses_image_sources_with_what_to_do() {
+    fn an_image_source_is_no_source() {
+        // `source.image` left the API: such a pool names no source the operator knows.
         let yaml = CPU_POOL.replace(
             "      url: https://params.example/multiplier/v7\n",
             "      image:\n        reference: registry.example/params@sha256:abc\n",
         );
         let err = validate(&pool(&yaml)).unwrap_err();
-        assert_eq!(err, Invalid::ImageSourceUnsupported);
-        assert!(err.to_string().contains("url"));
-        assert_eq!(err.reason(), "ImageSourceUnsupported");
+        assert_eq!(err, Invalid::NoParametersSource);
+        assert!(err.to_string().contains("url, configMap or pvc"));
     }
 
     #[test]
@@ -160,5 +162,19 @@ mod tests {
         assert_eq!(validate(&pool(&no_zkey)), Ok(()));
         let missing = CPU_POOL.replace("    type: groth16-bn254\n", "    type: exec\n");
         assert_eq!(validate(&pool(&missing)), Err(Invalid::MissingExecSettings));
+    }
+
+    #[test]
+    fn miden_pools_need_exactly_one_program() {
+        let yaml = CPU_POOL.replace(
+            "  backend:\n    type: groth16-bn254\n",
+            "  backend:\n    type: exec\n    exec:\n      profile: miden\n      command: [miden-vm]\n",
+        );
+        assert_eq!(
+            validate(&pool(&yaml)),
+            Err(Invalid::MissingProgram { found: 0 })
+        );
+        let with_program = yaml.replace("name: circuit.zkey", "name: fib.masm");
+        assert_eq!(validate(&pool(&with_program)), Ok(()));
     }
 }

@@ -5,13 +5,13 @@
 //! quotient is evaluated on the odd powers of the 2n-th root of unity, where
 //! the zkey's H points live.
 
-pub mod json;
 mod msm;
 pub mod preprocessed;
-pub mod verifier;
 pub mod witness;
 pub mod wtns;
 pub mod zkey;
+
+pub use zkfleet_groth16_verifier::{json, verifier};
 
 use crate::cancel::Cancel;
 use ark_bn254::{Bn254, Fr, G1Affine, G2Affine};

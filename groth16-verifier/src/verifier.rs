@@ -9,8 +9,8 @@ use ark_groth16::{Groth16, PreparedVerifyingKey, VerifyingKey, prepare_verifying
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use super::json::{self, JsonError, ProofJson};
-use super::zkey::{self, ZkeyError};
+use crate::json::{self, JsonError, ProofJson};
+use crate::zkey::{self, ZkeyError};
 
 /// Why a proof could not be checked at all. A well-formed proof that does
 /// not verify is not an error: [`Verifier::verify`] answers `Ok(false)`.

@@ -1,11 +1,11 @@
 //! Wire types of the lease protocol between a prover pod in agent mode and the operator's
-//! dispatcher (DESIGN §3). The operator depends on this crate for them, so both sides compile
+//! dispatcher. Both sides depend on this crate for them, so both compile
 //! against the same definitions.
 //!
 //! Every request carries `Authorization: Bearer <pool token>` (the pool's dispatcher Secret,
 //! mounted in the pod) and names the pod; the dispatcher checks that the pod exists, is Ready
 //! and belongs to the pool before it answers. Errors are JSON `{code, message}`
-//! ([`crate::server::ErrorBody`]).
+//! ([`crate::ErrorBody`]).
 //!
 //! **Fencing.** A lease is identified by the job's UID and the attempt number. The dispatcher
 //! writes every new attempt to the job's status before it hands the lease out, so attempt
@@ -102,6 +102,34 @@ pub enum JobInput {
         /// `circuit-inputs` or `witness`.
         format: InputFormat,
     },
+    /// Named input files, for proof systems that take several (a Stone job's public input,
+    /// private input, trace and memory; a Miden job's inputs). The pod's proof system maps the
+    /// names onto its prover's command line.
+    #[serde(rename_all = "camelCase")]
+    Files { files: Vec<InputFile> },
+}
+
+/// One named input file of a [`JobInput::Files`] job.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InputFile {
+    /// The name the proof system knows the file by, for example `trace.bin`.
+    pub name: String,
+    /// Its bytes, or where to fetch them.
+    pub content: FileContent,
+}
+
+/// Where an input file's bytes are.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum FileContent {
+    /// The bytes, standard base64 (resolved by the operator from the manifest, a ConfigMap or a
+    /// Secret of the job's namespace).
+    #[serde(rename_all = "camelCase")]
+    Inline { base64: String },
+    /// A file the pod downloads (https:// or an object-store URI) and checks against `sha256`.
+    #[serde(rename_all = "camelCase")]
+    Url { url: String, sha256: String },
 }
 
 /// What a downloaded input file holds.
@@ -147,10 +175,17 @@ pub enum Outcome {
     /// A proof. The dispatcher verifies it before the job succeeds.
     #[serde(rename_all = "camelCase")]
     Proved {
-        /// snarkjs `proof.json` (Groth16) or the prover's proof file as JSON.
+        /// snarkjs `proof.json` (Groth16), or the proof system's proof as JSON (a binary proof
+        /// as `{"base64": ...}`).
         proof: Value,
-        /// snarkjs `public.json`.
+        /// snarkjs `public.json` (Groth16); empty for other proof systems.
+        #[serde(default)]
         public_signals: Vec<String>,
+        /// What the proof commits to, for proof systems other than Groth16 (for Miden the
+        /// program hash and the stack outputs; for Stone the program output), as the proof
+        /// system defines it. The verifier checks the proof against these.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public_outputs: Option<Value>,
         /// Milliseconds spent proving, witness generation included.
         proving_millis: u64,
         /// Digest of the proving key that made the proof.
@@ -202,6 +237,7 @@ mod tests {
             outcome: Outcome::Proved {
                 proof: json!({"protocol": "groth16"}),
                 public_signals: vec!["33".into()],
+                public_outputs: None,
                 proving_millis: 12,
                 parameters_digest: "sha256:ab".into(),
             },
@@ -244,6 +280,22 @@ mod tests {
         assert_eq!(
             inline,
             json!({"type": "circuit-inputs", "inputs": {"a": "3"}})
+        );
+        let files: JobInput = serde_json::from_value(json!({"type": "files", "files": [
+            {"name": "input.json", "content": {"type": "inline", "base64": "e30="}},
+            {"name": "trace.bin", "content": {"type": "url", "url": "s3://b/t", "sha256": "ab"}},
+        ]}))
+        .unwrap();
+        let JobInput::Files { files } = files else {
+            panic!("not files: {files:?}")
+        };
+        assert_eq!(files[0].name, "input.json");
+        assert_eq!(
+            files[1].content,
+            FileContent::Url {
+                url: "s3://b/t".into(),
+                sha256: "ab".into()
+            }
         );
     }
 }

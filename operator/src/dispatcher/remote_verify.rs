@@ -1,0 +1,66 @@
+//! Asks a pool's verifier (see [`crate::build::verifier`]) whether a STARK or VM proof is
+//! valid: `POST /v1/verify` of the verifier protocol in [`zkfleet_contract::verify`].
+//!
+//! Only a verdict from the verifier itself counts: a proof is rejected only on a 200 answer
+//! that says so. Anything else (the verifier not yet up, a proxy's 404, a timeout) leaves the
+//! result with the pod, which uploads it again later.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use zkfleet_contract::ErrorBody;
+use zkfleet_contract::verify::{VERIFY_PATH, VerifyRequest, VerifyResponse};
+
+/// Longest one verification may take; STARK verifiers take milliseconds to a few seconds.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest answer read from a verifier.
+const MAX_ANSWER_BYTES: usize = 64 << 10;
+
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(VERIFY_TIMEOUT)
+            .build()
+            .expect("a client with timeouts only builds")
+    })
+}
+
+/// The verifier's verdict on `proof`, or why no verdict could be had.
+pub async fn verify(
+    base_url: &str,
+    proof: &Value,
+    public_outputs: Option<&Value>,
+) -> Result<VerifyResponse, String> {
+    let request = VerifyRequest {
+        backend: None,
+        proof: proof.clone(),
+        public_signals: Vec::new(),
+        public_outputs: public_outputs.cloned(),
+    };
+    let url = format!("{}{VERIFY_PATH}", base_url.trim_end_matches('/'));
+    let response = client()
+        .post(&url)
+        .json(&request)
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the answer of {url}: {e}"))?;
+    if body.len() > MAX_ANSWER_BYTES {
+        return Err(format!("{url} answered with {} bytes", body.len()));
+    }
+    if status.is_success() {
+        return serde_json::from_slice(&body)
+            .map_err(|e| format!("{url} answered {status} without a verdict: {e}"));
+    }
+    Err(match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) => format!("{url} answered {status}: {} ({})", e.message, e.code),
+        Err(_) => format!("{url} answered {status}"),
+    })
+}
