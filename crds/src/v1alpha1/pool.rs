@@ -350,6 +350,18 @@ pub enum ExecProfile {
     Miden,
 }
 
+impl ExecProfile {
+    /// The profile's name in manifests, which is also the proof system's name in the prover.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Snarkjs => "snarkjs",
+            Self::Rapidsnark => "rapidsnark",
+            Self::Stone => "stone",
+            Self::Miden => "miden",
+        }
+    }
+}
+
 /// GPUs requested by each prover pod.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

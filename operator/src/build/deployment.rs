@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt as _;
 use zkfleet_crds::v1alpha1::{
-    Acceleration, BackendKind, DEFAULT_JOB_TIMEOUT_SECONDS, ExecProfile, ParametersLocation,
-    ParametersSpec, ProverPool,
+    Acceleration, BackendKind, DEFAULT_JOB_TIMEOUT_SECONDS, ParametersLocation, ParametersSpec,
+    ProverPool,
 };
 
 use super::{
@@ -316,13 +316,7 @@ fn env(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -> Ve
         env.push(("ZKFLEET_ACCELERATION", name.into()));
     }
     if let (BackendKind::Exec, Some(exec)) = (pool.spec.backend.kind, &pool.spec.backend.exec) {
-        let profile = match exec.profile {
-            ExecProfile::Snarkjs => "snarkjs",
-            ExecProfile::Rapidsnark => "rapidsnark",
-            ExecProfile::Stone => "stone",
-            ExecProfile::Miden => "miden",
-        };
-        env.push(("ZKFLEET_EXEC_PROFILE", profile.into()));
+        env.push(("ZKFLEET_EXEC_PROFILE", exec.profile.name().into()));
         // Arguments travel as a JSON list, so one may hold spaces; the pool's `{params}`
         // placeholder is the mounted parameters directory.
         let as_list = |command: &[String]| {

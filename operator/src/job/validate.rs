@@ -46,12 +46,7 @@ fn input_fits(job: &ProofJob, pool: &ProverPool) -> Result<(), String> {
         .spec
         .backend
         .exec_profile()
-        .map_or("groth16-bn254", |p| match p {
-            ExecProfile::Snarkjs => "snarkjs",
-            ExecProfile::Rapidsnark => "rapidsnark",
-            ExecProfile::Stone => "stone",
-            ExecProfile::Miden => "miden",
-        });
+        .map_or("groth16-bn254", ExecProfile::name);
     match (&job.spec.input.files, takes.is_empty()) {
         (None, true) => Ok(()),
         (Some(_), true) => Err(format!(
