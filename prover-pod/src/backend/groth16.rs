@@ -145,7 +145,7 @@ impl Groth16Backend {
                     .ok_or(BackendError::NoWasm)?
                     .calculate(&v)?,
             )),
-            files @ ProofInput::Files(_) => Err(refused(&files)),
+            ProofInput::Files(_) => Err(files_refused()),
         }
     }
 
@@ -242,7 +242,7 @@ impl Backend for Groth16Backend {
                 .ok_or(BackendError::NoWasm)?
                 .calculate(&v)?,
             ProofInput::Wtns(bytes) => wtns::parse(&bytes)?,
-            files @ ProofInput::Files(_) => return Err(refused(&files)),
+            ProofInput::Files(_) => return Err(files_refused()),
         };
         let witness_ms = ms(start);
         let start = Instant::now();
@@ -272,10 +272,12 @@ impl Backend for Groth16Backend {
 }
 
 /// Named input files are for STARK and VM systems, not Groth16.
-fn refused(input: &ProofInput) -> BackendError {
-    super::check_kind("groth16-bn254", &[], input)
-        .err()
-        .unwrap_or(BackendError::NoWasm)
+fn files_refused() -> BackendError {
+    BackendError::WrongInput {
+        system: "groth16-bn254",
+        takes: "circuit inputs or a witness".into(),
+        given: "input files",
+    }
 }
 
 /// Registry entry of the built-in prover.
