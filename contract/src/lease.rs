@@ -3,8 +3,9 @@
 //! against the same definitions.
 //!
 //! Every request carries `Authorization: Bearer <pool token>` (the pool's dispatcher Secret,
-//! mounted in the pod) and names the pod; the dispatcher checks that the pod exists, is Ready
-//! and belongs to the pool before it answers. Errors are JSON `{code, message}`
+//! mounted in the pod) and names the pod in the [`CALLER_HEADER`] header (and again in its
+//! body); the dispatcher checks the token, and that the pod exists, is Ready and belongs to
+//! the pool, from the headers alone, before it reads a byte of the body. Errors are JSON `{code, message}`
 //! ([`crate::ErrorBody`]).
 //!
 //! **Fencing.** A lease is identified by the job's UID and the attempt number. The dispatcher
@@ -23,6 +24,10 @@ pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
 /// [`CompleteResponse`].
 pub const COMPLETE_PATH: &str = "/v1/complete";
 
+/// Header naming the caller as `<namespace>/<pool>/<pod>`, so the dispatcher can authenticate a
+/// request before it reads the body.
+pub const CALLER_HEADER: &str = "zkfleet-caller";
+
 /// Who is calling: the pool and the pod, as the downward API gives them to the pod.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -33,6 +38,27 @@ pub struct Caller {
     pub pool: String,
     /// Name of the pod.
     pub pod: String,
+}
+
+impl Caller {
+    /// The value of the [`CALLER_HEADER`] header.
+    pub fn header_value(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.pool, self.pod)
+    }
+
+    /// Reads a [`CALLER_HEADER`] value: three non-empty names separated by `/`.
+    pub fn from_header_value(value: &str) -> Option<Self> {
+        let mut parts = value.split('/');
+        let (namespace, pool, pod) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || [namespace, pool, pod].iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        Some(Self {
+            namespace: namespace.into(),
+            pool: pool.into(),
+            pod: pod.into(),
+        })
+    }
 }
 
 /// Ask for up to `free_slots` jobs, waiting up to `wait_seconds` for one to be queued.
@@ -223,6 +249,16 @@ mod tests {
             namespace: "team".into(),
             pool: "cpu".into(),
             pod: "cpu-abc".into(),
+        }
+    }
+
+    #[test]
+    fn the_caller_header_round_trips_and_refuses_malformed_names() {
+        let header = caller().header_value();
+        assert_eq!(header, "team/cpu/cpu-abc");
+        assert_eq!(Caller::from_header_value(&header), Some(caller()));
+        for bad in ["", "team/cpu", "team//pod", "a/b/c/d", "/cpu/pod"] {
+            assert_eq!(Caller::from_header_value(bad), None, "{bad:?}");
         }
     }
 

@@ -199,6 +199,26 @@ impl ArtifactStore {
         self.prefix.parts().chain(key.parts()).collect()
     }
 
+    /// Deletes whatever [`ArtifactStore::put`] stored for a job in this store, whether or not
+    /// the job's status recorded it (an upload that lost the race to write the status still
+    /// left its object). Deleting what is already gone is not an error.
+    pub async fn delete_for_job(
+        &self,
+        namespace: &str,
+        job_name: &str,
+        job_uid: &str,
+    ) -> Result<(), ArtifactError> {
+        let key = Self::key(namespace, job_name, job_uid);
+        self.delete(&self.location(&key)).await
+    }
+
+    /// Whether `location` is an object of this store.
+    pub fn holds(&self, location: &str) -> bool {
+        location
+            .strip_prefix(self.url.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
     /// Deletes a proof [`ArtifactStore::put`] stored. Deleting what is already gone is not
     /// an error, so a finalizer can retry freely.
     pub async fn delete(&self, location: &str) -> Result<(), ArtifactError> {

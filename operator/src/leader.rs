@@ -122,6 +122,8 @@ pub enum LeaderError {
         #[source]
         source: kube::Error,
     },
+    #[error("renewing Lease {name}: the API server did not answer in time")]
+    Timeout { name: String },
     #[error("lost the Lease {name}: not renewed for {seconds}s")]
     Lost { name: String, seconds: u64 },
 }
@@ -237,12 +239,20 @@ impl Elector {
     }
 
     /// Renews the Lease until renewal fails for longer than the Lease lasts minus one retry,
-    /// then returns the error: from that moment another replica may lead.
+    /// then returns the error: from that moment another replica may lead. A renewal the API
+    /// server does not answer counts as failed once that time is up: a request stuck on a slow
+    /// API server must not keep this replica leading past its Lease, while another takes over.
     pub async fn hold(&self) -> LeaderError {
         let mut last_renewed = tokio::time::Instant::now();
         let give_up = self.timing.lease.saturating_sub(self.timing.retry);
         loop {
-            let ok = match self.try_claim().await {
+            let left = give_up.saturating_sub(last_renewed.elapsed());
+            let attempt = tokio::time::timeout(left, self.try_claim()).await;
+            let ok = match attempt.unwrap_or_else(|_| {
+                Err(LeaderError::Timeout {
+                    name: self.name.clone(),
+                })
+            }) {
                 Ok(true) => true,
                 Ok(false) => {
                     warn!(lease = %self.name, "another replica took the lease");

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod params;
 pub mod pool;
 pub mod runtime;
+pub mod scope;
 pub mod telemetry;
 pub mod verifying_keys;
 

@@ -22,6 +22,7 @@ pub struct Metrics {
     lapsed: IntCounterVec,
     rejected: IntCounterVec,
     scaling: IntCounterVec,
+    refused: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -117,6 +118,14 @@ impl Metrics {
             &["decision"],
         )
         .expect("valid metric");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_dispatch_refused_requests_total",
+                "Requests to the dispatcher answered with an error, by error code (unauthorized, forbidden, too_large, busy, ...)",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(runs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
@@ -128,6 +137,7 @@ impl Metrics {
             Box::new(lapsed.clone()),
             Box::new(rejected.clone()),
             Box::new(scaling.clone()),
+            Box::new(refused.clone()),
         ] {
             registry
                 .register(collector)
@@ -144,7 +154,13 @@ impl Metrics {
             lapsed,
             rejected,
             scaling,
+            refused,
         }
+    }
+
+    /// Counts a dispatcher request answered with an error; `code` is the error body's code.
+    pub fn dispatcher_refused(&self, code: &str) {
+        self.refused.with_label_values(&[code]).inc();
     }
 
     /// Counts a resize the operator made (scale to zero, wake).
@@ -158,6 +174,13 @@ impl Metrics {
             self.queue
                 .with_label_values(&[namespace, pool, state])
                 .set(n as i64);
+        }
+    }
+
+    /// Drops the series of a pool that has no queued or running jobs any more.
+    pub fn forget_queue(&self, namespace: &str, pool: &str) {
+        for state in ["queued", "running"] {
+            let _ = self.queue.remove_label_values(&[namespace, pool, state]);
         }
     }
 

@@ -79,7 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             inline_result_max_bytes: cli.inline_result_max_bytes as usize,
         },
         metrics.clone(),
-        artifacts,
+        artifacts.clone(),
         cli.watch_namespace(),
     );
     let recorder = Recorder::new(
@@ -102,13 +102,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         rollout_deadline: Duration::from_secs(cli.rollout_deadline_seconds),
         watch_namespace: cli.watch_namespace(),
-        dispatcher: dispatcher.clone(),
+        queues: dispatcher.clone(),
     });
     let job_ctx = Arc::new(job::Context {
         client: client.clone(),
         recorder,
         metrics,
-        dispatcher: dispatcher.clone(),
+        queue: dispatcher.clone(),
+        artifacts,
         watch_namespace: cli.watch_namespace(),
     });
     let listener = tokio::net::TcpListener::bind(cli.dispatcher_addr)

@@ -364,8 +364,10 @@ impl VerifyingKeys {
     }
 
     /// [`VerifyingKeys::get`], falling back to the key a prover pod serving these parameters
-    /// hands out when the operator cannot read their source. The pod's key is cached under
-    /// the parameters digest like any other.
+    /// hands out when the operator cannot read their source. A key from a pod is trusted for
+    /// that pool only: it is cached under the pool's namespace and name as well as the
+    /// parameters digest, so no other pool (in another namespace least of all) is ever checked
+    /// against it.
     pub async fn get_or_ask_pod(
         &self,
         pool: &ProverPool,
@@ -376,10 +378,14 @@ impl VerifyingKeys {
         match self.get(pool, parameters).await {
             Err(VkError::Unreadable { .. }) => {
                 let file = key_file(pool, parameters)?;
+                let key = format!(
+                    "pod:{}/{}/{}",
+                    pool.namespace().unwrap_or_default(),
+                    pool.name_any(),
+                    cache_key(parameters, &file)
+                );
                 self.cache
-                    .get_or_load(&cache_key(parameters, &file), move || {
-                        self.from_pod(pod_ip, port)
-                    })
+                    .get_or_load(&key, move || self.from_pod(pod_ip, port))
                     .await
             }
             other => other,
@@ -426,8 +432,8 @@ impl VerifyingKeys {
     /// The key a prover pod serves at `GET http://<ip>:<port>/v1/verification-key` (snarkjs
     /// `verification_key.json`, exported from the zkey it loaded and checked). This trusts the
     /// pool's pods for the key: a pod could hand out a key that accepts its own wrong proofs.
-    /// Only for sources the operator cannot read itself; ask a pod that serves the parameters
-    /// in question (pods are labelled with them).
+    /// Only for sources the operator cannot read itself; ask a pod of the pool's own
+    /// Deployment that serves the parameters in question.
     pub async fn from_pod(&self, pod_ip: &str, port: u16) -> Result<Arc<Verifier>, VkError> {
         let host = if pod_ip.contains(':') {
             format!("[{pod_ip}]")
@@ -451,9 +457,22 @@ impl VerifyingKeys {
         )
         .map_err(failed)?;
         let path = object_store::path::Path::from("verification-key");
-        let bytes = async { store.get(&path).await?.bytes().await }
+        // Read with a cap: the answer comes from a pod, which may send without end.
+        let mut stream = store
+            .get(&path)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(e.to_string()))?
+            .into_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| failed(e.to_string()))?;
+            if (bytes.len() + chunk.len()) as u64 > MAX_KEY_JSON {
+                return Err(failed(format!(
+                    "the answer is larger than {MAX_KEY_JSON} bytes, too large for a verification key"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let json: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| failed(format!("the answer is not JSON: {e}")))?;
         let verifier = Verifier::from_json(&json)

@@ -27,9 +27,9 @@ use tokio::task::JoinSet;
 use crate::backend::{BackendError, ProofInput, ProofOutput};
 use crate::groth16::json::ProofJson;
 use crate::lease::{
-    COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, FileContent, HEARTBEAT_PATH,
-    HeartbeatRequest, HeartbeatResponse, InputFormat, JobInput, LEASE_PATH, LeaseRef, LeaseRequest,
-    LeaseResponse, LeasedJob, Outcome,
+    CALLER_HEADER, COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, FileContent,
+    HEARTBEAT_PATH, HeartbeatRequest, HeartbeatResponse, InputFormat, JobInput, LEASE_PATH,
+    LeaseRef, LeaseRequest, LeaseResponse, LeasedJob, Outcome,
 };
 use crate::params::{self, Digest, FetchError};
 use crate::runner::{self, RunError, Slot};
@@ -306,6 +306,7 @@ impl Dispatcher {
         let resp = client
             .post(format!("{}{path}", self.base))
             .header(reqwest::header::AUTHORIZATION, self.token.header())
+            .header(CALLER_HEADER, self.caller.header_value())
             .timeout(timeout)
             .json(body)
             .send()

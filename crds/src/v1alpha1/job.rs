@@ -135,7 +135,10 @@ pub struct ProofInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_key_ref: Option<KeyRef>,
 
-    /// A key of a Secret in the job's namespace that holds the input, for private inputs.
+    /// A key of a Secret in the job's namespace that holds the input, for private inputs. The
+    /// Secret must carry the label `zkfleet.dev/proof-input: "true"`: its owner's consent that
+    /// ProofJobs of the namespace read it (whoever may create ProofJobs need not be allowed to
+    /// read Secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<KeyRef>,
 
@@ -200,7 +203,8 @@ pub struct InputFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_key_ref: Option<KeyRef>,
 
-    /// A key of a Secret in the job's namespace that holds the file, for private inputs.
+    /// A key of a Secret in the job's namespace that holds the file, for private inputs. The
+    /// Secret must carry the label `zkfleet.dev/proof-input: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<KeyRef>,
 

@@ -2,13 +2,14 @@
 //! ProofJob objects stay the source of truth; this is rebuilt from them at start and kept in
 //! step with the writes the dispatcher makes.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use zkfleet_contract::lease::LeaseRef;
-use zkfleet_crds::v1alpha1::{JobPhase, ProofJob};
+use zkfleet_contract::lease::{Caller, LeaseRef};
+use zkfleet_crds::v1alpha1::{JobPhase, ProofInput, ProofJob};
 
 /// A pool: namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +19,13 @@ pub struct PoolKey {
 }
 
 impl PoolKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
     pub fn of(job: &ProofJob) -> Self {
         Self {
             namespace: job.namespace().unwrap_or_default(),
@@ -42,7 +50,7 @@ pub struct Limits {
     pub max_retries: u32,
 }
 
-/// A lease a pod holds.
+/// A lease a pod holds. The pod is one of the job's pool, in the job's namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
     pub pod: String,
@@ -51,33 +59,40 @@ pub struct Held {
     pub deadline: Instant,
     /// Fixed when granted: the attempt's timeout.
     pub timeout_at: Instant,
-    pub granted_at: Instant,
 }
+
+/// How long a job keeps away from a pod whose proof of it did not verify. Afterwards that pod
+/// may take it again: in a pool whose every pod once failed it (a one-replica pool), the job
+/// would otherwise wait for good; its retries still bound how often it runs.
+pub const AVOID_FOR: Duration = Duration::from_secs(60);
+
+/// Pods a job keeps away from, each until a time.
+type Avoid = BTreeMap<String, Instant>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Tracked {
     Queued {
         not_before: Instant,
-        /// Pods this job must not run on again (they made a proof that did not verify).
-        avoid: BTreeSet<String>,
+        /// Pods this job must not run on for now (they made a proof that did not verify).
+        avoid: Avoid,
     },
     /// Taken off the queue; its lease is being written to the status.
     Granting {
-        avoid: BTreeSet<String>,
+        avoid: Avoid,
     },
-    Leased(Held, BTreeSet<String>),
+    Leased(Held, Avoid),
     /// Pending validation, or finished: not the dispatcher's business.
     Idle,
 }
 
 impl Tracked {
     /// The pods the job avoids, kept across every change of state.
-    fn into_avoid(self) -> BTreeSet<String> {
+    fn into_avoid(self) -> Avoid {
         match self {
             Tracked::Queued { avoid, .. }
             | Tracked::Granting { avoid }
             | Tracked::Leased(_, avoid) => avoid,
-            Tracked::Idle => BTreeSet::new(),
+            Tracked::Idle => Avoid::new(),
         }
     }
 
@@ -185,20 +200,23 @@ impl State {
                 // duration; the pod's heartbeats renew it, a dead pod's do not.
                 let status = job.status.clone().unwrap_or_default();
                 let attempt = crate::job::status::current_attempt(&status);
-                let pod = status
+                let current = status
                     .attempts
                     .iter()
                     .rev()
-                    .find(|a| a.attempt == attempt as i32)
-                    .and_then(|a| a.pod.clone())
+                    .find(|a| a.attempt == attempt as i32);
+                let pod = current.and_then(|a| a.pod.clone()).unwrap_or_default();
+                // The attempt's timeout runs from when it was granted, not from this restart.
+                let ran = current
+                    .and_then(|a| a.start_time.as_ref())
+                    .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
                     .unwrap_or_default();
                 Tracked::Leased(
                     Held {
                         pod,
                         attempt,
                         deadline: now + lease_duration,
-                        timeout_at: now + limits.timeout,
-                        granted_at: now,
+                        timeout_at: now + limits.timeout.saturating_sub(ran),
                     },
                     avoid,
                 )
@@ -210,11 +228,16 @@ impl State {
         if matches!(tracked, Tracked::Queued { .. }) {
             queues.insert(order.clone());
         }
+        let job = if matches!(tracked, Tracked::Idle) {
+            slim(job)
+        } else {
+            job
+        };
         self.jobs.insert(
             uid,
             Entry {
                 job: Arc::new(job),
-                pool,
+                pool: pool.clone(),
                 order,
                 limits,
                 tracked,
@@ -255,7 +278,8 @@ impl State {
             let Tracked::Queued { not_before, avoid } = &entry.tracked else {
                 continue;
             };
-            if *not_before > now || avoid.contains(pod) || pinned_elsewhere(&entry.job, version) {
+            let avoided = avoid.get(pod).is_some_and(|until| *until > now);
+            if *not_before > now || avoided || pinned_elsewhere(&entry.job, version) {
                 continue;
             }
             taken.push(order.clone());
@@ -316,25 +340,42 @@ impl State {
         let queue = self.queues.entry(entry.pool.clone()).or_default();
         queue.remove(&entry.order);
         if job.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Queued) {
-            avoid.extend(avoid_pod.map(str::to_string));
+            if let Some(pod) = avoid_pod {
+                avoid.insert(pod.to_string(), now + backoff + AVOID_FOR);
+            }
             entry.tracked = Tracked::Queued {
                 not_before: now + backoff,
                 avoid,
             };
             queue.insert(entry.order.clone());
         }
-        entry.job = Arc::new(job);
+        let idle = matches!(entry.tracked, Tracked::Idle);
+        entry.job = Arc::new(if idle { slim(job) } else { job });
     }
 
-    /// The job and the lease `lease` names, when that lease is the current one held by `pod`.
-    pub fn holder(&self, lease: &LeaseRef, pod: &str) -> Option<(Arc<ProofJob>, Held, Limits)> {
+    /// The job and the lease `lease` names, when that lease is the current one held by the
+    /// calling pod: same namespace, same pool, same pod name, same attempt.
+    pub fn holder(
+        &self,
+        lease: &LeaseRef,
+        caller: &Caller,
+    ) -> Option<(Arc<ProofJob>, Held, Limits)> {
         let entry = self.jobs.get(&lease.uid)?;
         match &entry.tracked {
-            Tracked::Leased(held, _) if held.attempt == lease.attempt && held.pod == pod => {
+            Tracked::Leased(held, _) if holds(entry, held, lease, caller) => {
                 Some((entry.job.clone(), held.clone(), entry.limits))
             }
             _ => None,
         }
+    }
+
+    /// Leases `pod` of `pool` holds now.
+    pub fn held_by(&self, pool: &PoolKey, pod: &str) -> usize {
+        self.jobs
+            .values()
+            .filter(|e| &e.pool == pool)
+            .filter(|e| matches!(&e.tracked, Tracked::Leased(held, _) if held.pod == pod))
+            .count()
     }
 
     /// The newest copy of a job the dispatcher knows.
@@ -345,20 +386,27 @@ impl State {
     /// Renews the leases `pod` still holds; returns the ones it no longer holds.
     pub fn heartbeat(
         &mut self,
-        pod: &str,
+        caller: &Caller,
         leases: &[LeaseRef],
         lease_duration: Duration,
         now: Instant,
     ) -> Vec<LeaseRef> {
         let mut revoked = Vec::new();
         for lease in leases {
-            match self.jobs.get_mut(&lease.uid).map(|e| &mut e.tracked) {
-                Some(Tracked::Leased(held, _))
-                    if held.attempt == lease.attempt && held.pod == pod =>
-                {
+            let renewed = self.jobs.get_mut(&lease.uid).is_some_and(|entry| {
+                let Tracked::Leased(held, _) = &entry.tracked else {
+                    return false;
+                };
+                if !holds(entry, held, lease, caller) {
+                    return false;
+                }
+                if let Tracked::Leased(held, _) = &mut entry.tracked {
                     held.deadline = now + lease_duration;
                 }
-                _ => revoked.push(lease.clone()),
+                true
+            });
+            if !renewed {
+                revoked.push(lease.clone());
             }
         }
         revoked
@@ -425,17 +473,22 @@ impl State {
             .collect()
     }
 
-    /// Every pool with jobs in memory (a pool once seen stays, at zero), with its queued and
-    /// running counts, in one pass over the jobs.
-    pub fn loads(&self) -> HashMap<PoolKey, (usize, usize)> {
-        let mut loads: HashMap<PoolKey, (usize, usize)> =
-            self.queues.keys().map(|k| (k.clone(), (0, 0))).collect();
+    /// Every pool with queued or running jobs, with their counts, in one pass over the jobs.
+    /// The queues of pools with neither are dropped on the way, so pool names that come and go
+    /// do not stay in memory for good.
+    pub fn loads(&mut self) -> HashMap<PoolKey, (usize, usize)> {
+        let mut loads: HashMap<PoolKey, (usize, usize)> = HashMap::new();
         for entry in self.jobs.values() {
+            if matches!(entry.tracked, Tracked::Idle) {
+                continue;
+            }
             let (queued, running) = loads.entry(entry.pool.clone()).or_default();
             let (q, r) = entry.tracked.load();
             *queued += q;
             *running += r;
         }
+        self.queues
+            .retain(|pool, queue| !queue.is_empty() || loads.contains_key(pool));
         loads
     }
 
@@ -455,6 +508,27 @@ impl State {
             })
             .min()
     }
+}
+
+/// Whether `held` is the lease `lease` names and `caller` is the pod holding it. Pod names are
+/// only unique within a namespace, so the namespace and pool are part of who holds it.
+fn holds(entry: &Entry, held: &Held, lease: &LeaseRef, caller: &Caller) -> bool {
+    held.attempt == lease.attempt
+        && held.pod == caller.pod
+        && entry.pool.namespace == caller.namespace
+        && entry.pool.name == caller.pool
+}
+
+/// A job the dispatcher no longer schedules (pending or finished), without its input and
+/// proof: only its identity, version and attempts are needed, to keep older copies from
+/// replacing it and to answer repeated results.
+fn slim(mut job: ProofJob) -> ProofJob {
+    job.spec.input = ProofInput::default();
+    job.metadata.managed_fields = None;
+    if let Some(status) = job.status.as_mut() {
+        status.result = None;
+    }
+    job
 }
 
 /// Whether `job` is pinned to a parameters version other than `version`.
@@ -501,6 +575,14 @@ mod tests {
         }
     }
 
+    fn caller(pod: &str) -> Caller {
+        Caller {
+            namespace: "team".into(),
+            pool: "cpu".into(),
+            pod: pod.into(),
+        }
+    }
+
     fn names(jobs: &[Arc<ProofJob>]) -> Vec<String> {
         jobs.iter().map(|j| j.name_any()).collect()
     }
@@ -511,7 +593,6 @@ mod tests {
             attempt,
             deadline: now + LEASE,
             timeout_at: now + LIMITS.timeout,
-            granted_at: now,
         }
     }
 
@@ -562,9 +643,9 @@ mod tests {
             uid: "uid-a".into(),
             attempt: 1,
         };
-        assert!(s.holder(&lease, "p1").is_some());
+        assert!(s.holder(&lease, &caller("p1")).is_some());
         assert!(
-            s.holder(&lease, "p2").is_none(),
+            s.holder(&lease, &caller("p2")).is_none(),
             "another pod does not hold it"
         );
         let stale = LeaseRef {
@@ -572,13 +653,13 @@ mod tests {
             ..lease.clone()
         };
         assert!(
-            s.holder(&stale, "p1").is_none(),
+            s.holder(&stale, &caller("p1")).is_none(),
             "an older attempt is stale"
         );
 
         // The watch delivers the Queued copy late: it changes nothing.
         s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
-        assert!(s.holder(&lease, "p1").is_some());
+        assert!(s.holder(&lease, &caller("p1")).is_some());
         assert_eq!(s.load(&pool()), (0, 1));
     }
 
@@ -591,7 +672,7 @@ mod tests {
         s.granted((*a).clone(), held("p1", 1, now));
         let later = now + Duration::from_secs(25);
         let revoked = s.heartbeat(
-            "p1",
+            &caller("p1"),
             &[
                 LeaseRef {
                     uid: "uid-a".into(),
@@ -621,7 +702,7 @@ mod tests {
 
         s.forget("uid-a");
         let revoked = s.heartbeat(
-            "p1",
+            &caller("p1"),
             &[LeaseRef {
                 uid: "uid-a".into(),
                 attempt: 1,
@@ -657,6 +738,23 @@ mod tests {
     }
 
     #[test]
+    fn a_job_every_pod_failed_goes_back_to_them_after_a_while() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        let a = s.take(&pool(), "p1", "v1", 1, now)[0].clone();
+        s.granted((*a).clone(), held("p1", 1, now));
+        let mut requeued = (*a).clone();
+        requeued.metadata.resource_version = Some("3".into());
+        s.attempt_recorded(requeued, Duration::from_secs(1), Some("p1"), now);
+        // p1 is the pool's only pod: the job does not wait for another one for good.
+        let soon = now + Duration::from_secs(2);
+        assert!(s.take(&pool(), "p1", "v1", 1, soon).is_empty());
+        let later = now + Duration::from_secs(1) + AVOID_FOR;
+        assert_eq!(names(&s.take(&pool(), "p1", "v1", 1, later)), ["a"]);
+    }
+
+    #[test]
     fn a_running_job_found_at_start_keeps_its_lease_for_one_lease_duration() {
         let now = Instant::now();
         let mut s = State::default();
@@ -674,7 +772,7 @@ mod tests {
             uid: "uid-a".into(),
             attempt: 2,
         };
-        assert!(s.holder(&lease, "p1").is_some());
+        assert!(s.holder(&lease, &caller("p1")).is_some());
         assert_eq!(s.load(&pool()), (0, 1));
         let nobody_gone = |_: &str, _: &str| false;
         assert_eq!(s.lapsed(now + LEASE, &nobody_gone).len(), 1);
@@ -699,5 +797,116 @@ mod tests {
         s.observe(job("a", 2, 0, 0, "Succeeded"), LIMITS, LEASE, now);
         assert_eq!(s.load(&pool()), (0, 0));
         assert!(s.take(&pool(), "p1", "v1", 1, now).is_empty());
+    }
+
+    #[test]
+    fn a_same_named_pod_of_another_namespace_or_pool_holds_nothing() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        let a = s.take(&pool(), "p1", "v1", 1, now)[0].clone();
+        s.granted((*a).clone(), held("p1", 1, now));
+        let lease = LeaseRef {
+            uid: "uid-a".into(),
+            attempt: 1,
+        };
+        let elsewhere = Caller {
+            namespace: "other-team".into(),
+            ..caller("p1")
+        };
+        let other_pool = Caller {
+            pool: "gpu".into(),
+            ..caller("p1")
+        };
+        for impostor in [&elsewhere, &other_pool] {
+            assert!(s.holder(&lease, impostor).is_none(), "{impostor:?}");
+            let revoked = s.heartbeat(impostor, std::slice::from_ref(&lease), LEASE, now);
+            assert_eq!(
+                revoked,
+                std::slice::from_ref(&lease),
+                "{impostor:?} renews nothing"
+            );
+        }
+        assert!(s.holder(&lease, &caller("p1")).is_some());
+    }
+
+    #[test]
+    fn a_restart_keeps_the_timeout_of_an_attempt_already_running() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let mut j = job("a", 7, 0, 0, "Running");
+        let started = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(500);
+        j.status = Some(
+            serde_json::from_value(json!({
+                "phase": "Running", "attemptCount": 1,
+                "attempts": [{"attempt": 1, "pod": "p1", "startTime": started.to_string()}],
+            }))
+            .unwrap(),
+        );
+        s.observe(j, LIMITS, LEASE, now);
+        let nobody_gone = |_: &str, _: &str| false;
+        // 600 s timeout, 500 s already spent: it times out within about 100 s, heartbeats or not.
+        let (_, held, _) = s
+            .holder(
+                &LeaseRef {
+                    uid: "uid-a".into(),
+                    attempt: 1,
+                },
+                &caller("p1"),
+            )
+            .unwrap();
+        assert!(held.timeout_at <= now + Duration::from_secs(101));
+        s.heartbeat(
+            &caller("p1"),
+            &[LeaseRef {
+                uid: "uid-a".into(),
+                attempt: 1,
+            }],
+            Duration::from_secs(1000),
+            now,
+        );
+        let lapsed = s.lapsed(now + Duration::from_secs(101), &nobody_gone);
+        assert_eq!(lapsed.len(), 1);
+        assert_eq!(lapsed[0].lapse, Lapse::TimedOut);
+    }
+
+    #[test]
+    fn pods_get_no_more_than_their_slots() {
+        let now = Instant::now();
+        let mut s = State::default();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            s.observe(
+                job(name, i as u64 + 1, 0, i as i64, "Queued"),
+                LIMITS,
+                LEASE,
+                now,
+            );
+        }
+        for j in s.take(&pool(), "p1", "v1", 2, now) {
+            s.granted((*j).clone(), held("p1", 1, now));
+        }
+        assert_eq!(s.held_by(&pool(), "p1"), 2);
+        assert_eq!(s.held_by(&pool(), "p2"), 0);
+    }
+
+    #[test]
+    fn finished_jobs_keep_no_input_or_proof_and_empty_pools_are_dropped() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let mut done = job("a", 2, 0, 0, "Succeeded");
+        done.spec.input.inline = Some(Default::default());
+        done.status.as_mut().unwrap().result = Some(Default::default());
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        assert_eq!(s.loads().len(), 1);
+        s.observe(done, LIMITS, LEASE, now);
+        let kept = s.job("uid-a").unwrap();
+        assert_eq!(kept.spec.input, ProofInput::default());
+        assert!(kept.status.as_ref().unwrap().result.is_none());
+        assert!(
+            s.loads().is_empty(),
+            "a pool with nothing queued or running is forgotten"
+        );
+        s.forget("uid-a");
+        assert!(s.job("uid-a").is_none());
     }
 }

@@ -12,6 +12,11 @@ use zkfleet_crds::v1alpha1::{InputFile, InputFormat, InputSource, ProofJob};
 
 use crate::params::hex;
 
+/// Label a Secret must carry, set to `"true"`, before ProofJobs may read it as input: whoever
+/// may create ProofJobs in a namespace need not be allowed to read its Secrets, and must not
+/// learn their contents, size or digest through a job.
+pub const PROOF_INPUT_LABEL: &str = "zkfleet.dev/proof-input";
+
 /// Largest input read from a ConfigMap or Secret (both are capped near 1 MiB by the API server;
 /// this bounds what one lease carries).
 pub const MAX_INPUT_BYTES: usize = 4 << 20;
@@ -154,9 +159,15 @@ async fn read(
         InputSource::SecretKey(key) => {
             let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
             let what = format!("key {:?} of Secret {}", key.key, key.name);
-            let Some(secret) = api.get_opt(&key.name).await? else {
+            // One refusal for a missing and an unlabelled Secret: a job must not tell its author
+            // which Secrets exist.
+            let secret = api
+                .get_opt(&key.name)
+                .await?
+                .filter(|s| s.labels().get(PROOF_INPUT_LABEL).map(String::as_str) == Some("true"));
+            let Some(secret) = secret else {
                 return Err(InputError::Invalid(format!(
-                    "Secret {} does not exist in namespace {namespace}: create it or fix {field}.secretKeyRef",
+                    "no Secret {} labelled {PROOF_INPUT_LABEL}=true in namespace {namespace}: create it with that label (its owner's consent that ProofJobs read it) or fix {field}.secretKeyRef",
                     key.name
                 )));
             };

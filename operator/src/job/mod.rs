@@ -23,7 +23,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
 
-use crate::dispatcher::Dispatcher;
+use crate::artifacts::ArtifactStore;
 use crate::metrics::Metrics;
 use input::InputError;
 
@@ -39,9 +39,22 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    pub dispatcher: Arc<Dispatcher>,
+    /// The dispatcher's queues, which take every job this controller queues.
+    pub queue: Arc<dyn JobQueue>,
+    /// Where proofs too large for a status are stored; this controller deletes them with their
+    /// jobs.
+    pub artifacts: ArtifactStore,
     /// The one namespace watched, or `None` for every namespace.
     pub watch_namespace: Option<String>,
+}
+
+/// Where queued jobs go: the dispatcher, seen through the two calls this controller makes, so
+/// the two do not depend on each other.
+pub trait JobQueue: Send + Sync {
+    /// Takes in the newest copy of a job this controller wrote.
+    fn observe(&self, job: ProofJob);
+    /// Forgets a job being deleted.
+    fn forget(&self, job: &ProofJob);
 }
 
 /// Why a pass failed. All transient: the pass is retried with backoff.
@@ -65,7 +78,7 @@ impl Error {
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let jobs: Api<ProofJob> = crate::pool::scoped(&ctx.client, ctx.watch_namespace.as_deref());
+    let jobs: Api<ProofJob> = crate::scope::api(&ctx.client, ctx.watch_namespace.as_deref());
     Controller::new(jobs, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -152,7 +165,7 @@ async fn admit(
             }
         }
     }
-    ctx.dispatcher.observe(stored);
+    ctx.queue.observe(stored);
     Ok(Action::await_change())
 }
 
@@ -185,27 +198,104 @@ async fn expire(job: &ProofJob, api: &Api<ProofJob>) -> Result<Action, Error> {
 }
 
 /// A job being deleted: delete its stored proof, then let it go.
+///
+/// The object at the job's own key in the current store is deleted whether or not the status
+/// names it (an upload that lost its race with the status still left it there). A status that
+/// names a location in another store (the operator's `--artifacts-url` changed since) cannot
+/// be cleaned up by this operator: a warning Event says where the proof was left, and the job
+/// goes anyway, so neither it nor its namespace is stuck for good.
 async fn delete_artifact(
     job: &ProofJob,
     api: &Api<ProofJob>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    ctx.dispatcher.forget(job);
+    ctx.queue.forget(job);
     if !job.finalizers().iter().any(|f| f == ARTIFACT_FINALIZER) {
         return Ok(Action::await_change());
     }
-    let location = job
+    let (namespace, name, uid) = (
+        job.namespace().unwrap_or_default(),
+        job.name_any(),
+        job.uid().unwrap_or_default(),
+    );
+    ctx.artifacts
+        .delete_for_job(&namespace, &name, &uid)
+        .await
+        .map_err(|e| Error::Artifact(e.to_string()))?;
+    let recorded = job
         .status
         .as_ref()
         .and_then(|s| s.result.as_ref())
         .and_then(|r| r.location.clone());
-    if let Some(location) = location {
-        ctx.dispatcher
-            .delete_artifact(&location)
-            .await
-            .map_err(Error::Artifact)?;
-        info!(%location, "deleted the stored proof");
+    match recorded {
+        Some(location) if !ctx.artifacts.holds(&location) => {
+            warn!(%location, "the stored proof is in another artifact store; left in place");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "ArtifactLeftInPlace".into(),
+                note: Some(format!(
+                    "the proof at {location} is not in this operator's artifact store ({}); delete it there by hand if it is no longer needed",
+                    ctx.artifacts.url()
+                )),
+                action: "Delete".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
+                warn!(error = %e, "could not publish the event");
+            }
+        }
+        Some(location) => info!(%location, "deleted the stored proof"),
+        None => {}
     }
+    match remove_finalizer(api, job).await {
+        Ok(()) => Ok(Action::await_change()),
+        Err(e) if status::is_not_found(&e) || status::is_conflict(&e) => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Adds [`ARTIFACT_FINALIZER`] to a job, keeping every other controller's finalizers: the
+/// whole list is written at the `resourceVersion` it was read at, re-read on conflicts.
+pub async fn add_artifact_finalizer(
+    api: &Api<ProofJob>,
+    job: &ProofJob,
+) -> Result<(), kube::Error> {
+    let mut current = job.clone();
+    for _ in 0..5 {
+        if current.finalizers().iter().any(|f| f == ARTIFACT_FINALIZER) {
+            return Ok(());
+        }
+        let mut finalizers = current.finalizers().to_vec();
+        finalizers.push(ARTIFACT_FINALIZER.into());
+        let patch = json!({
+            "metadata": {"resourceVersion": current.resource_version(), "finalizers": finalizers}
+        });
+        match api
+            .patch(
+                &current.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if status::is_conflict(&e) => current = api.get(&current.name_any()).await?,
+            Err(e) => return Err(e),
+        }
+    }
+    // Still racing after five reads: let the caller retry later.
+    Err(kube::Error::Api(
+        kube::core::Status::failure(
+            "the job kept changing while its finalizer was added",
+            "Conflict",
+        )
+        .with_code(409)
+        .boxed(),
+    ))
+}
+
+/// Removes [`ARTIFACT_FINALIZER`], keeping the others, at the `resourceVersion` read.
+async fn remove_finalizer(api: &Api<ProofJob>, job: &ProofJob) -> Result<(), kube::Error> {
     let remaining: Vec<_> = job
         .finalizers()
         .iter()
@@ -215,16 +305,11 @@ async fn delete_artifact(
     let patch = json!({
         "metadata": {"resourceVersion": job.resource_version(), "finalizers": remaining}
     });
-    match api
-        .patch(
-            &job.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(Action::await_change()),
-        Err(e) if status::is_not_found(&e) || status::is_conflict(&e) => Ok(Action::await_change()),
-        Err(e) => Err(e.into()),
-    }
+    api.patch(
+        &job.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
 }

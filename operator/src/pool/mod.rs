@@ -38,8 +38,8 @@ use zkfleet_crds::v1alpha1::{
 use crate::FIELD_MANAGER;
 use crate::build::token_secret::DispatcherToken;
 use crate::build::{self, BuildContext, MANAGED_BY, POOL_LABEL};
-use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
+use crate::scope::api;
 use apply::{ApplyError, Children};
 use fetch::FetchError;
 use status::StatusError;
@@ -67,20 +67,19 @@ pub struct Context {
     pub rollout_deadline: Duration,
     /// The one namespace watched, or `None` for every namespace.
     pub watch_namespace: Option<String>,
-    /// The dispatcher, whose queues and flagged pods go on the pool's status.
-    pub dispatcher: Arc<Dispatcher>,
+    /// The dispatcher's queues, whose counts and flagged pods go on the pool's status.
+    pub queues: Arc<dyn QueueView>,
 }
 
-/// An API over `namespace`, or over every namespace when it is `None`.
-pub(crate) fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+/// What the pool controller reads of the dispatcher: a narrow view of its queues, so the two
+/// do not depend on each other.
+pub trait QueueView: Send + Sync {
+    /// Queued and running jobs of a pool.
+    fn load(&self, namespace: &str, pool: &str) -> (usize, usize);
+    /// Pods whose proofs did not verify, to list on the pool's status.
+    fn flagged(&self, namespace: &str, pool: &str) -> Vec<zkfleet_crds::v1alpha1::FlaggedPod>;
+    /// How long the pool has had no queued or running job.
+    fn idle_for(&self, namespace: &str, pool: &str) -> Duration;
 }
 
 /// Why a pass failed. All transient: the pass is retried with backoff.
@@ -126,16 +125,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let pod_owner = resource.clone();
     let job_owner = resource.clone();
     Controller::new_with(pools, watcher::Config::default(), resource)
-        .owns(scoped::<Deployment>(&client, ns), ours.clone())
-        .owns(scoped::<Service>(&client, ns), ours.clone())
-        .owns(scoped::<ServiceAccount>(&client, ns), ours.clone())
-        .owns(scoped::<Secret>(&client, ns), ours.clone())
-        .owns(scoped::<PodDisruptionBudget>(&client, ns), ours.clone())
-        .owns(scoped::<NetworkPolicy>(&client, ns), ours.clone())
-        .owns(scoped::<HorizontalPodAutoscaler>(&client, ns), ours.clone())
+        .owns(api::<Deployment>(&client, ns), ours.clone())
+        .owns(api::<Service>(&client, ns), ours.clone())
+        .owns(api::<ServiceAccount>(&client, ns), ours.clone())
+        .owns(api::<Secret>(&client, ns), ours.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), ours.clone())
+        .owns(api::<NetworkPolicy>(&client, ns), ours.clone())
+        .owns(api::<HorizontalPodAutoscaler>(&client, ns), ours.clone())
         // Pods belong to ReplicaSets, not to the pool; their label names the pool. Their
         // readiness and scheduling feed the pool's status.
-        .watches(scoped::<Pod>(&client, ns), ours, move |pod: Pod| {
+        .watches(api::<Pod>(&client, ns), ours, move |pod: Pod| {
             let ns = pod.namespace()?;
             let pool = pod.labels().get(POOL_LABEL)?.clone();
             Some(ObjectRef::new_with(&pool, pod_owner.clone()).within(&ns))
@@ -143,7 +142,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         // Jobs moving through a pool's queue change its queue counts; debounced, so a burst
         // of jobs costs one status write.
         .watches(
-            scoped::<ProofJob>(&client, ns),
+            api::<ProofJob>(&client, ns),
             watcher::Config::default(),
             move |job: ProofJob| {
                 let ns = job.namespace()?;
@@ -270,20 +269,20 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
     // status
     let mut next = status::compute(&pool, Some(&deployment), &world.pods, &decision, Time(now));
     let (namespace, name) = (pool.namespace().unwrap_or_default(), pool.name_any());
-    let (queued, running) = ctx.dispatcher.load(&namespace, &name);
+    let (queued, running) = ctx.queues.load(&namespace, &name);
     status::apply_load(
         &mut next,
         &status::Load {
             queued,
             running,
-            flagged: ctx.dispatcher.flagged(&namespace, &name),
+            flagged: ctx.queues.flagged(&namespace, &name),
         },
     );
     // scaling: to zero when idle, back to one when jobs wait (minReplicas 0)
     let idle_for = if queued + running > 0 {
         Duration::ZERO
     } else {
-        ctx.dispatcher.idle_for(&namespace, &name)
+        ctx.queues.idle_for(&namespace, &name)
     };
     let scaling = scaling::decide(&pool, queued, running, idle_for);
     set_condition(

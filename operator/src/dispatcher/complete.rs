@@ -1,0 +1,284 @@
+//! A pod's result: matched to the lease it holds, verified, and recorded on the job's status.
+//! A proof that does not verify fails the attempt, flags the pod on its pool, and sends the job
+//! to another pod.
+
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt as _;
+use tracing::{info, warn};
+use zkfleet_contract::lease::{
+    CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, Outcome,
+};
+use zkfleet_crds::v1alpha1::{AttemptOutcome, FlaggedPod, ProofJobStatus, Verification};
+
+use super::state::PoolKey;
+use super::verify::NoVerdict;
+use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name};
+use crate::job::status::{self as job_status, AttemptFailure, Success};
+
+impl Dispatcher {
+    /// Renews the pod's leases and says which it no longer holds.
+    pub fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
+        let revoked = self.state.lock().expect("lock").heartbeat(
+            &request.caller,
+            &request.leases,
+            self.settings.lease_duration,
+            Instant::now(),
+        );
+        for lease in &revoked {
+            info!(uid = %lease.uid, attempt = lease.attempt, pod = %request.caller.pod, "lease revoked");
+        }
+        HeartbeatResponse { revoked }
+    }
+
+    /// Records how a leased attempt ended: verifies a proof before the job succeeds.
+    pub async fn complete(
+        &self,
+        request: &CompleteRequest,
+    ) -> Result<CompleteResponse, DispatchError> {
+        let pod = &request.caller.pod;
+        let holder = self
+            .state
+            .lock()
+            .expect("lock")
+            .holder(&request.lease, &request.caller);
+        let Some((job, held, limits)) = holder else {
+            return self.already_recorded(request);
+        };
+        let key = PoolKey::of(&job);
+        let phase = match &request.outcome {
+            Outcome::Proved {
+                proof,
+                public_signals,
+                public_outputs,
+                proving_millis,
+                ..
+            } => {
+                let pool = self.pool(&key).ok_or_else(|| {
+                    DispatchError::Unavailable(format!("pool {} is not known yet", key.name))
+                })?;
+                let verify = pool.spec.job_defaults.as_ref().is_none_or(|d| d.verify);
+                let verification = if verify {
+                    let started = Instant::now();
+                    let checked = self
+                        .verdict(&pool, &job, proof, public_signals, public_outputs.as_ref())
+                        .await;
+                    let (verdict, verifier) = match checked {
+                        Ok(v) => v,
+                        Err(NoVerdict::Unavailable(e)) => return Err(e),
+                        Err(NoVerdict::Misconfigured(why)) => {
+                            warn!(job = %job.name_any(), %why, "no verifying key: the attempt fails");
+                            let failure = AttemptFailure {
+                                outcome: AttemptOutcome::Failed,
+                                reason: "VerifyingKeyUnavailable",
+                                message: format!(
+                                    "the proof could not be checked: {why}; fix the pool's parameters, then submit the job again"
+                                ),
+                                retryable: true,
+                            };
+                            return Ok(CompleteResponse {
+                                phase: self
+                                    .record_failure(&job, &held, &failure, limits, None)
+                                    .await?,
+                                duplicate: false,
+                            });
+                        }
+                    };
+                    let millis = started.elapsed().as_millis() as i64;
+                    if let Err(why) = verdict {
+                        self.metrics.proof_rejected(&key.namespace, &key.name);
+                        self.flag(&key, pod);
+                        warn!(job = %job.name_any(), %pod, %verifier, "proof did not verify; the pod is flagged and the job retried elsewhere");
+                        let failure = AttemptFailure {
+                            outcome: AttemptOutcome::VerificationFailed,
+                            reason: "ProofRejected",
+                            message: format!("the proof from pod {pod} was rejected: {why}"),
+                            retryable: true,
+                        };
+                        return Ok(CompleteResponse {
+                            phase: self
+                                .record_failure(&job, &held, &failure, limits, Some(pod))
+                                .await?,
+                            duplicate: false,
+                        });
+                    }
+                    Verification {
+                        verified: true,
+                        verifier_millis: Some(millis),
+                        verifier: Some(verifier),
+                        skipped: false,
+                    }
+                } else {
+                    Verification {
+                        verified: false,
+                        skipped: true,
+                        ..Verification::default()
+                    }
+                };
+                let success = Success {
+                    result: Default::default(),
+                    verification,
+                    proving_millis: *proving_millis as i64,
+                };
+                self.record_success(
+                    &job,
+                    &held,
+                    success,
+                    proof,
+                    public_signals,
+                    public_outputs.as_ref(),
+                )
+                .await?
+            }
+            Outcome::Failed {
+                code,
+                message,
+                retryable,
+            } => {
+                let failure = AttemptFailure {
+                    outcome: AttemptOutcome::Failed,
+                    reason: if *retryable {
+                        "ProverError"
+                    } else {
+                        job_status::INVALID_INPUT
+                    },
+                    message: format!("{code}: {message}"),
+                    retryable: *retryable,
+                };
+                self.record_failure(&job, &held, &failure, limits, None)
+                    .await?
+            }
+        };
+        Ok(CompleteResponse {
+            phase,
+            duplicate: false,
+        })
+    }
+
+    /// A result for a lease the dispatcher no longer holds: a repeat of one this pod's own
+    /// report already recorded (200, so the pod stops retrying), or a stale one (409): another
+    /// pod's lease, an older attempt, or a lease that ran out before the result came.
+    fn already_recorded(
+        &self,
+        request: &CompleteRequest,
+    ) -> Result<CompleteResponse, DispatchError> {
+        let job = self.state.lock().expect("lock").job(&request.lease.uid);
+        let Some(job) = job.filter(|j| j.namespace().as_deref() == Some(&request.caller.namespace))
+        else {
+            return Err(DispatchError::NotFound(format!(
+                "job {} does not exist (deleted?)",
+                request.lease.uid
+            )));
+        };
+        let status = job.status.clone().unwrap_or_default();
+        if recorded_from_report(&status, request) {
+            return Ok(CompleteResponse {
+                phase: phase_name(status.phase),
+                duplicate: true,
+            });
+        }
+        Err(DispatchError::Stale(format!(
+            "attempt {} of job {} is not leased to pod {} (the job is at attempt {}); the result is dropped",
+            request.lease.attempt,
+            job.name_any(),
+            request.caller.pod,
+            job_status::current_attempt(&status)
+        )))
+    }
+
+    fn flag(&self, pool: &PoolKey, pod: &str) {
+        let node = self
+            .pod(&pool.namespace, pod)
+            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
+        let mut flagged = self.flagged.lock().expect("lock");
+        let list = flagged.entry(pool.clone()).or_default();
+        list.retain(|f| f.pod != pod);
+        list.push(FlaggedPod {
+            pod: pod.into(),
+            node,
+            reason: "VerificationFailed".into(),
+            time: Some(Time(Timestamp::now())),
+        });
+        let excess = list.len().saturating_sub(MAX_FLAGGED_PODS);
+        list.drain(..excess);
+    }
+}
+
+/// Whether the attempt `request` names was recorded from a report of this same pod (a repeat
+/// upload). An attempt the dispatcher ended itself (lease expired, timed out) was not: the
+/// late result is stale.
+pub fn recorded_from_report(status: &ProofJobStatus, request: &CompleteRequest) -> bool {
+    status.attempts.iter().any(|a| {
+        a.attempt == request.lease.attempt as i32
+            && a.pod.as_deref() == Some(request.caller.pod.as_str())
+            && matches!(
+                a.outcome,
+                Some(
+                    AttemptOutcome::Succeeded
+                        | AttemptOutcome::Failed
+                        | AttemptOutcome::VerificationFailed
+                )
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use zkfleet_contract::lease::{Caller, LeaseRef};
+
+    fn request(pod: &str, attempt: u32) -> CompleteRequest {
+        CompleteRequest {
+            caller: Caller {
+                namespace: "team".into(),
+                pool: "cpu".into(),
+                pod: pod.into(),
+            },
+            lease: LeaseRef {
+                uid: "u".into(),
+                attempt,
+            },
+            outcome: Outcome::Failed {
+                code: "x".into(),
+                message: "y".into(),
+                retryable: true,
+            },
+        }
+    }
+
+    fn status(outcome: &str) -> ProofJobStatus {
+        serde_json::from_value(json!({
+            "phase": "Queued", "attemptCount": 1,
+            "attempts": [{"attempt": 1, "pod": "p1", "outcome": outcome}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_repeat_of_a_recorded_report_is_a_duplicate() {
+        for outcome in ["Succeeded", "Failed", "VerificationFailed"] {
+            assert!(recorded_from_report(&status(outcome), &request("p1", 1)));
+        }
+        assert!(!recorded_from_report(
+            &status("Succeeded"),
+            &request("p2", 1)
+        ));
+        assert!(!recorded_from_report(
+            &status("Succeeded"),
+            &request("p1", 2)
+        ));
+    }
+
+    #[test]
+    fn a_result_after_the_lease_ran_out_is_stale_not_a_duplicate() {
+        for outcome in ["LeaseExpired", "TimedOut"] {
+            assert!(
+                !recorded_from_report(&status(outcome), &request("p1", 1)),
+                "{outcome}"
+            );
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Writing how an attempt ended to the job's status: at the job's `resourceVersion`, re-read on
+//! conflicts, and only while the attempt is still the job's current one, so a late or repeated
+//! result never overwrites a newer attempt. Proofs too large for the status go to the artifact
+//! store first, under the job's finalizer.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt as _;
+use kube::api::Api;
+use serde_json::json;
+use tracing::{info, warn};
+use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProofJobStatus, ProofResult};
+
+use super::state::{Held, Limits, PoolKey};
+use super::{DispatchError, Dispatcher, phase_name, retry_backoff};
+use crate::job;
+use crate::job::status::{self as job_status, AttemptFailure, Success};
+
+impl Dispatcher {
+    /// Writes a status built from the newest copy of the job, re-reading on conflicts, as long
+    /// as `held` is still the job's current attempt.
+    async fn write_attempt(
+        &self,
+        job: &ProofJob,
+        held: &Held,
+        build: impl Fn(&ProofJob) -> ProofJobStatus,
+    ) -> Result<ProofJob, DispatchError> {
+        let api: Api<ProofJob> =
+            Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
+        let mut current = job.clone();
+        for _ in 0..5 {
+            let attempt = job_status::current_attempt(&current.status.clone().unwrap_or_default());
+            let finished = current
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(JobPhase::is_finished);
+            if attempt != held.attempt || finished {
+                return Err(DispatchError::Stale(format!(
+                    "attempt {} of job {} is no longer current",
+                    held.attempt,
+                    current.name_any()
+                )));
+            }
+            match job_status::write(&api, &current, build(&current)).await {
+                Ok(stored) => return Ok(stored),
+                Err(e) if job_status::is_conflict(&e) => {
+                    current = api.get(&current.name_any()).await.map_err(|e| {
+                        if job_status::is_not_found(&e) {
+                            DispatchError::NotFound(format!("job {} was deleted", job.name_any()))
+                        } else {
+                            DispatchError::Unavailable(format!("re-reading the job: {e}"))
+                        }
+                    })?;
+                }
+                Err(e) if job_status::is_not_found(&e) => {
+                    return Err(DispatchError::NotFound(format!(
+                        "job {} was deleted",
+                        current.name_any()
+                    )));
+                }
+                Err(e) => {
+                    return Err(DispatchError::Unavailable(format!(
+                        "writing the job's status: {e}"
+                    )));
+                }
+            }
+        }
+        Err(DispatchError::Unavailable(
+            "the job kept changing under the write; retry".into(),
+        ))
+    }
+
+    /// Stores the result (on the status, or in the artifact store when large) and marks the
+    /// job `Succeeded`.
+    pub(super) async fn record_success(
+        &self,
+        job: &ProofJob,
+        held: &Held,
+        mut success: Success,
+        proof: &serde_json::Value,
+        public_signals: &[String],
+        public_outputs: Option<&serde_json::Value>,
+    ) -> Result<String, DispatchError> {
+        let (result, stored_artifact) = self
+            .store_result(job, proof, public_signals, public_outputs)
+            .await?;
+        success.result = result;
+        let now = Time(Timestamp::now());
+        let written = self
+            .write_attempt(job, held, |j| {
+                job_status::succeeded(j, held.attempt, success.clone(), &now)
+            })
+            .await;
+        let stored = match written {
+            Ok(stored) => stored,
+            Err(e) => {
+                // The job went away while its proof was being stored: nothing will ever point at
+                // the object, and the finalizer that would delete it may already have run.
+                if matches!(e, DispatchError::NotFound(_)) && stored_artifact {
+                    self.delete_stored(job).await;
+                }
+                return Err(e);
+            }
+        };
+        self.metrics.job_finished("Succeeded");
+        info!(job = %job.name_any(), pod = %held.pod, attempt = held.attempt, "succeeded");
+        let phase = phase_name(stored.status.as_ref().and_then(|s| s.phase));
+        self.state.lock().expect("lock").attempt_recorded(
+            stored,
+            Duration::ZERO,
+            None,
+            Instant::now(),
+        );
+        Ok(phase)
+    }
+
+    async fn delete_stored(&self, job: &ProofJob) {
+        let (namespace, name, uid) = (
+            job.namespace().unwrap_or_default(),
+            job.name_any(),
+            job.uid().unwrap_or_default(),
+        );
+        if let Err(e) = self.artifacts.delete_for_job(&namespace, &name, &uid).await {
+            warn!(error = %e, job = %name, "could not delete the proof of a deleted job");
+        }
+    }
+
+    pub(super) async fn record_failure(
+        &self,
+        job: &ProofJob,
+        held: &Held,
+        failure: &AttemptFailure,
+        limits: Limits,
+        avoid_pod: Option<&str>,
+    ) -> Result<String, DispatchError> {
+        let now = Time(Timestamp::now());
+        let stored = self
+            .write_attempt(job, held, |j| {
+                job_status::attempt_failed(j, held.attempt, failure, limits.max_retries, &now).0
+            })
+            .await?;
+        let phase = stored.status.as_ref().and_then(|s| s.phase);
+        if phase == Some(JobPhase::Failed) {
+            self.metrics.job_finished(failure.reason);
+        }
+        info!(job = %job.name_any(), pod = %held.pod, attempt = held.attempt, reason = failure.reason, phase = ?phase, "attempt failed");
+        let backoff = retry_backoff(held.attempt);
+        let key = PoolKey::of(&stored);
+        self.state.lock().expect("lock").attempt_recorded(
+            stored,
+            backoff,
+            avoid_pod,
+            Instant::now(),
+        );
+        self.wake(&key);
+        Ok(phase_name(phase))
+    }
+
+    /// The result as the status records it, and whether the proof went to the artifact store.
+    async fn store_result(
+        &self,
+        job: &ProofJob,
+        proof: &serde_json::Value,
+        public_signals: &[String],
+        public_outputs: Option<&serde_json::Value>,
+    ) -> Result<(ProofResult, bool), DispatchError> {
+        let public_signals = (!public_signals.is_empty() || public_outputs.is_none())
+            .then(|| public_signals.to_vec());
+        let public_outputs = public_outputs.and_then(|v| v.as_object().cloned());
+        let public_size = json_len(&public_signals) + json_len(&public_outputs);
+        let size = json_len(proof) + public_size;
+        if size <= self.settings.inline_result_max_bytes {
+            return Ok((
+                ProofResult {
+                    proof: proof.as_object().cloned(),
+                    public_signals,
+                    public_outputs,
+                    ..ProofResult::default()
+                },
+                false,
+            ));
+        }
+        // The finalizer goes on before the artifact exists, so no stored proof outlives its job.
+        let namespace = job.namespace().unwrap_or_default();
+        let api: Api<ProofJob> = Api::namespaced(self.client.clone(), &namespace);
+        job::add_artifact_finalizer(&api, job)
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 404 => {
+                    DispatchError::NotFound(format!("job {} was deleted", job.name_any()))
+                }
+                e => DispatchError::Unavailable(format!("adding the finalizer: {e}")),
+            })?;
+        let body = serde_json::to_vec(&json!({
+            "proof": proof,
+            "publicSignals": public_signals,
+            "publicOutputs": public_outputs,
+        }))
+        .unwrap_or_default();
+        let stored = self
+            .artifacts
+            .put(
+                &namespace,
+                &job.name_any(),
+                &job.uid().unwrap_or_default(),
+                body,
+            )
+            .await
+            .map_err(|e| DispatchError::Unavailable(format!("storing the proof: {e}")))?;
+        // Public signals and outputs stay on the status (they are what a user reads) unless
+        // they alone are too large for it; the artifact always has them.
+        let keep_public = public_size <= self.settings.inline_result_max_bytes;
+        Ok((
+            ProofResult {
+                proof: None,
+                public_signals: public_signals.filter(|_| keep_public),
+                public_outputs: public_outputs.filter(|_| keep_public),
+                location: Some(stored.location),
+                sha256: Some(stored.sha256),
+                size_bytes: Some(stored.size_bytes),
+            },
+            true,
+        ))
+    }
+}
+
+/// Bytes of a value as JSON.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    serde_json::to_vec(value).map(|v| v.len()).unwrap_or(0)
+}

@@ -1,0 +1,250 @@
+//! Checking a proof before its job succeeds: Groth16 proofs here against the pool's verifying
+//! key; STARK and VM proofs by the pool's verifier Deployment, another process that loads the
+//! same parameters. Either way, the pod that made the proof never judges it.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt as _;
+use kube::api::Api;
+use tracing::{debug, info};
+use zkfleet_crds::v1alpha1::{ParametersSpec, ProofJob, ProverPool};
+
+use super::{DispatchError, Dispatcher, is_ready, remote_verify, served_version};
+use crate::build::{self, POOL_LABEL};
+use crate::params::Serving;
+
+/// `Ok` when the proof verified, else why not.
+pub type Verdict = Result<(), String>;
+
+/// Why a proof got no verdict.
+#[derive(Debug)]
+pub enum NoVerdict {
+    /// For now (the API server, the network, the verifier): the pod keeps the result and
+    /// uploads it again.
+    Unavailable(DispatchError),
+    /// The pool's parameters give no usable verifying key (a digest that does not match, no
+    /// key file, a file that is no key): no upload will ever be checked until the pool is
+    /// fixed, so the attempt fails with what to fix instead of being retried for good.
+    Misconfigured(String),
+}
+
+impl From<DispatchError> for NoVerdict {
+    fn from(e: DispatchError) -> Self {
+        NoVerdict::Unavailable(e)
+    }
+}
+
+impl Dispatcher {
+    /// The verdict on a proof and who gave it (`operator`, or `verifier/<pod>`). No verdict at
+    /// all is `Unavailable`: the pod keeps the result and uploads it again.
+    pub(super) async fn verdict(
+        &self,
+        pool: &ProverPool,
+        job: &ProofJob,
+        proof: &serde_json::Value,
+        public_signals: &[String],
+        public_outputs: Option<&serde_json::Value>,
+    ) -> Result<(Verdict, String), NoVerdict> {
+        if !pool.spec.backend.proves_groth16() {
+            return Ok(self.verify_remote(pool, proof, public_outputs).await?);
+        }
+        let ok = self
+            .verify_groth16(pool, job, proof, public_signals)
+            .await?;
+        let verdict = if ok {
+            Ok(())
+        } else {
+            Err("it did not verify against the pool's verifying key".to_string())
+        };
+        Ok((verdict, "operator".to_string()))
+    }
+
+    async fn verify_groth16(
+        &self,
+        pool: &ProverPool,
+        job: &ProofJob,
+        proof: &serde_json::Value,
+        public_signals: &[String],
+    ) -> Result<bool, NoVerdict> {
+        let version = job
+            .status
+            .as_ref()
+            .and_then(|s| s.parameters_version.clone())
+            .unwrap_or_else(|| pool.spec.parameters.version.clone());
+        let parameters = self.parameters(pool, &version).await;
+        let verifier = match self.keys.get(pool, &parameters).await {
+            Ok(v) => v,
+            Err(e) if e.is_unreadable() => self.key_from_pods(pool, &parameters).await?,
+            Err(e) if e.is_transient() => {
+                return Err(NoVerdict::Unavailable(DispatchError::Unavailable(format!(
+                    "the pool's verifying key is not available ({e}); the result is kept by the pod until it is"
+                ))));
+            }
+            Err(e) => return Err(NoVerdict::Misconfigured(e.to_string())),
+        };
+        match verifier.verify(proof, public_signals) {
+            Ok(ok) => Ok(ok),
+            // A malformed proof is a wrong proof.
+            Err(e) => {
+                info!(error = %e, "malformed proof");
+                Ok(false)
+            }
+        }
+    }
+
+    /// The verdict of the pool's verifier on a STARK or VM proof.
+    async fn verify_remote(
+        &self,
+        pool: &ProverPool,
+        proof: &serde_json::Value,
+        public_outputs: Option<&serde_json::Value>,
+    ) -> Result<(Verdict, String), DispatchError> {
+        let answer = remote_verify::verify(&build::verifier::url(pool), proof, public_outputs)
+            .await
+            .map_err(|e| {
+                DispatchError::Unavailable(format!(
+                    "the pool's verifier gave no verdict ({e}); the result is kept by the pod until it does"
+                ))
+            })?;
+        let verifier = format!(
+            "verifier/{}",
+            answer
+                .verifier
+                .unwrap_or_else(|| build::verifier::verifier_name(pool))
+        );
+        let verdict = if answer.valid {
+            Ok(())
+        } else {
+            Err(answer
+                .reason
+                .unwrap_or_else(|| "the pool's verifier rejected it".into()))
+        };
+        Ok((verdict, verifier))
+    }
+
+    /// The pool's parameters of `version`: the spec's, or the previous ones a rotation is
+    /// draining (kept on the Deployment).
+    async fn parameters(&self, pool: &ProverPool, version: &str) -> ParametersSpec {
+        if pool.spec.parameters.version == version {
+            return pool.spec.parameters.clone();
+        }
+        let deployments: Api<Deployment> =
+            Api::namespaced(self.client.clone(), &pool.namespace().unwrap_or_default());
+        if let Ok(Some(d)) = deployments.get_opt(&build::prover_name(pool)).await
+            && let Some(serving) = Serving::observed(&d)
+        {
+            for spec in [Some(serving.target), serving.previous]
+                .into_iter()
+                .flatten()
+            {
+                if spec.version == version {
+                    return spec;
+                }
+            }
+        }
+        pool.spec.parameters.clone()
+    }
+
+    /// The verifying key, from a Ready pod of the pool serving `version`, for parameter sources
+    /// the operator cannot read itself (PVCs, images): this trusts the pool's own pods for the
+    /// key, and no other pod carrying the pool's labels.
+    async fn key_from_pods(
+        &self,
+        pool: &ProverPool,
+        parameters: &ParametersSpec,
+    ) -> Result<Arc<zkfleet_groth16_verifier::Verifier>, DispatchError> {
+        let namespace = pool.namespace().unwrap_or_default();
+        let name = pool.name_any();
+        let candidates: Vec<_> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(namespace.as_str())
+                    && p.labels().get(POOL_LABEL) == Some(&name)
+                    && is_ready(p)
+                    && served_version(p).as_deref() == Some(parameters.version.as_str())
+                    && made_by_pool_deployment(p, pool)
+            })
+            .collect();
+        for pod in candidates {
+            let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+                continue;
+            };
+            let port = build::PROVER_PORT as u16;
+            match self.keys.get_or_ask_pod(pool, parameters, &ip, port).await {
+                Ok(v) => return Ok(v),
+                Err(e) => debug!(error = %e, pod = %pod.name_any(), "no verifying key from pod"),
+            }
+        }
+        Err(DispatchError::Unavailable(
+            "no Ready pod of the pool could give its verifying key; the result is kept by the pod until one can".into(),
+        ))
+    }
+}
+
+/// Whether `pod` was made by the pool's prover Deployment (through one of its ReplicaSets,
+/// named `<deployment>-<template hash>` and controlling the pod): a pod someone created by hand
+/// with the pool's labels is not asked for keys.
+pub fn made_by_pool_deployment(pod: &k8s_openapi::api::core::v1::Pod, pool: &ProverPool) -> bool {
+    let deployment = build::prover_name(pool);
+    let hash = pod.labels().get("pod-template-hash");
+    pod.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.kind == "ReplicaSet"
+            && o.api_version == "apps/v1"
+            && hash.is_some_and(|h| o.name == format!("{deployment}-{h}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_pods_of_the_pools_replica_sets_are_asked_for_keys() {
+        let pool: ProverPool = serde_json::from_value(json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
+            "metadata": {"name": "cpu", "namespace": "team"},
+            "spec": {"backend": {"type": "groth16-bn254"},
+                     "parameters": {"version": "v1", "source": {"pvc": {"claimName": "c"}},
+                                    "files": [{"name": "circuit.zkey", "sha256": "ab".repeat(32)}]}},
+        }))
+        .unwrap();
+        let rs = format!("{}-5d8f9", build::prover_name(&pool));
+        let pod = |owner: serde_json::Value| -> k8s_openapi::api::core::v1::Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": "team",
+                             "labels": {"zkfleet.dev/pool": "cpu", "pod-template-hash": "5d8f9"},
+                             "ownerReferences": owner},
+            }))
+            .unwrap()
+        };
+        let owner = |kind: &str, name: &str, controller: bool| {
+            json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "u",
+                    "controller": controller}])
+        };
+        assert!(made_by_pool_deployment(
+            &pod(owner("ReplicaSet", &rs, true)),
+            &pool
+        ));
+        assert!(
+            !made_by_pool_deployment(&pod(json!([])), &pool),
+            "a bare pod"
+        );
+        assert!(!made_by_pool_deployment(
+            &pod(owner("ReplicaSet", "imposter-5d8f9", true)),
+            &pool
+        ));
+        assert!(!made_by_pool_deployment(
+            &pod(owner("ReplicaSet", &rs, false)),
+            &pool
+        ));
+        assert!(!made_by_pool_deployment(
+            &pod(owner("StatefulSet", &rs, true)),
+            &pool
+        ));
+    }
+}
