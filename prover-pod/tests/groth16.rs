@@ -174,10 +174,13 @@ fn bad_witnesses_and_inputs_are_errors() {
         calc.calculate(&json!({"a": 3, "c": 1})),
         Err(WitnessError::UnknownSignal("c".into()))
     );
-    assert!(matches!(
-        calc.calculate(&json!({"a": 3, "b": "x"})),
-        Err(WitnessError::NotAFieldValue { .. })
-    ));
+    let bad = calc.calculate(&json!({"a": 3, "b": "secret-4711"}));
+    assert!(matches!(bad, Err(WitnessError::NotAFieldValue { .. })));
+    let message = bad.unwrap_err().to_string();
+    assert!(
+        message.contains("`b`") && !message.contains("4711"),
+        "names the signal, never echoes the (possibly secret) value: {message}"
+    );
     assert!(matches!(
         calc.calculate(&json!({"a": 3, "b": [1, 2]})),
         Err(WitnessError::WrongSize { .. })
@@ -320,6 +323,31 @@ fn preprocessed_key_is_reused_and_damage_is_ignored() {
     assert_eq!(third, direct);
     let (_, report) = load(&zkey_path, Some(&report.digest), Some(cache.path())).unwrap();
     assert!(report.from_cache);
+
+    // An entry another pod on the node wrote under this zkey's name, holding another
+    // circuit's key (whose verifying key would pass that pod's proofs), is not used.
+    let other = tempfile::tempdir().unwrap();
+    let mulchain = circuit("mulchain").join("circuit.zkey");
+    let (_, other_report) = load(&mulchain, None, Some(other.path())).unwrap();
+    std::fs::copy(cache_path(other.path(), &other_report.digest), &file).unwrap();
+    let mut forged = std::fs::read(&file).unwrap();
+    forged[8..40].copy_from_slice(&hex::decode(&report.digest).unwrap());
+    std::fs::write(&file, forged).unwrap();
+    let (fourth, forged_report) =
+        load(&zkey_path, Some(&report.digest), Some(cache.path())).unwrap();
+    assert!(!forged_report.from_cache, "a forged entry is not used");
+    assert!(
+        forged_report
+            .cache_note
+            .as_deref()
+            .unwrap_or("")
+            .contains("not the zkey's"),
+        "{:?}",
+        forged_report.cache_note
+    );
+    assert_eq!(fourth, direct);
+    let (_, report) = load(&zkey_path, Some(&report.digest), Some(cache.path())).unwrap();
+    assert!(report.from_cache, "the entry was rewritten from the zkey");
 
     // Proving with the cached key still gives proofs snarkjs accepts.
     let p = Prover::new(second).unwrap();

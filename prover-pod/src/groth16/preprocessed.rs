@@ -7,6 +7,13 @@
 //! key in `ark-serialize` uncompressed form. It is written to a temporary
 //! name and renamed, so a crash never leaves a partial file under the final
 //! name; a file that does not read back cleanly is ignored and rewritten.
+//!
+//! The cache directory is shared by every prover pod on the node, whichever namespace it
+//! belongs to, so an entry is not trusted for the verifying key: on every cache hit the
+//! verifying key is read again from the zkey itself (its first sections, checked as the
+//! parser checks them) and must equal the entry's. An entry written by another pod to pass
+//! wrong proofs is ignored and rewritten. (A damaged proving key only makes proofs that do not
+//! verify, which the operator rejects.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -81,7 +88,17 @@ pub fn load(
     };
     let mut note = None;
     if let Some(dir) = cache_dir {
-        match read_cache(&cache_path(dir, &digest), &digest) {
+        let cached = read_cache(&cache_path(dir, &digest), &digest).and_then(|z| {
+            match zkey_verifying_key(path) {
+                Ok(vk) if vk == z.pk.vk => Ok(z),
+                Ok(_) => Err(
+                    "the preprocessed key's verifying key is not the zkey's: entry ignored and rewritten"
+                        .to_string(),
+                ),
+                Err(e) => Err(format!("cannot check the preprocessed key against the zkey: {e}")),
+            }
+        });
+        match cached {
             Ok(z) => {
                 let seconds = start.elapsed().as_secs_f64();
                 return Ok((
@@ -119,6 +136,15 @@ pub fn load(
             cache_note: note,
         },
     ))
+}
+
+/// The verifying key in a zkey's own sections, read without parsing the proving key.
+fn zkey_verifying_key(path: &Path) -> Result<ark_groth16::VerifyingKey<Bn254>, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    zkey::read_verifying_key(std::io::BufReader::new(file))
+        .map(|(vk, _)| vk)
+        .map_err(|e| e.to_string())
 }
 
 fn read_cache(path: &Path, digest_hex: &str) -> Result<Zkey, String> {

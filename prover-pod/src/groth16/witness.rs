@@ -26,8 +26,12 @@ pub enum WitnessError {
         expected: usize,
         got: usize,
     },
-    #[error("input signal `{name}`: {value} is not an integer in the BN254 scalar field")]
-    NotAFieldValue { name: String, value: String },
+    /// The value itself is never echoed: inputs are often secret, and this message reaches the
+    /// job's status and the logs.
+    #[error(
+        "input signal `{name}`, value #{index}: not an integer in the BN254 scalar field (use a JSON integer or a string of decimal or 0x-hex digits)"
+    )]
+    NotAFieldValue { name: String, index: usize },
     #[error("input JSON sets {set} of the circuit's {expected} input values: a signal is missing")]
     MissingSignal { set: usize, expected: usize },
     #[error("circuit rejected the inputs: {0}")]
@@ -331,19 +335,13 @@ fn flatten(name: &str, v: &Value, out: &mut Vec<Fr>) -> Result<(), WitnessError>
     match v {
         Value::Array(items) => items.iter().try_for_each(|i| flatten(name, i, out)),
         _ => {
+            let index = out.len();
             out.push(field_value(v).ok_or_else(|| WitnessError::NotAFieldValue {
                 name: name.to_string(),
-                value: truncate(&v.to_string()),
+                index,
             })?);
             Ok(())
         }
-    }
-}
-
-fn truncate(s: &str) -> String {
-    match s.char_indices().nth(80) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_string(),
     }
 }
 
