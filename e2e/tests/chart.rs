@@ -437,22 +437,23 @@ fn scheduling_values_pass_through_and_one_replica_has_no_disruption_budget() {
     );
 }
 
-/// The ClusterRole is the contract with the operator: exactly these rules.
+/// The operator's rules (a ClusterRole, or a Role in `watchNamespace`) are the contract with
+/// the operator: exactly these, each verb one the operator uses.
 fn expected_cluster_rules() -> Vec<(&'static str, Vec<&'static str>, Vec<&'static str>)> {
-    let own = vec![
-        "get", "list", "watch", "create", "patch", "update", "delete",
-    ];
+    // Children: applied server-side (create + patch), pruned (delete), watched.
+    let own = vec!["get", "list", "watch", "create", "patch", "delete"];
     vec![
         (
             "zkfleet.dev",
             vec!["proverpools"],
-            vec!["get", "list", "watch", "patch", "update"],
+            vec!["get", "list", "watch", "patch"],
         ),
-        // Finished jobs past their ttlSecondsAfterFinished are deleted.
+        // Finished jobs past their ttlSecondsAfterFinished are deleted; the artifact
+        // finalizer is added and removed with patches.
         (
             "zkfleet.dev",
             vec!["proofjobs"],
-            vec!["get", "list", "watch", "patch", "update", "delete"],
+            vec!["get", "list", "watch", "patch", "delete"],
         ),
         (
             "zkfleet.dev",
@@ -530,8 +531,52 @@ fn every_values_file_renders_least_privilege_rbac() {
             .service_account_name
             .unwrap();
 
-        let cluster_role = out.one::<ClusterRole>();
-        let rules = cluster_role.rules.clone().unwrap_or_default();
+        let watched = out
+            .docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .and_then(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["env"]
+                    .as_sequence()?
+                    .iter()
+                    .find(|e| e["name"] == "ZKFLEET_WATCH_NAMESPACE")?["value"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .filter(|ns| !ns.is_empty());
+        let operator_roles: Vec<Role> = out.all::<Role>();
+        let (rules, role_name) = match &watched {
+            // Confined to one namespace: a Role there, and no cluster-wide rights at all.
+            Some(ns) => {
+                assert!(
+                    out.all::<ClusterRole>().is_empty(),
+                    "{source}: watchNamespace is set, yet a ClusterRole is rendered"
+                );
+                let role = operator_roles
+                    .iter()
+                    .find(|r| !r.name_any().ends_with("-leader-election"))
+                    .expect("the operator's Role");
+                assert_eq!(role.namespace().as_deref(), Some(ns.as_str()), "{source}");
+                let binding = out
+                    .all::<RoleBinding>()
+                    .into_iter()
+                    .find(|b| b.role_ref.name == role.name_any())
+                    .expect("the operator's RoleBinding");
+                assert_eq!(binding.namespace().as_deref(), Some(ns.as_str()));
+                assert_eq!(binding.role_ref.kind, "Role");
+                let subjects = binding.subjects.unwrap();
+                assert_eq!(subjects[0].name, account);
+                assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+                (role.rules.clone().unwrap_or_default(), role.name_any())
+            }
+            None => {
+                let cluster_role = out.one::<ClusterRole>();
+                (
+                    cluster_role.rules.clone().unwrap_or_default(),
+                    cluster_role.name_any(),
+                )
+            }
+        };
         assert_least_privilege(&source, &rules);
         let got: Vec<_> = rules.iter().map(rule_tuple).collect();
         let want: Vec<_> = expected_cluster_rules()
@@ -546,20 +591,26 @@ fn every_values_file_renders_least_privilege_rbac() {
             .collect();
         assert_eq!(
             got, want,
-            "{source}: ClusterRole rules differ from the operator's contract"
+            "{source}: the operator's rules differ from its contract"
         );
 
-        let binding = out.one::<ClusterRoleBinding>();
-        assert_eq!(binding.role_ref.kind, "ClusterRole");
-        assert_eq!(binding.role_ref.name, cluster_role.name_any());
-        let subjects = binding.subjects.unwrap();
-        assert_eq!(subjects.len(), 1);
-        assert_eq!(subjects[0].kind, "ServiceAccount");
-        assert_eq!(subjects[0].name, account);
-        assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+        if watched.is_none() {
+            let binding = out.one::<ClusterRoleBinding>();
+            assert_eq!(binding.role_ref.kind, "ClusterRole");
+            assert_eq!(binding.role_ref.name, role_name);
+            let subjects = binding.subjects.unwrap();
+            assert_eq!(subjects.len(), 1);
+            assert_eq!(subjects[0].kind, "ServiceAccount");
+            assert_eq!(subjects[0].name, account);
+            assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+        }
 
         // Leader election needs only Leases, and only in the release namespace.
-        let role = out.one::<Role>();
+        let role = operator_roles
+            .iter()
+            .find(|r| r.name_any().ends_with("-leader-election"))
+            .expect("the leader-election Role")
+            .clone();
         assert_eq!(
             role.namespace().as_deref(),
             Some(NAMESPACE),
@@ -572,12 +623,14 @@ fn every_values_file_renders_least_privilege_rbac() {
             vec![(
                 "coordination.k8s.io".to_string(),
                 vec!["leases".to_string()],
-                ["get", "create", "update", "patch"]
-                    .map(String::from)
-                    .to_vec()
+                ["get", "create", "update"].map(String::from).to_vec()
             )]
         );
-        let role_binding = out.one::<RoleBinding>();
+        let role_binding = out
+            .all::<RoleBinding>()
+            .into_iter()
+            .find(|b| b.role_ref.name == role.name_any())
+            .expect("the leader-election RoleBinding");
         assert_eq!(role_binding.namespace().as_deref(), Some(NAMESPACE));
         assert_eq!(role_binding.role_ref.kind, "Role");
         assert_eq!(role_binding.role_ref.name, role.name_any());
@@ -764,21 +817,74 @@ async fn helm_install_creates_the_operator_objects_on_the_cluster() {
     let leader_election = format!("{name}-leader-election");
     ns.api::<Role>().get(&leader_election).await.unwrap();
     ns.api::<RoleBinding>().get(&leader_election).await.unwrap();
+    // Confined to its namespace, the operator's rights are a Role there and nothing else.
+    let operator_role = ns.api::<Role>().get(&name).await.unwrap();
+    assert_least_privilege(&name, &operator_role.rules.unwrap_or_default());
+    ns.api::<RoleBinding>().get(&name).await.unwrap();
     let cluster_roles = Api::<ClusterRole>::all(client.clone());
-    let cluster_role = cluster_roles.get(&name).await.unwrap();
-    assert_least_privilege(&name, &cluster_role.rules.unwrap_or_default());
     let cluster_bindings = Api::<ClusterRoleBinding>::all(client.clone());
-    let binding = cluster_bindings.get(&name).await.unwrap();
-    assert_eq!(
-        binding.subjects.unwrap()[0].namespace.as_deref(),
-        Some(ns.name.as_str())
-    );
-
-    release.uninstall().await.unwrap();
-    // Cluster-wide objects go with the release; the CRDs stay (Helm never
-    // deletes CRDs, which would delete every pool and job).
     assert!(cluster_roles.get_opt(&name).await.unwrap().is_none());
     assert!(cluster_bindings.get_opt(&name).await.unwrap().is_none());
+    let account = format!("system:serviceaccount:{}:{name}", ns.name);
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        let out = std::process::Command::new("kubectl")
+            .args([
+                "auth", "can-i", verb, resource, "-n", namespace, "--as", &account,
+            ])
+            .output()
+            .expect("kubectl runs");
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    assert!(
+        can("patch", "proofjobs.zkfleet.dev/status", &ns.name)
+            || can("update", "proofjobs.zkfleet.dev/status", &ns.name)
+    );
+    assert!(can("get", "secrets", &ns.name));
+    for other in ["default", "kube-system"] {
+        for (verb, resource) in [
+            ("get", "secrets"),
+            ("list", "secrets"),
+            ("create", "secrets"),
+            ("patch", "pods"),
+            ("list", "pods"),
+            ("create", "deployments.apps"),
+            ("delete", "deployments.apps"),
+            ("get", "configmaps"),
+            ("list", "proofjobs.zkfleet.dev"),
+            ("update", "proofjobs.zkfleet.dev/status"),
+            ("create", "serviceaccounts"),
+            ("create", "leases.coordination.k8s.io"),
+        ] {
+            assert!(
+                !can(verb, resource, other),
+                "the operator confined to {} may {verb} {resource} in {other}",
+                ns.name
+            );
+        }
+        // And the complete list of what it may do there holds nothing namespaced.
+        let listed = std::process::Command::new("kubectl")
+            .args(["auth", "can-i", "--list", "-n", other, "--as", &account])
+            .output()
+            .expect("kubectl runs");
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        for line in listed.lines().skip(1) {
+            let resource = line.split_whitespace().next().unwrap_or("");
+            // What every authenticated user may do (discovery, self reviews) is cluster-wide
+            // and names no object of the namespace.
+            assert!(
+                resource.starts_with("selfsubject")
+                    || resource.is_empty()
+                    || line.contains("[/")
+                    || line.trim_start().starts_with('['),
+                "the operator holds a right in {other}: {line}"
+            );
+        }
+    }
+
+    release.uninstall().await.unwrap();
+    // The release's objects go with it; the CRDs stay (Helm never deletes CRDs, which would
+    // delete every pool and job).
+    assert!(ns.api::<Role>().get_opt(&name).await.unwrap().is_none());
     assert!(
         ns.api::<Deployment>()
             .get_opt(&name)
