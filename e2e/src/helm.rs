@@ -185,6 +185,13 @@ async fn install(
     } else {
         format!("externalMetrics:\n  enabled: false\n{values}")
     };
+    // Test operators keep large proofs in their emptyDir (the tests read them from there);
+    // a test that configures artifacts itself says so.
+    let values = if values.contains("artifacts:") {
+        values.replace("artifacts:\n", "artifacts:\n  allowEphemeral: true\n")
+    } else {
+        format!("artifacts:\n  allowEphemeral: true\n{values}")
+    };
     tokio::task::spawn_blocking(move || run(install, &values))
         .await?
         .context("helm install of charts/zkfleet")?;

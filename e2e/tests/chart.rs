@@ -897,3 +897,31 @@ async fn helm_install_creates_the_operator_objects_on_the_cluster() {
         .await
         .unwrap();
 }
+
+#[test]
+fn an_emptydir_artifact_store_is_used_only_when_allowed() {
+    let url_for = |values: &str| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), values).unwrap();
+        let out = render(file.path());
+        env_value(
+            &operator_container(&out.one::<Deployment>()),
+            "ZKFLEET_ARTIFACTS_URL",
+        )
+        .unwrap_or_default()
+    };
+    // By default proofs would land in an emptyDir that dies with the leader: no store at all,
+    // so such jobs fail with ResultTooLarge rather than lose their proofs.
+    assert_eq!(url_for(""), "");
+    let local = "file:///var/lib/zkfleet/artifacts";
+    assert_eq!(
+        url_for("artifacts:\n  existingClaim: proofs\n"),
+        local,
+        "a PVC keeps them"
+    );
+    assert_eq!(url_for("artifacts:\n  allowEphemeral: true\n"), local);
+    assert_eq!(
+        url_for("artifacts:\n  url: s3://bucket/proofs\n"),
+        "s3://bucket/proofs"
+    );
+}

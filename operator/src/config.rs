@@ -87,14 +87,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
     pub inline_result_max_bytes: u64,
 
-    /// Where proofs too large for the status are stored: file:///dir (a volume, by default an
-    /// emptyDir or PVC the chart mounts), s3://bucket/prefix, gs://bucket/prefix or
-    /// az://container/prefix (credentials from the standard environment variables).
-    #[arg(
-        long,
-        env = "ZKFLEET_ARTIFACTS_URL",
-        default_value = "file:///var/lib/zkfleet/artifacts"
-    )]
+    /// Where proofs too large for the status are stored: file:///dir (a volume the chart
+    /// mounts: a PVC, or an emptyDir where that is allowed), s3://bucket/prefix,
+    /// gs://bucket/prefix or az://container/prefix (credentials from the standard environment
+    /// variables). Empty: no store, and a job whose proof is too large for its status fails
+    /// with `ResultTooLarge` rather than being stored where it would be lost.
+    #[arg(long, env = "ZKFLEET_ARTIFACTS_URL", default_value = "")]
     pub artifacts_url: String,
 
     /// Extra environment variables for every prover container, as a JSON list of pod-spec

@@ -69,8 +69,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     leader.store(true, Ordering::Release);
 
-    let artifacts = ArtifactStore::new(&cli.artifacts_url)
-        .with_context(|| format!("opening the artifact store {}", cli.artifacts_url))?;
+    let artifacts = match cli.artifacts_url.trim() {
+        "" => None,
+        url => Some(
+            ArtifactStore::new(url).with_context(|| format!("opening the artifact store {url}"))?,
+        ),
+    };
     let dispatcher = Dispatcher::new(
         client.clone(),
         dispatcher::Settings {

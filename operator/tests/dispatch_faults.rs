@@ -504,3 +504,44 @@ async fn a_pool_without_a_usable_key_fails_attempts_with_what_to_fix_not_503_for
         "the pod is not to blame"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_too_large_for_the_status_fails_its_job_where_no_store_would_keep_it() {
+    let fleet = Fleet::start_with(
+        Settings {
+            inline_result_max_bytes: 16,
+            ..settings()
+        },
+        false,
+    )
+    .await;
+    fleet.pool("team", "cpu", "mulchain");
+    let caller = fleet.pod("team", "cpu", "prover-a");
+    let pod = known_pod(&fleet, &caller).await;
+    fleet.job("team", "big", "cpu", inline_inputs("mulchain"));
+    let leased = fleet
+        .dispatcher
+        .lease(&pod, &lease_request(&caller, 5))
+        .await
+        .unwrap();
+    let answer = fleet
+        .dispatcher
+        .complete(&CompleteRequest {
+            caller,
+            lease: leased.jobs[0].lease.clone(),
+            outcome: mulchain_proof(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.phase, "Failed",
+        "not Succeeded with a proof nobody keeps"
+    );
+    let status = fleet.stored("team", "big").status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("ResultTooLarge"));
+    assert_eq!(status.retryable, Some(false));
+    assert!(
+        status.message.unwrap_or_default().contains("artifacts.url"),
+        "says what to set"
+    );
+}

@@ -59,7 +59,7 @@ async fn a_job_whose_proof_is_in_a_former_store_is_still_deleted() {
         ),
         metrics: Arc::new(Metrics::new()),
         queue: Arc::new(NoQueue),
-        artifacts,
+        artifacts: Some(artifacts),
         watch_namespace: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

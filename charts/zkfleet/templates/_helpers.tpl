@@ -59,3 +59,17 @@ helm.sh/chart: {{ include "zkfleet.chart" . }}
 {{- define "zkfleet.proverImage" -}}
 {{- printf "%s:%s" .Values.prover.image.repository (default .Chart.AppVersion .Values.prover.image.tag) }}
 {{- end }}
+
+{{/*
+The artifact store the operator is given: the configured URL, except a file://
+store on an emptyDir (no existingClaim) unless artifacts.allowEphemeral is set.
+That one would die with the leader pod, so the operator gets no store and fails
+jobs whose proofs are too large for their status, instead of losing the proofs.
+*/}}
+{{- define "zkfleet.artifactsUrl" -}}
+{{- $url := .Values.artifacts.url | default "" -}}
+{{- $ephemeral := and (hasPrefix "file://" $url) (not .Values.artifacts.existingClaim) -}}
+{{- if not (and $ephemeral (not .Values.artifacts.allowEphemeral)) -}}
+{{- $url -}}
+{{- end -}}
+{{- end }}

@@ -125,6 +125,7 @@ impl Dispatcher {
                 self.record_success(
                     &job,
                     &held,
+                    limits,
                     success,
                     proof,
                     public_signals,

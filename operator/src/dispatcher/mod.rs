@@ -128,7 +128,8 @@ pub struct Dispatcher {
     pools: Store<ProverPool>,
     pools_writer: Mutex<Option<reflector::store::Writer<ProverPool>>>,
     keys: VerifyingKeys,
-    artifacts: ArtifactStore,
+    /// Where proofs too large for a status go; `None`: nowhere durable, so such jobs fail.
+    artifacts: Option<ArtifactStore>,
     /// Set once the ProofJob watch has listed every job: before that the queue is incomplete.
     synced: AtomicBool,
     watch_namespace: Option<String>,
@@ -144,7 +145,7 @@ impl Dispatcher {
         client: Client,
         settings: Settings,
         metrics: Arc<Metrics>,
-        artifacts: ArtifactStore,
+        artifacts: Option<ArtifactStore>,
         watch_namespace: Option<String>,
     ) -> Arc<Self> {
         let (pods, pods_writer) = reflector::store();

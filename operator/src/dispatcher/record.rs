@@ -11,7 +11,7 @@ use kube::ResourceExt as _;
 use kube::api::Api;
 use serde_json::json;
 use tracing::{info, warn};
-use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProofJobStatus, ProofResult};
+use zkfleet_crds::v1alpha1::{AttemptOutcome, JobPhase, ProofJob, ProofJobStatus, ProofResult};
 
 use super::state::{Held, Limits, PoolKey};
 use super::{DispatchError, Dispatcher, phase_name, retry_backoff};
@@ -75,18 +75,44 @@ impl Dispatcher {
 
     /// Stores the result (on the status, or in the artifact store when large) and marks the
     /// job `Succeeded`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn record_success(
         &self,
         job: &ProofJob,
         held: &Held,
+        limits: Limits,
         mut success: Success,
         proof: &serde_json::Value,
         public_signals: &[String],
         public_outputs: Option<&serde_json::Value>,
     ) -> Result<String, DispatchError> {
-        let (result, stored_artifact) = self
+        let stored = self
             .store_result(job, proof, public_signals, public_outputs)
             .await?;
+        let Some((result, stored_artifact)) = stored else {
+            // Too large for the status, and nowhere durable to put it: retrying cannot help.
+            let failure = AttemptFailure {
+                outcome: AttemptOutcome::Failed,
+                reason: "ResultTooLarge",
+                message: format!(
+                    "the proof and its public outputs are more than the {} bytes a status holds, and the operator has no durable artifact store: set the chart's artifacts.url (s3://, gs://, az://, or file:// with artifacts.existingClaim) or raise artifacts.inlineResultMaxBytes, then submit the job again",
+                    self.settings.inline_result_max_bytes
+                ),
+                retryable: false,
+            };
+            return self
+                .record_failure(
+                    job,
+                    held,
+                    &failure,
+                    Limits {
+                        max_retries: 0,
+                        ..limits
+                    },
+                    None,
+                )
+                .await;
+        };
         success.result = result;
         let now = Time(Timestamp::now());
         let written = self
@@ -123,7 +149,8 @@ impl Dispatcher {
             job.name_any(),
             job.uid().unwrap_or_default(),
         );
-        if let Err(e) = self.artifacts.delete_for_job(&namespace, &name, &uid).await {
+        let Some(store) = &self.artifacts else { return };
+        if let Err(e) = store.delete_for_job(&namespace, &name, &uid).await {
             warn!(error = %e, job = %name, "could not delete the proof of a deleted job");
         }
     }
@@ -159,21 +186,22 @@ impl Dispatcher {
         Ok(phase_name(phase))
     }
 
-    /// The result as the status records it, and whether the proof went to the artifact store.
+    /// The result as the status records it, and whether the proof went to the artifact store;
+    /// `None` when it is too large for the status and there is no store.
     async fn store_result(
         &self,
         job: &ProofJob,
         proof: &serde_json::Value,
         public_signals: &[String],
         public_outputs: Option<&serde_json::Value>,
-    ) -> Result<(ProofResult, bool), DispatchError> {
+    ) -> Result<Option<(ProofResult, bool)>, DispatchError> {
         let public_signals = (!public_signals.is_empty() || public_outputs.is_none())
             .then(|| public_signals.to_vec());
         let public_outputs = public_outputs.and_then(|v| v.as_object().cloned());
         let public_size = json_len(&public_signals) + json_len(&public_outputs);
         let size = json_len(proof) + public_size;
         if size <= self.settings.inline_result_max_bytes {
-            return Ok((
+            return Ok(Some((
                 ProofResult {
                     proof: proof.as_object().cloned(),
                     public_signals,
@@ -181,8 +209,11 @@ impl Dispatcher {
                     ..ProofResult::default()
                 },
                 false,
-            ));
+            )));
         }
+        let Some(store) = &self.artifacts else {
+            return Ok(None);
+        };
         // The finalizer goes on before the artifact exists, so no stored proof outlives its job.
         let namespace = job.namespace().unwrap_or_default();
         let api: Api<ProofJob> = Api::namespaced(self.client.clone(), &namespace);
@@ -200,8 +231,7 @@ impl Dispatcher {
             "publicOutputs": public_outputs,
         }))
         .unwrap_or_default();
-        let stored = self
-            .artifacts
+        let stored = store
             .put(
                 &namespace,
                 &job.name_any(),
@@ -213,7 +243,7 @@ impl Dispatcher {
         // Public signals and outputs stay on the status (they are what a user reads) unless
         // they alone are too large for it; the artifact always has them.
         let keep_public = public_size <= self.settings.inline_result_max_bytes;
-        Ok((
+        Ok(Some((
             ProofResult {
                 proof: None,
                 public_signals: public_signals.filter(|_| keep_public),
@@ -223,7 +253,7 @@ impl Dispatcher {
                 size_bytes: Some(stored.size_bytes),
             },
             true,
-        ))
+        )))
     }
 }
 

@@ -41,9 +41,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The dispatcher's queues, which take every job this controller queues.
     pub queue: Arc<dyn JobQueue>,
-    /// Where proofs too large for a status are stored; this controller deletes them with their
-    /// jobs.
-    pub artifacts: ArtifactStore,
+    /// Where proofs too large for a status are stored (`None`: nowhere); this controller
+    /// deletes them with their jobs.
+    pub artifacts: Option<ArtifactStore>,
     /// The one namespace watched, or `None` for every namespace.
     pub watch_namespace: Option<String>,
 }
@@ -218,24 +218,26 @@ async fn delete_artifact(
         job.name_any(),
         job.uid().unwrap_or_default(),
     );
-    ctx.artifacts
-        .delete_for_job(&namespace, &name, &uid)
-        .await
-        .map_err(|e| Error::Artifact(e.to_string()))?;
+    if let Some(store) = &ctx.artifacts {
+        store
+            .delete_for_job(&namespace, &name, &uid)
+            .await
+            .map_err(|e| Error::Artifact(e.to_string()))?;
+    }
     let recorded = job
         .status
         .as_ref()
         .and_then(|s| s.result.as_ref())
         .and_then(|r| r.location.clone());
     match recorded {
-        Some(location) if !ctx.artifacts.holds(&location) => {
+        Some(location) if !ctx.artifacts.as_ref().is_some_and(|s| s.holds(&location)) => {
             warn!(%location, "the stored proof is in another artifact store; left in place");
             let event = Event {
                 type_: EventType::Warning,
                 reason: "ArtifactLeftInPlace".into(),
                 note: Some(format!(
                     "the proof at {location} is not in this operator's artifact store ({}); delete it there by hand if it is no longer needed",
-                    ctx.artifacts.url()
+                    ctx.artifacts.as_ref().map_or("none", |s| s.url())
                 )),
                 action: "Delete".into(),
                 secondary: None,

@@ -58,9 +58,17 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn start(settings: Settings) -> Fleet {
+        Self::start_with(settings, true).await
+    }
+
+    /// A fleet whose operator has no artifact store (`--artifacts-url` empty) when `store` is
+    /// false.
+    pub async fn start_with(settings: Settings, store: bool) -> Fleet {
         let api = FakeApi::new();
         let artifacts = tempfile::tempdir().unwrap();
-        let store = ArtifactStore::new(&format!("file://{}", artifacts.path().display())).unwrap();
+        let store = store.then(|| {
+            ArtifactStore::new(&format!("file://{}", artifacts.path().display())).unwrap()
+        });
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Dispatcher::new(api.client(), settings, metrics.clone(), store, None);
         let (stop, stopped) = oneshot::channel::<()>();
