@@ -37,6 +37,9 @@ use crate::server::{AppState, ErrorBody};
 
 /// Extra time a lease request may take beyond the wait the dispatcher is allowed.
 const LEASE_HTTP_MARGIN: Duration = Duration::from_secs(10);
+/// How long a draining pod still waits for its pending lease request: long enough for a
+/// grant already under way to arrive.
+const DRAIN_LEASE_GRACE: Duration = Duration::from_secs(2);
 /// Longest one result upload may take before it is retried.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Retry delays: from the first up to the cap, doubling, with jitter.
@@ -474,25 +477,36 @@ impl Agent {
                 wait_seconds: shared.lease_wait_seconds,
             };
             let timeout = Duration::from_secs(shared.lease_wait_seconds.into()) + LEASE_HTTP_MARGIN;
+            let call = shared
+                .dispatcher
+                .call(&shared.client, LEASE_PATH, &request, timeout);
+            tokio::pin!(call);
             let answer: Result<LeaseResponse, CallError> = tokio::select! {
                 biased;
                 _ = state.drained() => {
-                    tracing::info!("draining: abandoning the pending lease request");
-                    return;
+                    // The dispatcher may be writing a lease for this request right now; one
+                    // dropped here would be held by a pod that never heard of it until the lease
+                    // ran out. A grant under way answers within moments, and once the
+                    // connection is gone the dispatcher puts back what it took: so wait a
+                    // little, and prove whatever comes.
+                    match tokio::time::timeout(DRAIN_LEASE_GRACE, &mut call).await {
+                        Ok(answer) => answer,
+                        Err(_) => {
+                            tracing::info!("draining: abandoning the pending lease request");
+                            return;
+                        }
+                    }
                 }
-                r = shared.dispatcher.call(&shared.client, LEASE_PATH, &request, timeout) => r,
+                r = &mut call => r,
             };
             match answer {
                 Ok(LeaseResponse { jobs: leased }) => {
                     backoff.reset();
-                    if state.is_draining() {
-                        if !leased.is_empty() {
-                            tracing::warn!(
-                                jobs = leased.len(),
-                                "jobs leased after draining started are not started; their leases will expire"
-                            );
-                        }
-                        return;
+                    if state.is_draining() && !leased.is_empty() {
+                        tracing::info!(
+                            jobs = leased.len(),
+                            "draining: proving the jobs leased just as it began"
+                        );
                     }
                     // Every lease is heartbeated from now on, also while it waits for a slot.
                     let held: Vec<_> = leased
