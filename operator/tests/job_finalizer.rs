@@ -2,8 +2,6 @@
 //! in another artifact store (the operator's `--artifacts-url` changed since) is still
 //! deleted, with a warning saying where its proof was left, rather than hanging for good.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 

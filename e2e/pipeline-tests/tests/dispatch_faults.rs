@@ -2,15 +2,12 @@
 //! in-memory API ([`support`]). Each test is a defect a user would notice (a job stuck for
 //! good, a tenant harming another, an API server flooded) and failed before its fix.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
-use support::{Fleet, inline_inputs, settings, token_of};
 use zkfleet_contract::lease::{
     CALLER_HEADER, COMPLETE_PATH, Caller, CompleteRequest, HEARTBEAT_PATH, HeartbeatRequest,
     LEASE_PATH, LeaseRequest, Outcome,
@@ -19,6 +16,7 @@ use zkfleet_crds::v1alpha1::{AttemptOutcome, ProofJob};
 use zkfleet_fake_api::Rule;
 use zkfleet_operator::dispatcher::auth::REREAD_AFTER;
 use zkfleet_operator::dispatcher::{DispatchError, Settings};
+use zkfleet_pipeline_tests::{Fleet, inline_inputs, settings, token_of};
 use zkfleet_prover::backend::{Backend, Groth16Backend, Groth16Files, ProofInput};
 use zkfleet_prover::cancel::Cancel;
 
@@ -54,7 +52,7 @@ async fn known_pod(fleet: &Fleet, caller: &Caller) -> Arc<Pod> {
 
 /// A real proof of the mulchain fixture circuit, as the agent would upload it.
 fn mulchain_proof() -> Outcome {
-    let dir = support::circuit("mulchain");
+    let dir = zkfleet_pipeline_tests::circuit("mulchain");
     let backend = Groth16Backend::load(&Groth16Files {
         zkey: dir.join("circuit.zkey"),
         zkey_sha256: None,
@@ -105,7 +103,9 @@ async fn a_lease_request_dropped_mid_grant_leaves_its_job_in_the_queue() {
     let second = fleet.pod("team", "cpu", "prover-b");
     // The input is read from a ConfigMap while the lease is granted: holding that read holds
     // the grant where the pod's long-poll can give up.
-    let input = std::fs::read_to_string(support::circuit("mulchain").join("input.json")).unwrap();
+    let input =
+        std::fs::read_to_string(zkfleet_pipeline_tests::circuit("mulchain").join("input.json"))
+            .unwrap();
     fleet.api.create(
         &serde_json::from_value::<ConfigMap>(json!({
             "metadata": {"name": "inputs", "namespace": "team"},
@@ -464,8 +464,10 @@ async fn a_pool_without_a_usable_key_fails_attempts_with_what_to_fix_not_503_for
     fleet.pool("team", "cpu", "mulchain");
     // Someone replaced the verification key in the parameters ConfigMap: it no longer matches
     // the sha256 the pool lists, so no proof can be checked until the pool is fixed.
-    let other_key =
-        std::fs::read_to_string(support::circuit("merkle").join("verification_key.json")).unwrap();
+    let other_key = std::fs::read_to_string(
+        zkfleet_pipeline_tests::circuit("merkle").join("verification_key.json"),
+    )
+    .unwrap();
     Api::<ConfigMap>::namespaced(fleet.api.client(), "team")
         .patch(
             "cpu-params",

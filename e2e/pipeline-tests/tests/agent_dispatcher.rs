@@ -4,8 +4,6 @@
 //! deleted under it, when the API server refuses to record its result for a while, and when
 //! the pod drains.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -23,7 +21,7 @@ use zkfleet_prover::agent::{Agent, AgentConfig, Faults};
 use zkfleet_prover::backend::{Backend, Groth16Backend, Groth16Files};
 use zkfleet_prover::server::AppState;
 
-use support::{Fleet, circuit, inline_inputs, settings, sha256_hex, token_of};
+use zkfleet_pipeline_tests::{Fleet, circuit, inline_inputs, settings, sha256_hex, token_of};
 
 const NS: &str = "team";
 const POOL: &str = "cpu";

@@ -1,8 +1,11 @@
-//! A fleet with no cluster: the real dispatcher (its watches, reaper and HTTP router) over an
-//! in-memory Kubernetes API ([`zkfleet_fake_api`]), with pools, pods and jobs created as the
-//! pool and job controllers would leave them. The real cluster stays the judge of behaviour
-//! (`e2e/`); this is for the dispatcher's async steps, its faults and its attackers.
-#![allow(dead_code)]
+//! The job pipeline with no cluster: the real dispatcher (its watches, reaper and HTTP router)
+//! over an in-memory Kubernetes API ([`zkfleet_fake_api`]), with pools, pods and jobs created
+//! as the pool and job controllers would leave them, and the real prover agent in the tests.
+//! The real cluster stays the judge of behaviour (`e2e/`); this is for the dispatcher's async
+//! steps, its faults and its attackers.
+//!
+//! A crate of its own so that the operator's crate does not depend on the prover's, not even
+//! for its tests (`cargo tree -p zkfleet-operator` shows no zkfleet-prover).
 
 use std::path::PathBuf;
 use std::sync::Arc;
