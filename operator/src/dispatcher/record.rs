@@ -18,6 +18,11 @@ use super::{DispatchError, Dispatcher, phase_name, retry_backoff};
 use crate::job;
 use crate::job::status::{self as job_status, AttemptFailure, Success};
 
+/// Most bytes of public signals and outputs kept on a status whose proof went to the artifact
+/// store. An object is capped near 1.5 MiB by etcd; past this, a status write would fail for
+/// ever, so they are kept in the artifact only.
+pub const PUBLIC_ON_STATUS_MAX_BYTES: usize = 256 << 10;
+
 impl Dispatcher {
     /// Writes a status built from the newest copy of the job, re-reading on conflicts, as long
     /// as `held` is still the job's current attempt.
@@ -241,8 +246,8 @@ impl Dispatcher {
             .await
             .map_err(|e| DispatchError::Unavailable(format!("storing the proof: {e}")))?;
         // Public signals and outputs stay on the status (they are what a user reads) unless
-        // they alone are too large for it; the artifact always has them.
-        let keep_public = public_size <= self.settings.inline_result_max_bytes;
+        // they alone would make it too large to write; the artifact always has them.
+        let keep_public = public_size <= PUBLIC_ON_STATUS_MAX_BYTES;
         Ok(Some((
             ProofResult {
                 proof: None,
