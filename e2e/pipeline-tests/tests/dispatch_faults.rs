@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams};
 use serde_json::{Value, json};
 use zkfleet_contract::lease::{
-    CALLER_HEADER, COMPLETE_PATH, Caller, CompleteRequest, HEARTBEAT_PATH, HeartbeatRequest,
-    LEASE_PATH, LeaseRequest, Outcome,
+    CALLER_HEADER, COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, HEARTBEAT_PATH,
+    HeartbeatRequest, LEASE_PATH, LeaseRequest, Outcome,
 };
 use zkfleet_crds::v1alpha1::{AttemptOutcome, ProofJob};
 use zkfleet_fake_api::Rule;
@@ -50,17 +50,21 @@ async fn known_pod(fleet: &Fleet, caller: &Caller) -> Arc<Pod> {
     }
 }
 
-/// A real proof of the mulchain fixture circuit, as the agent would upload it.
+/// A real proof of the mulchain fixture circuit, as the agent would upload it. The proving key
+/// is loaded once for every test.
 fn mulchain_proof() -> Outcome {
+    static BACKEND: std::sync::OnceLock<Arc<Groth16Backend>> = std::sync::OnceLock::new();
     let dir = zkfleet_pipeline_tests::circuit("mulchain");
-    let backend = Groth16Backend::load(&Groth16Files {
-        zkey: dir.join("circuit.zkey"),
-        zkey_sha256: None,
-        wasm: Some(dir.join("circuit.wasm")),
-        wasm_sha256: None,
-        cache_dir: None,
-    })
-    .unwrap();
+    let backend = BACKEND.get_or_init(|| {
+        Groth16Backend::load(&Groth16Files {
+            zkey: dir.join("circuit.zkey"),
+            zkey_sha256: None,
+            wasm: Some(dir.join("circuit.wasm")),
+            wasm_sha256: None,
+            cache_dir: None,
+        })
+        .unwrap()
+    });
     let inputs: Value =
         serde_json::from_slice(&std::fs::read(dir.join("input.json")).unwrap()).unwrap();
     let out = backend
@@ -73,6 +77,28 @@ fn mulchain_proof() -> Outcome {
         proving_millis: 1,
         parameters_digest: "sha256:00".into(),
     }
+}
+
+/// Leases the pool's next job to `pod` and uploads a real proof for it, as an agent would;
+/// the dispatcher's answer to the upload.
+async fn prove_next_job(
+    fleet: &Fleet,
+    caller: &Caller,
+    pod: &Pod,
+) -> Result<CompleteResponse, DispatchError> {
+    let leased = fleet
+        .dispatcher
+        .lease(pod, &lease_request(caller, 5))
+        .await
+        .unwrap();
+    fleet
+        .dispatcher
+        .complete(&CompleteRequest {
+            caller: caller.clone(),
+            lease: leased.jobs[0].lease.clone(),
+            outcome: mulchain_proof(),
+        })
+        .await
 }
 
 /// POSTs `body` to the dispatcher as `caller` with `token`; returns the status and JSON body.
@@ -401,20 +427,7 @@ async fn a_stored_proof_keeps_other_controllers_finalizers() {
     .unwrap();
     job = fleet.api.create(&job);
     assert_eq!(job.metadata.finalizers.as_ref().unwrap().len(), 1);
-    let leased = fleet
-        .dispatcher
-        .lease(&pod, &lease_request(&caller, 5))
-        .await
-        .unwrap();
-    let answer = fleet
-        .dispatcher
-        .complete(&CompleteRequest {
-            caller,
-            lease: leased.jobs[0].lease.clone(),
-            outcome: mulchain_proof(),
-        })
-        .await
-        .unwrap();
+    let answer = prove_next_job(&fleet, &caller, &pod).await.unwrap();
     assert_eq!(answer.phase, "Succeeded");
     let stored = fleet.stored("team", "big");
     let finalizers = stored.metadata.finalizers.clone().unwrap_or_default();
@@ -479,18 +492,7 @@ async fn a_pool_without_a_usable_key_fails_attempts_with_what_to_fix_not_503_for
     let caller = fleet.pod("team", "cpu", "prover-a");
     let pod = known_pod(&fleet, &caller).await;
     fleet.job("team", "unverifiable", "cpu", inline_inputs("mulchain"));
-    let leased = fleet
-        .dispatcher
-        .lease(&pod, &lease_request(&caller, 5))
-        .await
-        .unwrap();
-    let answer = fleet
-        .dispatcher
-        .complete(&CompleteRequest {
-            caller,
-            lease: leased.jobs[0].lease.clone(),
-            outcome: mulchain_proof(),
-        })
+    let answer = prove_next_job(&fleet, &caller, &pod)
         .await
         .expect("an answer the pod stops retrying on, not 503");
     assert_eq!(answer.phase, "Queued", "retried within maxRetries");
@@ -521,20 +523,7 @@ async fn a_proof_too_large_for_the_status_fails_its_job_where_no_store_would_kee
     let caller = fleet.pod("team", "cpu", "prover-a");
     let pod = known_pod(&fleet, &caller).await;
     fleet.job("team", "big", "cpu", inline_inputs("mulchain"));
-    let leased = fleet
-        .dispatcher
-        .lease(&pod, &lease_request(&caller, 5))
-        .await
-        .unwrap();
-    let answer = fleet
-        .dispatcher
-        .complete(&CompleteRequest {
-            caller,
-            lease: leased.jobs[0].lease.clone(),
-            outcome: mulchain_proof(),
-        })
-        .await
-        .unwrap();
+    let answer = prove_next_job(&fleet, &caller, &pod).await.unwrap();
     assert_eq!(
         answer.phase, "Failed",
         "not Succeeded with a proof nobody keeps"
