@@ -112,7 +112,13 @@ struct Entry {
     order: Order,
     limits: Limits,
     tracked: Tracked,
+    /// When the job was last read again because a pod named a lease newer than this copy.
+    reread_at: Option<Instant>,
 }
+
+/// How often a job is read again from the API server because pods name a lease this
+/// dispatcher's copy does not show yet.
+pub const LAGGING_REREAD_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a lease ended without a result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +145,10 @@ pub struct Lapsed {
 pub struct State {
     jobs: HashMap<String, Entry>,
     queues: HashMap<PoolKey, BTreeSet<Order>>,
+    /// The jobs of each pool that are queued, being granted or leased. The passes made every
+    /// second (lapsed leases, pool loads) and on every lease request (what a pod holds) walk
+    /// these alone, so finished jobs, however many, cost them nothing.
+    active: HashMap<PoolKey, HashSet<String>>,
 }
 
 /// The `resourceVersion` as a number, to keep the newest copy of a job when watch events and
@@ -177,7 +187,10 @@ impl State {
             name: job.name_any(),
             uid: uid.clone(),
         };
-        let previous = self.jobs.remove(&uid).map(|e| e.tracked);
+        let previous = self.jobs.remove(&uid).map(|e| {
+            self.unindex(&uid, &e.pool);
+            e.tracked
+        });
         let avoid = previous
             .clone()
             .map(Tracked::into_avoid)
@@ -234,23 +247,69 @@ impl State {
             job
         };
         self.jobs.insert(
-            uid,
+            uid.clone(),
             Entry {
                 job: Arc::new(job),
                 pool: pool.clone(),
                 order,
                 limits,
                 tracked,
+                reread_at: None,
             },
         );
+        self.index(&uid);
+    }
+
+    /// Brings `uid`'s place in [`State::active`] in line with its entry. Called after every
+    /// change of a job's tracked state.
+    fn index(&mut self, uid: &str) {
+        let Some(entry) = self.jobs.get(uid) else {
+            return;
+        };
+        if matches!(entry.tracked, Tracked::Idle) {
+            let pool = entry.pool.clone();
+            self.unindex(uid, &pool);
+        } else {
+            self.active
+                .entry(entry.pool.clone())
+                .or_default()
+                .insert(uid.to_string());
+        }
+    }
+
+    fn unindex(&mut self, uid: &str, pool: &PoolKey) {
+        if let Some(set) = self.active.get_mut(pool) {
+            set.remove(uid);
+            if set.is_empty() {
+                self.active.remove(pool);
+            }
+        }
+    }
+
+    /// The entries of a pool's active jobs.
+    fn active_in<'a>(&'a self, pool: &PoolKey) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.active
+            .get(pool)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.jobs.get(uid))
+    }
+
+    /// The entries of every active job.
+    fn all_active(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.active
+            .values()
+            .flatten()
+            .filter_map(|uid| self.jobs.get(uid))
     }
 
     /// Forgets a deleted job. Its lease, if any, is revoked at the pod's next heartbeat.
     pub fn forget(&mut self, uid: &str) {
-        if let Some(entry) = self.jobs.remove(uid)
-            && let Some(queue) = self.queues.get_mut(&entry.pool)
-        {
-            queue.remove(&entry.order);
+        if let Some(entry) = self.jobs.remove(uid) {
+            self.unindex(uid, &entry.pool);
+            if let Some(queue) = self.queues.get_mut(&entry.pool) {
+                queue.remove(&entry.order);
+            }
         }
     }
 
@@ -303,6 +362,7 @@ impl State {
             let avoid = std::mem::replace(&mut entry.tracked, Tracked::Idle).into_avoid();
             entry.tracked = Tracked::Leased(held, avoid);
             entry.job = Arc::new(job);
+            self.index(&uid);
         }
     }
 
@@ -320,6 +380,7 @@ impl State {
                 .entry(entry.pool.clone())
                 .or_default()
                 .insert(entry.order.clone());
+            self.index(uid);
         }
     }
 
@@ -351,6 +412,7 @@ impl State {
         }
         let idle = matches!(entry.tracked, Tracked::Idle);
         entry.job = Arc::new(if idle { slim(job) } else { job });
+        self.index(&uid);
     }
 
     /// The job and the lease `lease` names, when that lease is the current one held by the
@@ -371,9 +433,7 @@ impl State {
 
     /// Leases `pod` of `pool` holds now.
     pub fn held_by(&self, pool: &PoolKey, pod: &str) -> usize {
-        self.jobs
-            .values()
-            .filter(|e| &e.pool == pool)
+        self.active_in(pool)
             .filter(|e| matches!(&e.tracked, Tracked::Leased(held, _) if held.pod == pod))
             .count()
     }
@@ -394,6 +454,10 @@ impl State {
         let mut revoked = Vec::new();
         for lease in leases {
             let renewed = self.jobs.get_mut(&lease.uid).is_some_and(|entry| {
+                if lagging(entry, lease, caller) {
+                    // Not ours to renew yet, and not ours to revoke: see `lagging`.
+                    return true;
+                }
                 let Tracked::Leased(held, _) = &entry.tracked else {
                     return false;
                 };
@@ -412,11 +476,42 @@ impl State {
         revoked
     }
 
+    /// Whether this copy of the job may be older than the lease `caller` names (see
+    /// [`lagging`]), so the lease can be neither renewed nor revoked yet.
+    pub fn lags(&self, lease: &LeaseRef, caller: &Caller) -> bool {
+        self.jobs
+            .get(&lease.uid)
+            .is_some_and(|entry| lagging(entry, lease, caller))
+    }
+
+    /// The jobs among `leases` whose copies lag behind the lease the caller names and are due
+    /// a fresh read (at most one per job per [`LAGGING_REREAD_EVERY`]).
+    pub fn due_reread(
+        &mut self,
+        leases: &[LeaseRef],
+        caller: &Caller,
+        now: Instant,
+    ) -> Vec<Arc<ProofJob>> {
+        let mut due = Vec::new();
+        for lease in leases {
+            let Some(entry) = self.jobs.get_mut(&lease.uid) else {
+                continue;
+            };
+            let recent = entry
+                .reread_at
+                .is_some_and(|at| now.saturating_duration_since(at) < LAGGING_REREAD_EVERY);
+            if lagging(entry, lease, caller) && !recent {
+                entry.reread_at = Some(now);
+                due.push(entry.job.clone());
+            }
+        }
+        due
+    }
+
     /// Leases whose deadline or timeout passed, or whose pod is in `gone`. They stay held until
     /// [`State::attempt_recorded`] so a result racing the expiry is still matched.
     pub fn lapsed(&self, now: Instant, gone: &dyn Fn(&str, &str) -> bool) -> Vec<Lapsed> {
-        self.jobs
-            .values()
+        self.all_active()
             .filter_map(|entry| {
                 let Tracked::Leased(held, _) = &entry.tracked else {
                     return None;
@@ -444,7 +539,7 @@ impl State {
     pub fn load(&self, pool: &PoolKey) -> (usize, usize) {
         let mut queued = 0;
         let mut running = 0;
-        for entry in self.jobs.values().filter(|e| &e.pool == pool) {
+        for entry in self.active_in(pool) {
             let (q, r) = entry.tracked.load();
             queued += q;
             running += r;
@@ -454,8 +549,7 @@ impl State {
 
     /// Queued jobs pinned to a parameters version.
     pub fn queued_pinned(&self) -> Vec<Arc<ProofJob>> {
-        self.jobs
-            .values()
+        self.all_active()
             .filter(|e| matches!(e.tracked, Tracked::Queued { .. }))
             .filter(|e| e.job.spec.parameters_version.is_some())
             .map(|e| e.job.clone())
@@ -464,8 +558,7 @@ impl State {
 
     /// Pods holding at least one lease, as (namespace, pod).
     pub fn busy_pods(&self) -> HashSet<(String, String)> {
-        self.jobs
-            .values()
+        self.all_active()
             .filter_map(|entry| match &entry.tracked {
                 Tracked::Leased(held, _) => Some((entry.pool.namespace.clone(), held.pod.clone())),
                 _ => None,
@@ -473,15 +566,13 @@ impl State {
             .collect()
     }
 
-    /// Every pool with queued or running jobs, with their counts, in one pass over the jobs.
+    /// Every pool with queued or running jobs, with their counts, in one pass over the active
+    /// jobs.
     /// The queues of pools with neither are dropped on the way, so pool names that come and go
     /// do not stay in memory for good.
     pub fn loads(&mut self) -> HashMap<PoolKey, (usize, usize)> {
         let mut loads: HashMap<PoolKey, (usize, usize)> = HashMap::new();
-        for entry in self.jobs.values() {
-            if matches!(entry.tracked, Tracked::Idle) {
-                continue;
-            }
+        for entry in self.all_active() {
             let (queued, running) = loads.entry(entry.pool.clone()).or_default();
             let (q, r) = entry.tracked.load();
             *queued += q;
@@ -507,6 +598,33 @@ impl State {
                     .then(|| not_before.saturating_duration_since(now))
             })
             .min()
+    }
+}
+
+/// Whether the dispatcher's copy of a job may be older than a lease a pod of its pool names:
+/// the lease is for a later attempt than the copy shows, or for the attempt the copy shows
+/// running on that very pod while this dispatcher's own lease write for it is in flight.
+///
+/// That is the moment after a failover: the former leader leased the attempt and the pod is
+/// proving it, while the new leader's watch has not brought that write yet (or its own lease
+/// write is about to lose to it). Revoking would make the pod drop a proof it is computing,
+/// and the job would be proved twice; so the lease stands until a fresh read settles it.
+fn lagging(entry: &Entry, lease: &LeaseRef, caller: &Caller) -> bool {
+    if entry.pool.namespace != caller.namespace || entry.pool.name != caller.pool {
+        return false;
+    }
+    let status = entry.job.status.clone().unwrap_or_default();
+    let mut known = crate::job::status::current_attempt(&status);
+    if let Tracked::Leased(held, _) = &entry.tracked {
+        known = known.max(held.attempt);
+    }
+    match &entry.tracked {
+        Tracked::Idle => false,
+        Tracked::Granting { .. } if lease.attempt == known => status
+            .attempts
+            .iter()
+            .any(|a| a.attempt == known as i32 && a.pod.as_deref() == Some(caller.pod.as_str())),
+        _ => lease.attempt > known,
     }
 }
 
@@ -908,5 +1026,172 @@ mod tests {
         );
         s.forget("uid-a");
         assert!(s.job("uid-a").is_none());
+    }
+
+    /// What the active-job index stands for, computed the slow way: a pass over every job.
+    fn scanned_loads(s: &State) -> HashMap<PoolKey, (usize, usize)> {
+        let mut loads: HashMap<PoolKey, (usize, usize)> = HashMap::new();
+        for entry in s.jobs.values() {
+            let (q, r) = entry.tracked.load();
+            if q + r > 0 {
+                let load = loads.entry(entry.pool.clone()).or_default();
+                load.0 += q;
+                load.1 += r;
+            }
+        }
+        loads
+    }
+
+    #[test]
+    fn the_active_index_agrees_with_a_full_scan_through_every_change() {
+        // A fixed pseudo-random walk (a 64-bit LCG) over every way a job changes state, in two
+        // pools, some jobs moving between them: after each step the answers drawn from the
+        // index (loads, lapsed leases, leases a pod holds) match a pass over every job.
+        let now = Instant::now();
+        let mut s = State::default();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |bound: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % bound
+        };
+        let mut revision = 1;
+        let pods = ["p1", "p2"];
+        for step in 0..4000 {
+            let name = format!("j{}", next(40));
+            let uid = format!("uid-{name}");
+            revision += 1;
+            let pool_name = if next(5) == 0 { "gpu" } else { "cpu" };
+            match next(7) {
+                0 | 1 => {
+                    let phase = ["Queued", "Running", "Succeeded", "Failed"][next(4) as usize];
+                    let mut j = job(&name, revision, 0, (step % 60) as i64, phase);
+                    j.spec.pool_ref.name = pool_name.into();
+                    s.observe(j, LIMITS, LEASE, now);
+                }
+                2 => {
+                    let pod = pods[next(2) as usize];
+                    let key = PoolKey::new("team", pool_name);
+                    for taken in s.take(&key, pod, "v1", 2, now) {
+                        let mut j = (*taken).clone();
+                        j.metadata.resource_version = Some(revision.to_string());
+                        if next(2) == 0 {
+                            s.granted(j, held(pod, 1, now));
+                        } else {
+                            s.grant_abandoned(&taken.uid().unwrap(), now);
+                        }
+                    }
+                }
+                3 => s.grant_abandoned(&uid, now),
+                4 => {
+                    if let Some(current) = s.job(&uid) {
+                        let phase = if next(2) == 0 { "Queued" } else { "Succeeded" };
+                        let mut j = job(&name, revision, 0, 0, phase);
+                        j.spec.pool_ref = current.spec.pool_ref.clone();
+                        s.attempt_recorded(j, Duration::ZERO, Some(pods[0]), now);
+                    }
+                }
+                5 => s.forget(&uid),
+                _ => {
+                    let before: usize = s.jobs.len();
+                    s.loads();
+                    assert_eq!(s.jobs.len(), before, "loads() forgets no job");
+                }
+            }
+
+            let indexed: HashSet<String> = s.active.values().flatten().cloned().collect();
+            let scanned: HashSet<String> = s
+                .jobs
+                .iter()
+                .filter(|(_, e)| !matches!(e.tracked, Tracked::Idle))
+                .map(|(uid, _)| uid.clone())
+                .collect();
+            assert_eq!(
+                indexed, scanned,
+                "step {step}: the index holds the active jobs"
+            );
+            let mut from_index: HashMap<PoolKey, (usize, usize)> = HashMap::new();
+            for key in [PoolKey::new("team", "cpu"), PoolKey::new("team", "gpu")] {
+                let load = s.load(&key);
+                if load != (0, 0) {
+                    from_index.insert(key.clone(), load);
+                }
+                for pod in pods {
+                    let scanned_held = s
+                        .jobs
+                        .values()
+                        .filter(|e| e.pool == key)
+                        .filter(|e| matches!(&e.tracked, Tracked::Leased(h, _) if h.pod == pod))
+                        .count();
+                    assert_eq!(s.held_by(&key, pod), scanned_held, "step {step}");
+                }
+            }
+            assert_eq!(from_index, scanned_loads(&s), "step {step}: pool loads");
+            let leased = s
+                .jobs
+                .values()
+                .filter(|e| matches!(e.tracked, Tracked::Leased(..)))
+                .count();
+            assert_eq!(
+                s.lapsed(now + LIMITS.timeout, &|_, _| false).len(),
+                leased,
+                "step {step}: every lease lapses once its timeout is past"
+            );
+        }
+        assert_eq!(s.loads(), scanned_loads(&s));
+    }
+
+    #[test]
+    fn a_lease_granted_by_a_former_leader_is_not_revoked_before_the_job_is_read_again() {
+        // After a failover the former leader's last lease may not have reached this
+        // dispatcher's copy: revoking it would make the pod drop the proof it is computing.
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        let lease = LeaseRef {
+            uid: "uid-a".into(),
+            attempt: 1,
+        };
+        let leases = std::slice::from_ref(&lease);
+        assert!(
+            s.heartbeat(&caller("p1"), leases, LEASE, now).is_empty(),
+            "a lease newer than the copy is not revoked"
+        );
+        assert!(s.holder(&lease, &caller("p1")).is_none(), "nor held yet");
+        assert_eq!(s.due_reread(leases, &caller("p1"), now).len(), 1);
+        assert!(
+            s.due_reread(leases, &caller("p1"), now + Duration::from_secs(1))
+                .is_empty(),
+            "one read per job per interval, however often pods ask"
+        );
+        let outsider = Caller {
+            namespace: "other".into(),
+            ..caller("p1")
+        };
+        assert_eq!(
+            s.heartbeat(&outsider, leases, LEASE, now).len(),
+            1,
+            "a pod of another namespace gets nothing re-read and nothing kept"
+        );
+        assert!(s.due_reread(leases, &outsider, now + LEASE).is_empty());
+
+        // The fresh read shows the former leader's lease: p1 holds it, p2 does not.
+        let mut running = job("a", 2, 0, 0, "Running");
+        running.status = Some(
+            serde_json::from_value(json!({
+                "phase": "Running", "attemptCount": 1,
+                "attempts": [{"attempt": 1, "pod": "p1"}],
+            }))
+            .unwrap(),
+        );
+        s.observe(running, LIMITS, LEASE, now);
+        assert!(s.holder(&lease, &caller("p1")).is_some());
+        assert!(s.heartbeat(&caller("p1"), leases, LEASE, now).is_empty());
+        assert_eq!(s.heartbeat(&caller("p2"), leases, LEASE, now).len(), 1);
+        assert!(
+            s.take(&pool(), "p2", "v1", 1, now).is_empty(),
+            "not granted twice"
+        );
     }
 }
