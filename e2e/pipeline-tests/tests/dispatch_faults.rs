@@ -536,3 +536,89 @@ async fn a_proof_too_large_for_the_status_fails_its_job_where_no_store_would_kee
         "says what to set"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_the_former_leader_wrote_first_keeps_its_pod_proving_and_is_not_granted_twice() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use kube::ResourceExt as _;
+    use kube::api::{Patch, PatchParams};
+    use zkfleet_contract::lease::LeaseRef;
+    use zkfleet_operator::job::status::{self as job_status, Grant};
+
+    let fleet = Fleet::start(settings()).await;
+    fleet.pool("team", "cpu", "mulchain");
+    let former = fleet.pod("team", "cpu", "prover-a");
+    let latecomer = fleet.pod("team", "cpu", "prover-b");
+    known_pod(&fleet, &former).await;
+    let latecomer_pod = known_pod(&fleet, &latecomer).await;
+    fleet.job("team", "contested", "cpu", inline_inputs("mulchain"));
+    // This dispatcher leads now and leases the job to prover-b; its lease write is slow.
+    let lease_write = fleet
+        .api
+        .hold(Rule::new("PUT", "/proofjobs/contested/status"));
+    let dispatcher = fleet.dispatcher.clone();
+    let request = lease_request(&latecomer, 1);
+    let asked = tokio::spawn(async move { dispatcher.lease(&latecomer_pod, &request).await });
+    lease_write.reached().await;
+
+    // Meanwhile the former leader, serving a moment after it stopped leading, leased attempt 1
+    // to prover-a, which is proving it and heartbeats to this dispatcher.
+    let queued = fleet.stored("team", "contested");
+    let grant = Grant {
+        attempt: 1,
+        pod: "prover-a".into(),
+        node: None,
+        deadline: Time(Timestamp::now() + SignedDuration::from_secs(30)),
+        parameters_version: Some("v1".into()),
+        parameters_digest: None,
+    };
+    let status = job_status::leased(&queued, &grant, &Time(Timestamp::now()));
+    let jobs: Api<ProofJob> = Api::namespaced(fleet.api.client(), "team");
+    jobs.patch_status(
+        "contested",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap();
+    let lease = LeaseRef {
+        uid: queued.uid().unwrap(),
+        attempt: 1,
+    };
+    let beat = fleet
+        .dispatcher
+        .heartbeat(&HeartbeatRequest {
+            caller: former.clone(),
+            leases: vec![lease.clone()],
+        })
+        .await;
+    assert!(
+        beat.revoked.is_empty(),
+        "prover-a keeps proving the attempt the former leader gave it"
+    );
+
+    lease_write.open();
+    let answer = asked.await.unwrap().unwrap();
+    assert!(
+        answer.jobs.is_empty(),
+        "the lease write lost to the former leader's: prover-b gets nothing"
+    );
+    let done = fleet
+        .dispatcher
+        .complete(&CompleteRequest {
+            caller: former.clone(),
+            lease,
+            outcome: mulchain_proof(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.phase, "Succeeded");
+    let status = fleet.stored("team", "contested").status.unwrap();
+    assert_eq!(
+        status.attempts.len(),
+        1,
+        "proved once, by the pod the former leader chose: {:?}",
+        status.attempts
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zkfleet_contract::lease::{
     CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, Outcome,
 };
@@ -19,18 +19,44 @@ use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name};
 use crate::job::status::{self as job_status, AttemptFailure, Success};
 
 impl Dispatcher {
-    /// Renews the pod's leases and says which it no longer holds.
-    pub fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
-        let revoked = self.state.lock().expect("lock").heartbeat(
-            &request.caller,
-            &request.leases,
-            self.settings.lease_duration,
-            Instant::now(),
-        );
+    /// Renews the pod's leases and says which it no longer holds. A lease newer than this
+    /// dispatcher's copy of its job (granted by a former leader) is neither: the job is read
+    /// again, and the next heartbeat renews it.
+    pub async fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
+        let (revoked, lagging) = {
+            let mut state = self.state.lock().expect("lock");
+            let now = Instant::now();
+            let revoked = state.heartbeat(
+                &request.caller,
+                &request.leases,
+                self.settings.lease_duration,
+                now,
+            );
+            (
+                revoked,
+                state.due_reread(&request.leases, &request.caller, now),
+            )
+        };
         for lease in &revoked {
             info!(uid = %lease.uid, attempt = lease.attempt, pod = %request.caller.pod, "lease revoked");
         }
+        self.reread(&lagging).await;
         HeartbeatResponse { revoked }
+    }
+
+    /// Reads jobs again whose copies here lag behind what a pod reports.
+    async fn reread(&self, jobs: &[std::sync::Arc<zkfleet_crds::v1alpha1::ProofJob>]) {
+        for job in jobs {
+            let api: kube::Api<zkfleet_crds::v1alpha1::ProofJob> =
+                kube::Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
+            match api.get_opt(&job.name_any()).await {
+                Ok(Some(fresh)) => self.observe(fresh),
+                Ok(None) => self.forget(job),
+                Err(e) => {
+                    debug!(error = %e, "could not read a job again; the next heartbeat retries")
+                }
+            }
+        }
     }
 
     /// Records how a leased attempt ended: verifies a proof before the job succeeds.
@@ -45,6 +71,25 @@ impl Dispatcher {
             .expect("lock")
             .holder(&request.lease, &request.caller);
         let Some((job, held, limits)) = holder else {
+            let lagging = {
+                let mut state = self.state.lock().expect("lock");
+                state.lags(&request.lease, &request.caller).then(|| {
+                    state.due_reread(
+                        std::slice::from_ref(&request.lease),
+                        &request.caller,
+                        Instant::now(),
+                    )
+                })
+            };
+            if let Some(due) = lagging {
+                // Granted by a former leader and not seen here yet: read it, and have the pod
+                // send the result again rather than drop a proof it made.
+                self.reread(&due).await;
+                return Err(DispatchError::Unavailable(format!(
+                    "attempt {} of job {} is newer than this dispatcher has seen; send it again",
+                    request.lease.attempt, request.lease.uid
+                )));
+            }
             return self.already_recorded(request);
         };
         let key = PoolKey::of(&job);

@@ -203,7 +203,7 @@ async fn heartbeat(
 ) -> Result<Response, DispatchError> {
     let answer = async {
         let (request, _) = authenticated::<HeartbeatRequest>(&server, peer, &headers, body).await?;
-        Ok(Json(server.dispatcher.heartbeat(&request)).into_response())
+        Ok(Json(server.dispatcher.heartbeat(&request).await).into_response())
     };
     counted(&server, answer.await)
 }
