@@ -1,7 +1,9 @@
 //! The dispatcher attacked on the real cluster: requests from outside the pool (a wrong token,
 //! another pool's token, a body announced and never sent, a body far over its cap) and a job
-//! pointing at a Secret its author may not read. Each is refused with the answer a user
-//! expects, and the pool's own work is not harmed: a job submitted after the attack succeeds.
+//! pointing at a Secret its author may not read, a flood of such requests with connections left
+//! hanging mid-request. Each is refused with the answer a user expects, the operator's memory
+//! stays bounded, and the pool's own work is not harmed: a job submitted after the attack
+//! succeeds.
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{ListParams, PostParams};
@@ -15,6 +17,8 @@ use zkfleet_e2e::fleet::{
 
 /// The dispatcher port of the chart (`dispatcher.port`).
 const DISPATCHER_PORT: u16 = 8081;
+/// The operator container's admin port (`/metrics`).
+const ADMIN_PORT: u16 = 8080;
 
 /// Sends `head` (an HTTP/1.1 request head) and then `body`, and returns the status code the
 /// dispatcher answers with, and its body. The answer may come before the body is sent.
@@ -59,6 +63,25 @@ fn head(address: &str, path: &str, caller: &str, token: &str, length: usize) -> 
     format!(
         "POST {path} HTTP/1.1\r\nhost: {address}\r\nzkfleet-caller: {caller}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
     )
+}
+
+/// The operator's resident memory, from `process_resident_memory_bytes` on its `/metrics`.
+async fn resident_bytes(admin: &str) -> f64 {
+    let mut socket = tokio::net::TcpStream::connect(admin).await.unwrap();
+    socket
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.unwrap();
+    answer
+        .lines()
+        .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the operator exports process_resident_memory_bytes: {answer}"))
 }
 
 async fn token_of(setup: &Setup, pool: &str) -> String {
@@ -225,4 +248,120 @@ async fn a_job_pointing_at_a_secret_not_labelled_for_proofs_fails_without_learni
         !message.contains("sha256 of") && !message.contains("bytes"),
         "nothing about the Secret's content: {message}"
     );
+}
+
+#[tokio::test]
+async fn a_flood_of_refused_requests_leaves_the_operator_bounded_and_its_pool_working() {
+    const REQUESTS: usize = 2_000;
+    const AT_ONCE: usize = 100;
+    const HANGING: usize = 400;
+    const SENT_OF_EACH: usize = 64 * 1024;
+    // Far above what the flood should cost (a few buffers per connection at most), far below
+    // what reading the announced bodies would (16 MiB each, 100 at a time).
+    const GROWTH_BOUND: f64 = 64.0 * 1024.0 * 1024.0;
+
+    let setup = setup("flood", "").await;
+    let ns = &setup.ns;
+    let params =
+        Parameters::create(ns, "v1", "mulchain-v1", &["circuit.zkey", "circuit.wasm"]).await;
+    create_pool_with(ns, "alpha", 1, &params, json!({})).await;
+    wait_serving(ns, "alpha", 1).await;
+    let leader_ip = ns
+        .api::<Pod>()
+        .get(&leader(ns, &setup.release.operator).await)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .pod_ip
+        .unwrap();
+    let address = format!("{leader_ip}:{DISPATCHER_PORT}");
+    let admin = format!("{leader_ip}:{ADMIN_PORT}");
+    let alpha_pod = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("zkfleet.dev/pool=alpha"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap();
+    let caller = format!(
+        "{}/alpha/{}",
+        ns.name,
+        kube::ResourceExt::name_any(&alpha_pod)
+    );
+    let before = resident_bytes(&admin).await;
+
+    // Connections that send half a request head and then nothing, held open for the whole
+    // flood and the job after it.
+    let mut hanging = Vec::new();
+    for _ in 0..HANGING {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        socket
+            .write_all(b"POST /v1/complete HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        hanging.push(socket);
+    }
+    // Requests announcing 16 MiB with a wrong token, each sending its first 64 KiB.
+    let mut peak = before;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..AT_ONCE {
+        let address = address.clone();
+        let caller = caller.clone();
+        workers.spawn(async move {
+            let mut codes = Vec::new();
+            for _ in 0..REQUESTS / AT_ONCE {
+                let head = head(&address, "/v1/complete", &caller, &"0".repeat(64), 16 << 20);
+                let (code, _) = raw_request(&address, &head, &vec![b' '; SENT_OF_EACH]).await;
+                codes.push(code);
+            }
+            codes
+        });
+    }
+    let mut refused = 0;
+    loop {
+        tokio::select! {
+            done = workers.join_next() => match done {
+                Some(codes) => refused += codes.unwrap().iter().filter(|c| **c == 401).count(),
+                None => break,
+            },
+            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                peak = peak.max(resident_bytes(&admin).await);
+            }
+        }
+    }
+    assert_eq!(
+        refused, REQUESTS,
+        "every request without the right token is refused"
+    );
+    peak = peak.max(resident_bytes(&admin).await);
+    let growth = peak - before;
+    eprintln!(
+        "operator resident memory: {:.1} MiB before, {:.1} MiB at the peak of {REQUESTS} refused requests and {HANGING} hanging connections",
+        before / 1048576.0,
+        peak / 1048576.0
+    );
+    assert!(
+        growth < GROWTH_BOUND,
+        "the flood grew the operator by {:.1} MiB",
+        growth / 1048576.0
+    );
+
+    // The pool works on, the hanging connections still open.
+    let job: ProofJob = serde_json::from_value(json!({
+        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+        "metadata": {"name": "after-flood"},
+        "spec": {"poolRef": {"name": "alpha"},
+                 "input": {"inline": {"json": std::fs::read_to_string(fixtures().join("input.json")).unwrap()}}},
+    }))
+    .unwrap();
+    ns.api::<ProofJob>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+    let done = wait_job_finished(ns, "after-flood", 3 * MINUTE).await;
+    assert_eq!(done.status.and_then(|s| s.phase), Some(JobPhase::Succeeded));
+    drop(hanging);
 }

@@ -143,6 +143,14 @@ impl Metrics {
                 .register(collector)
                 .expect("metric registered once");
         }
+        // The operator's own memory, CPU and file descriptors
+        // (`process_resident_memory_bytes`, ...), read from /proc at each scrape: what a
+        // platform team watches to size it, and what the tests read to bound it under load.
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics registered once");
         Self {
             registry,
             runs,

@@ -84,6 +84,11 @@ impl Metrics {
             "zkfleet_prover_heartbeat_failures_total",
             "Heartbeats to the dispatcher that got no successful answer.",
         )?;
+        // The pod's own memory and CPU (`process_resident_memory_bytes`, ...), read from /proc
+        // at each scrape.
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(proofs.clone()))?;
         registry.register(Box::new(proving_seconds.clone()))?;
         registry.register(Box::new(active_proofs.clone()))?;
