@@ -1,4 +1,4 @@
-//! Agent mode: the pod leases jobs from the operator's dispatcher (DESIGN §3), proves them in
+//! Agent mode: the pod leases jobs from the operator's dispatcher, proves them in
 //! the same slots as `POST /v1/prove`, keeps the leases alive from a thread of its own and
 //! reports every result until the dispatcher acknowledges it.
 //!

@@ -653,8 +653,9 @@ pub struct ProverPoolStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacityStatus>,
 
-    /// Pods whose proofs failed verification recently (at most 16, newest first). Jobs they
-    /// held were retried on other pods; check the node's GPU.
+    /// Pods whose proofs failed verification recently (at most 16, oldest first: a pod
+    /// flagged again moves to the end). Jobs they held were retried on other pods; check the
+    /// node's GPU.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub flagged_pods: Vec<FlaggedPod>,
