@@ -365,3 +365,162 @@ async fn a_flood_of_refused_requests_leaves_the_operator_bounded_and_its_pool_wo
     assert_eq!(done.status.and_then(|s| s.phase), Some(JobPhase::Succeeded));
     drop(hanging);
 }
+
+#[tokio::test]
+async fn a_hand_made_pod_with_the_pools_labels_is_not_trusted_for_its_verifying_key() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use kube::api::{Api, DeleteParams};
+    use sha2::Digest as _;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let setup = setup("hostile-key", "").await;
+    let ns = &setup.ns;
+    // Parameters on a volume the operator cannot read, so the verifying key has to come from
+    // the pool's pods: a hostPath volume on this one node, bound to a claim by name.
+    let dir = std::env::temp_dir().join(format!("zkfleet-{}", ns.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut files = Vec::new();
+    for name in ["circuit.zkey", "circuit.wasm"] {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        std::fs::write(dir.join(name), &bytes).unwrap();
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+        files.push(
+            json!({"name": name, "sha256": zkfleet_e2e::fleet::hex(&sha2::Sha256::digest(&bytes))}),
+        );
+    }
+    let volume_name = format!("{}-params", ns.name);
+    let volumes: Api<PersistentVolume> = Api::all(ns.client.clone());
+    volumes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": volume_name},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
+                         "storageClassName": "", "persistentVolumeReclaimPolicy": "Retain",
+                         "hostPath": {"path": dir, "type": "Directory"},
+                         "claimRef": {"namespace": ns.name, "name": "params"}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    ns.api::<PersistentVolumeClaim>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "params"},
+                "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                         "volumeName": volume_name,
+                         "resources": {"requests": {"storage": "1Gi"}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pool: ProverPool = serde_json::from_value(json!({
+        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
+        "metadata": {"name": "alpha"},
+        "spec": {"replicas": 1, "backend": {"type": "groth16-bn254"},
+                 "parameters": {"version": "v1", "source": {"pvc": {"claimName": "params"}},
+                                "files": files},
+                 "jobDefaults": {"timeoutSeconds": 30}},
+    }))
+    .unwrap();
+    ns.api::<ProverPool>()
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap();
+    wait_serving(ns, "alpha", 1).await;
+
+    // A pod made by hand with every label and annotation of the pool's own pod (but not its
+    // ReplicaSet's hash, which would have the ReplicaSet adopt it), Ready, answering every
+    // request, key requests included, with the verification key of another circuit: asked,
+    // it would make every honest proof of the pool fail.
+    let other_key = std::fs::read_to_string(
+        fixtures()
+            .parent()
+            .unwrap()
+            .join("merkle")
+            .join("verification_key.json"),
+    )
+    .unwrap();
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "other-key"},
+                "data": {"verification_key.json": other_key},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let real = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("zkfleet.dev/pool=alpha"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let mut labels = real.metadata.labels.clone().unwrap_or_default();
+    labels.remove("pod-template-hash");
+    let hostile: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "alpha-hostile", "labels": labels,
+                     "annotations": real.metadata.annotations.clone().unwrap_or_default()},
+        "spec": {"containers": [{"name": "prover", "image": zkfleet_e2e::image("e2e-testserver"),
+                                 "imagePullPolicy": "IfNotPresent",
+                                 "args": ["serve", "8080", "/key/verification_key.json"],
+                                 "volumeMounts": [{"name": "key", "mountPath": "/key"}]}],
+                 "volumes": [{"name": "key", "configMap": {"name": "other-key"}}]},
+    }))
+    .unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &hostile)
+        .await
+        .unwrap();
+    ns.wait_for::<Pod>(
+        "alpha-hostile",
+        "the hand-made pod to be Ready",
+        MINUTE,
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        },
+    )
+    .await
+    .unwrap();
+
+    // Jobs proved by the pool's own pod verify against the key it gives, whatever the
+    // hand-made pod answers.
+    for name in ["first", "second", "third"] {
+        let job: ProofJob = serde_json::from_value(json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+            "metadata": {"name": name},
+            "spec": {"poolRef": {"name": "alpha"},
+                     "input": {"inline": {"json": std::fs::read_to_string(fixtures().join("input.json")).unwrap()}}},
+        }))
+        .unwrap();
+        ns.api::<ProofJob>()
+            .create(&PostParams::default(), &job)
+            .await
+            .unwrap();
+    }
+    for name in ["first", "second", "third"] {
+        let done = wait_job_finished(ns, name, 3 * MINUTE).await;
+        let status = done.status.unwrap();
+        assert_eq!(
+            status.phase,
+            Some(JobPhase::Succeeded),
+            "{name}: {:?}",
+            status.message
+        );
+        assert_eq!(status.attempts.len(), 1, "{name}: {:?}", status.attempts);
+    }
+    let pool: ProverPool = ns.api().get("alpha").await.unwrap();
+    assert!(pool.status.unwrap().flagged_pods.is_empty());
+    let _ = volumes.delete(&volume_name, &DeleteParams::default()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

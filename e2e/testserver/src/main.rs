@@ -1,6 +1,7 @@
 //! The workload of the cluster smoke tests: one static binary, three modes.
 //!
-//! - `serve [PORT]`: answers every HTTP request with `zkfleet-testserver <hostname>`.
+//! - `serve [PORT] [FILE]`: answers every HTTP request with `zkfleet-testserver <hostname>`,
+//!   or with the contents of FILE (a pod impersonating another: the adversarial tests).
 //! - `fetch URL`: one HTTP GET (plain http, name resolved through the pod's
 //!   resolver); prints the body, exits 0 on a 200 and 1 otherwise.
 //! - `env NAME...`: prints `NAME=value` for each variable, then exits 0.
@@ -12,7 +13,10 @@ use std::time::Duration;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("serve") => serve(args.get(1).map_or("8080", String::as_str)),
+        Some("serve") => serve(
+            args.get(1).map_or("8080", String::as_str),
+            args.get(2).map(String::as_str),
+        ),
         Some("fetch") if args.len() == 2 => fetch(&args[1]),
         Some("env") => {
             for name in &args[1..] {
@@ -22,14 +26,14 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: zkfleet-e2e-testserver serve [PORT] | fetch http://HOST:PORT/PATH | env NAME..."
+                "usage: zkfleet-e2e-testserver serve [PORT] [FILE] | fetch http://HOST:PORT/PATH | env NAME..."
             );
             ExitCode::from(2)
         }
     }
 }
 
-fn serve(port: &str) -> ExitCode {
+fn serve(port: &str, file: Option<&str>) -> ExitCode {
     let listener = match TcpListener::bind(format!("0.0.0.0:{port}")) {
         Ok(l) => l,
         Err(e) => {
@@ -38,7 +42,16 @@ fn serve(port: &str) -> ExitCode {
         }
     };
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let body = format!("zkfleet-testserver {}\n", host.trim());
+    let body = match file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("cannot read {path}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => format!("zkfleet-testserver {}\n", host.trim()),
+    };
     println!("listening on :{port}");
     for stream in listener.incoming().flatten() {
         let body = body.clone();
