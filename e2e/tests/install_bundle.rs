@@ -61,6 +61,28 @@ impl Uninstall {
 
 impl Drop for Uninstall {
     fn drop(&mut self) {
+        // The next test binary starts as soon as this one ends: its operator must not share the
+        // cluster with this one. Without its RBAC the bundle's operator can do nothing, and
+        // with its pods gone it is not there at all; the namespace then goes in its own time.
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "--ignore-not-found",
+                "clusterrolebinding/zkfleet-operator",
+                "clusterrole/zkfleet-operator",
+            ])
+            .output();
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "--ignore-not-found",
+                "--cascade=foreground",
+                "--timeout=120s",
+                "-n",
+                NAMESPACE,
+                "deployment/zkfleet-operator",
+            ])
+            .output();
         let _ = Command::new("kubectl")
             .args(["delete", "--ignore-not-found", "--wait=false", "-f"])
             .arg(self.0.path())
