@@ -26,6 +26,7 @@ unit:
 ## Real-cluster tests: brings the local cluster up if needed (e2e/cluster).
 e2e: cluster-up
 	e2e/scripts/build-images.sh
+	cargo build -p kubectl-zkfleet
 	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
 	  export ZKFLEET_MIDEN_VM="$$(e2e/scripts/build-miden.sh | tail -1)" && \
 	  cargo test -p zkfleet-e2e --test '*' -- --test-threads 4
