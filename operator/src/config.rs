@@ -101,6 +101,15 @@ pub struct Cli {
           value_parser = parse_prover_env)]
     pub prover_env: ProverEnv,
 
+    /// Who may scrape the prover pods' metrics port (9090, `/metrics` alone), as a JSON
+    /// NetworkPolicy peer, for example
+    /// {"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}},
+    ///  "podSelector":{"matchLabels":{"app.kubernetes.io/name":"prometheus"}}}.
+    /// Empty: the pools' NetworkPolicies let nobody but the operator in.
+    #[arg(long, env = "ZKFLEET_METRICS_SCRAPER", default_value = "",
+          value_parser = parse_metrics_scraper)]
+    pub metrics_scraper: MetricsScraper,
+
     /// Address of the aggregated API external.metrics.k8s.io (HTTPS), from which the
     /// HorizontalPodAutoscaler of each autoscaled ProverPool reads the pool's queued and running
     /// jobs (zkfleet_pool_queued_jobs, zkfleet_pool_running_jobs, label pool=<name>). Only the
@@ -142,6 +151,26 @@ fn parse_prover_env(s: &str) -> Result<ProverEnv, String> {
     serde_json::from_str(s).map(ProverEnv).map_err(|e| {
         format!("not a JSON list of env entries like [{{\"name\":\"A\",\"value\":\"1\"}}]: {e}")
     })
+}
+
+/// The parsed `--metrics-scraper` peer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsScraper(pub Option<k8s_openapi::api::networking::v1::NetworkPolicyPeer>);
+
+fn parse_metrics_scraper(s: &str) -> Result<MetricsScraper, String> {
+    if s.trim().is_empty() {
+        return Ok(MetricsScraper::default());
+    }
+    let peer: k8s_openapi::api::networking::v1::NetworkPolicyPeer = serde_json::from_str(s)
+        .map_err(|e| {
+            format!("not a JSON NetworkPolicy peer like {{\"namespaceSelector\":{{\"matchLabels\":{{\"kubernetes.io/metadata.name\":\"monitoring\"}}}}}}: {e}")
+        })?;
+    if peer.namespace_selector.is_none() && peer.pod_selector.is_none() && peer.ip_block.is_none() {
+        return Err(
+            "the peer selects nothing: set namespaceSelector, podSelector or ipBlock".into(),
+        );
+    }
+    Ok(MetricsScraper(Some(peer)))
 }
 
 impl Cli {
@@ -236,5 +265,21 @@ mod tests {
             Some("team-a".into())
         );
         assert_eq!(parse(&["--watch-namespace", ""]).watch_namespace(), None);
+    }
+
+    #[test]
+    fn the_metrics_scraper_is_a_network_policy_peer_or_nothing() {
+        assert_eq!(parse_metrics_scraper(""), Ok(MetricsScraper(None)));
+        let peer = parse_metrics_scraper(
+            r#"{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}"#,
+        )
+        .unwrap()
+        .0
+        .unwrap();
+        assert!(peer.namespace_selector.is_some());
+        let refused = parse_metrics_scraper("{}").unwrap_err();
+        assert!(refused.contains("selects nothing"), "{refused}");
+        let refused = parse_metrics_scraper("monitoring").unwrap_err();
+        assert!(refused.contains("not a JSON NetworkPolicy peer"), "{refused}");
     }
 }

@@ -105,6 +105,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ZKFLEET_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// A second address serving `/metrics` alone, so Prometheus can be let in without reaching
+    /// the prover's API (the pool's NetworkPolicy opens only this port to it). Unset: metrics
+    /// are served on `--listen` only.
+    #[arg(long, env = "ZKFLEET_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Which prover this pod runs. Requests naming another backend are refused.
     #[arg(
         long,

@@ -153,6 +153,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("SIGTERM: draining, no new proofs accepted");
         drain_state.start_draining();
     };
+    if let Some(address) = args.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        tracing::info!(listen = %address, "serving metrics");
+        // Lives as long as the process: Prometheus may scrape a draining pod.
+        let app = zkfleet_prover::server::metrics_router(state.clone());
+        tokio::spawn(async move { axum::serve(metrics_listener, app).await });
+    }
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown);
     let server = tokio::spawn(async move { server.await });
     // The agent stops leasing when draining starts and returns once the jobs it holds are

@@ -355,6 +355,13 @@ fn digest(state: &AppState) -> String {
     }
 }
 
+/// The router of the metrics-only port (`--metrics-listen`).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;

@@ -24,8 +24,9 @@ use zkfleet_crds::v1alpha1::{
 };
 
 use super::{
-    BuildContext, COMPONENT_PROVER, PARAMETERS_LABEL, POOL_LABEL, PROVER_PORT, PROVER_PORT_NAME,
-    metadata, prover_name, selector_labels, token_secret_name,
+    BuildContext, COMPONENT_PROVER, PARAMETERS_LABEL, POOL_LABEL, PROVER_METRICS_PORT,
+    PROVER_METRICS_PORT_NAME, PROVER_PORT, PROVER_PORT_NAME, metadata, prover_name,
+    selector_labels, token_secret_name,
 };
 use crate::params::{
     self, PREVIOUS_ANNOTATION, ROLLED_BACK_ANNOTATION, SERVING_ANNOTATION, Serving,
@@ -180,12 +181,20 @@ fn container(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext)
         // The image's entrypoint is the zkfleet-prover binary.
         args: Some(vec!["serve".into()]),
         env: Some(env(pool, parameters, ctx)),
-        ports: Some(vec![ContainerPort {
-            name: Some(PROVER_PORT_NAME.into()),
-            container_port: PROVER_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(PROVER_PORT_NAME.into()),
+                container_port: PROVER_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some(PROVER_METRICS_PORT_NAME.into()),
+                container_port: PROVER_METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         resources: Some(resources(pool)),
         // Ready only once every parameter file matched its sha256 and loaded.
         readiness_probe: Some(probe("/readyz", 5)),
@@ -249,6 +258,10 @@ fn env(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -> Ve
     };
     let mut env = vec![
         ("ZKFLEET_LISTEN", format!("0.0.0.0:{PROVER_PORT}")),
+        (
+            "ZKFLEET_METRICS_LISTEN",
+            format!("0.0.0.0:{PROVER_METRICS_PORT}"),
+        ),
         ("ZKFLEET_BACKEND", pool.spec.backend.kind.as_str().into()),
         ("ZKFLEET_PARAMETERS_VERSION", parameters.version.clone()),
         ("ZKFLEET_PARAMETERS_DIR", PARAMETERS_DIR.into()),

@@ -31,6 +31,11 @@ pub const PARAMETERS_LABEL: &str = "zkfleet.dev/parameters";
 pub const PROVER_PORT: i32 = 8080;
 /// Name of the prover port on the container and the Service.
 pub const PROVER_PORT_NAME: &str = "http";
+/// Port of the prover pods' metrics-only listener: Prometheus may be let in here without
+/// reaching the prover's API.
+pub const PROVER_METRICS_PORT: i32 = 9090;
+/// Name of [`PROVER_METRICS_PORT`] in the pod spec (what a PodMonitor names).
+pub const PROVER_METRICS_PORT_NAME: &str = "metrics";
 
 /// The `app.kubernetes.io/component` of the prover workload and its network objects.
 pub const COMPONENT_PROVER: &str = "prover";
@@ -50,6 +55,8 @@ pub struct BuildContext {
     pub dispatcher_url: String,
     /// Extra environment of every prover container (after zkfleet's own variables).
     pub prover_env: Vec<k8s_openapi::api::core::v1::EnvVar>,
+    /// Who the pools' NetworkPolicies let in to the prover pods' metrics port.
+    pub metrics_scraper: Option<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
 }
 
 /// Name of the Deployment, Service, ServiceAccount, PodDisruptionBudget and NetworkPolicy.
@@ -208,6 +215,7 @@ spec:
             parameters_cache_path: "/var/lib/zkfleet/parameters".into(),
             dispatcher_url: "http://zkfleet-operator.zkfleet-system.svc:8081".into(),
             prover_env: Vec::new(),
+            metrics_scraper: None,
         }
     }
 }
