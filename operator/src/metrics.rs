@@ -1,13 +1,31 @@
 //! Prometheus metrics of the operator: reconcile runs, failures by error, durations, the
-//! dispatcher's queues, dispatch latency, job outcomes, lapsed leases and rejected proofs, and
-//! the build version.
+//! dispatcher's queues, dispatch latency, job outcomes and durations, lapsed leases and
+//! rejected proofs, each pool's readiness, replicas, slots and flagged pods, parameter
+//! rotations, leadership, and the build version.
+//!
+//! Series whose labels are known in advance (a pool's, an outcome's) start at zero, so a
+//! dashboard or an alert on `increase()` sees them before the first event.
 
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use zkfleet_crds::v1alpha1::{ProverPoolStatus, find_condition, pool_condition, status as cond};
+
+/// Outcomes of `zkfleet_jobs_finished_total` that exist from the start.
+const KNOWN_OUTCOMES: [&str; 5] = [
+    "Succeeded",
+    "InvalidInput",
+    "ProofRejected",
+    "LeaseExpired",
+    "TimedOut",
+];
+/// Reasons of `zkfleet_dispatch_lease_lapses_total`.
+const LAPSE_REASONS: [&str; 3] = ["LeaseExpired", "PodLost", "TimedOut"];
+/// Results of `zkfleet_parameters_rotations_total`.
+pub const ROTATION_RESULTS: [&str; 3] = ["started", "rolled_back", "failed"];
 
 /// The operator's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -23,6 +41,14 @@ pub struct Metrics {
     rejected: IntCounterVec,
     scaling: IntCounterVec,
     refused: IntCounterVec,
+    job_duration: HistogramVec,
+    oldest_queued: GaugeVec,
+    pool_ready: IntGaugeVec,
+    pool_replicas: IntGaugeVec,
+    pool_slots: IntGaugeVec,
+    pool_flagged: IntGaugeVec,
+    rotations: IntCounterVec,
+    leader: IntGauge,
 }
 
 impl Default for Metrics {
@@ -126,6 +152,78 @@ impl Metrics {
             &["code"],
         )
         .expect("valid metric");
+        let job_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "zkfleet_job_duration_seconds",
+                "Time from a ProofJob's creation to its verified proof on the status: queueing, \
+                 proving, verification and status writes, retries included",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                3600.0,
+            ]),
+            &["namespace", "pool"],
+        )
+        .expect("valid metric");
+        let oldest_queued = GaugeVec::new(
+            Opts::new(
+                "zkfleet_queue_oldest_job_age_seconds",
+                "Age of the oldest queued ProofJob of each pool (0 when none is queued)",
+            ),
+            &["namespace", "pool"],
+        )
+        .expect("valid metric");
+        let pool_ready = IntGaugeVec::new(
+            Opts::new(
+                "zkfleet_pool_ready",
+                "1 when the ProverPool's Ready condition is True, else 0",
+            ),
+            &["namespace", "pool"],
+        )
+        .expect("valid metric");
+        let pool_replicas = IntGaugeVec::new(
+            Opts::new(
+                "zkfleet_pool_replicas",
+                "Prover pods of each pool, by state (desired, ready, unschedulable)",
+            ),
+            &["namespace", "pool", "state"],
+        )
+        .expect("valid metric");
+        let pool_slots = IntGaugeVec::new(
+            Opts::new(
+                "zkfleet_pool_slots",
+                "Proof slots of each pool's ready pods, by state (total, free)",
+            ),
+            &["namespace", "pool", "state"],
+        )
+        .expect("valid metric");
+        let pool_flagged = IntGaugeVec::new(
+            Opts::new(
+                "zkfleet_pool_flagged_pods",
+                "Pods of each pool whose proofs failed verification recently (status.flaggedPods)",
+            ),
+            &["namespace", "pool"],
+        )
+        .expect("valid metric");
+        let rotations = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_parameters_rotations_total",
+                "Parameter rotations of each pool, by result (started, rolled_back, failed)",
+            ),
+            &["namespace", "pool", "result"],
+        )
+        .expect("valid metric");
+        let leader = IntGauge::new(
+            "zkfleet_leader",
+            "1 while this operator process holds the leader Lease (only the leader serves metrics)",
+        )
+        .expect("valid metric");
+        for outcome in KNOWN_OUTCOMES {
+            outcomes.with_label_values(&[outcome]);
+        }
+        for reason in LAPSE_REASONS {
+            lapsed.with_label_values(&[reason]);
+        }
         for collector in [
             Box::new(runs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
@@ -138,6 +236,14 @@ impl Metrics {
             Box::new(rejected.clone()),
             Box::new(scaling.clone()),
             Box::new(refused.clone()),
+            Box::new(job_duration.clone()),
+            Box::new(oldest_queued.clone()),
+            Box::new(pool_ready.clone()),
+            Box::new(pool_replicas.clone()),
+            Box::new(pool_slots.clone()),
+            Box::new(pool_flagged.clone()),
+            Box::new(rotations.clone()),
+            Box::new(leader.clone()),
         ] {
             registry
                 .register(collector)
@@ -163,6 +269,100 @@ impl Metrics {
             rejected,
             scaling,
             refused,
+            job_duration,
+            oldest_queued,
+            pool_ready,
+            pool_replicas,
+            pool_slots,
+            pool_flagged,
+            rotations,
+            leader,
+        }
+    }
+
+    /// Sets whether this process leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Records how long a job took from its creation to its verified proof.
+    pub fn job_succeeded_after(&self, namespace: &str, pool: &str, took: Duration) {
+        self.job_duration
+            .with_label_values(&[namespace, pool])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a parameter rotation event of a pool (one of [`ROTATION_RESULTS`]).
+    pub fn rotation(&self, namespace: &str, pool: &str, result: &str) {
+        self.rotations
+            .with_label_values(&[namespace, pool, result])
+            .inc();
+    }
+
+    /// Sets a pool's gauges from its status (and its oldest queued job's age), creating its
+    /// per-pool series at zero the first time.
+    pub fn set_pool(
+        &self,
+        namespace: &str,
+        pool: &str,
+        desired: i32,
+        status: Option<&ProverPoolStatus>,
+        oldest_queued: Duration,
+    ) {
+        let status = status.cloned().unwrap_or_default();
+        let ready = find_condition(&status.conditions, pool_condition::READY)
+            .is_some_and(|c| c.status == cond::TRUE);
+        self.pool_ready
+            .with_label_values(&[namespace, pool])
+            .set(i64::from(ready));
+        let capacity = status.capacity.unwrap_or_default();
+        for (state, n) in [
+            ("desired", desired),
+            ("ready", status.ready_replicas.unwrap_or(0)),
+            ("unschedulable", capacity.unschedulable_replicas),
+        ] {
+            self.pool_replicas
+                .with_label_values(&[namespace, pool, state])
+                .set(i64::from(n));
+        }
+        for (state, n) in [("total", capacity.slots), ("free", capacity.free_slots)] {
+            self.pool_slots
+                .with_label_values(&[namespace, pool, state])
+                .set(i64::from(n));
+        }
+        self.pool_flagged
+            .with_label_values(&[namespace, pool])
+            .set(status.flagged_pods.len() as i64);
+        self.oldest_queued
+            .with_label_values(&[namespace, pool])
+            .set(oldest_queued.as_secs_f64());
+        self.rejected.with_label_values(&[namespace, pool]);
+        for result in ROTATION_RESULTS {
+            self.rotations.with_label_values(&[namespace, pool, result]);
+        }
+    }
+
+    /// Drops every per-pool series of a pool that no longer exists.
+    pub fn forget_pool(&self, namespace: &str, pool: &str) {
+        let _ = self.pool_ready.remove_label_values(&[namespace, pool]);
+        let _ = self.pool_flagged.remove_label_values(&[namespace, pool]);
+        let _ = self.oldest_queued.remove_label_values(&[namespace, pool]);
+        let _ = self.rejected.remove_label_values(&[namespace, pool]);
+        let _ = self.job_duration.remove_label_values(&[namespace, pool]);
+        for state in ["desired", "ready", "unschedulable"] {
+            let _ = self
+                .pool_replicas
+                .remove_label_values(&[namespace, pool, state]);
+        }
+        for state in ["total", "free"] {
+            let _ = self
+                .pool_slots
+                .remove_label_values(&[namespace, pool, state]);
+        }
+        for result in ROTATION_RESULTS {
+            let _ = self
+                .rotations
+                .remove_label_values(&[namespace, pool, result]);
         }
     }
 

@@ -68,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     leader.store(true, Ordering::Release);
+    metrics.set_leader(true);
 
     let artifacts = match cli.artifacts_url.trim() {
         "" => None,
@@ -103,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             parameters_cache_path: cli.parameters_cache_path.clone(),
             dispatcher_url: cli.dispatcher_url(),
             prover_env: cli.prover_env.0.clone(),
+            metrics_scraper: cli.metrics_scraper.0.clone(),
         },
         rollout_deadline: Duration::from_secs(cli.rollout_deadline_seconds),
         watch_namespace: cli.watch_namespace(),
@@ -111,7 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let job_ctx = Arc::new(job::Context {
         client: client.clone(),
         recorder,
-        metrics,
+        metrics: metrics.clone(),
         queue: dispatcher.clone(),
         artifacts,
         watch_namespace: cli.watch_namespace(),
@@ -165,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         lost = elector.hold() => Err(lost),
     };
     leader.store(false, Ordering::Release);
+    metrics.set_leader(false);
     match outcome {
         Ok(()) => {
             if let Err(e) = elector.release().await {

@@ -69,12 +69,29 @@ impl Dispatcher {
         }
     }
 
-    /// Sets the queue gauges of every pool that exists or has jobs (zero when idle), and drops
-    /// the series of pools that have neither any more.
+    /// Sets the queue gauges of every pool that exists or has jobs (zero when idle) and the
+    /// gauges of every pool, and drops the series of pools that have neither any more.
     fn publish_loads(&self, published: &mut HashSet<PoolKey>) {
-        let mut loads = self.state.lock().expect("lock").loads();
+        let (mut loads, oldest) = {
+            let mut state = self.state.lock().expect("lock");
+            (state.loads(), state.oldest_queued())
+        };
+        let now_seconds = Timestamp::now().as_second();
         for pool in self.pools.state() {
             let key = PoolKey::new(&pool.namespace().unwrap_or_default(), &pool.name_any());
+            let age = oldest
+                .get(&key)
+                .map(|created| {
+                    Duration::from_secs(now_seconds.saturating_sub(*created).max(0) as u64)
+                })
+                .unwrap_or_default();
+            self.metrics.set_pool(
+                &key.namespace,
+                &key.name,
+                pool.spec.replicas,
+                pool.status.as_ref(),
+                age,
+            );
             loads.entry(key).or_default();
         }
         let now = Instant::now();
@@ -90,6 +107,7 @@ impl Dispatcher {
         }
         for pool in published.iter().filter(|p| !loads.contains_key(*p)) {
             self.metrics.forget_queue(&pool.namespace, &pool.name);
+            self.metrics.forget_pool(&pool.namespace, &pool.name);
         }
         *published = loads.into_keys().collect();
     }

@@ -137,6 +137,13 @@ impl Dispatcher {
             }
         };
         self.metrics.job_finished("Succeeded");
+        if let Some(created) = job.creation_timestamp()
+            && let Ok(took) = Duration::try_from(Timestamp::now().duration_since(created.0))
+        {
+            let key = PoolKey::of(job);
+            self.metrics
+                .job_succeeded_after(&key.namespace, &key.name, took);
+        }
         info!(job = %job.name_any(), pod = %held.pod, attempt = held.attempt, "succeeded");
         let phase = phase_name(stored.status.as_ref().and_then(|s| s.phase));
         self.state.lock().expect("lock").attempt_recorded(

@@ -583,6 +583,17 @@ impl State {
         loads
     }
 
+    /// The creation time (seconds since the Unix epoch) of each pool's oldest queued job.
+    pub fn oldest_queued(&self) -> HashMap<PoolKey, i64> {
+        self.queues
+            .iter()
+            .filter_map(|(pool, queue)| {
+                let oldest = queue.iter().map(|order| order.created_seconds).min()?;
+                Some((pool.clone(), oldest))
+            })
+            .collect()
+    }
+
     /// Whether a queued job of the pool could be run by a pod serving `version` now or after
     /// its backoff (so a long-poll keeps waiting rather than returning early).
     pub fn next_ready_in(&self, pool: &PoolKey, version: &str, now: Instant) -> Option<Duration> {

@@ -301,6 +301,12 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
         ),
     );
     let to_publish = events::transitions(pool.status.as_ref(), &next, &decision);
+    let rotation = match &decision.event {
+        Some(rollout::RolloutEvent::Started { .. }) => Some("started"),
+        Some(rollout::RolloutEvent::RolledBack { .. }) => Some("rolled_back"),
+        Some(rollout::RolloutEvent::Failed { .. }) => Some("failed"),
+        None => None,
+    };
     if status::write(&ctx.client, &pool, &next).await? {
         info!(
             ready = next.ready_replicas,
@@ -308,6 +314,9 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
             rollout = ?decision.status.rollout,
             "status updated"
         );
+    }
+    if let Some(result) = rotation {
+        ctx.metrics.rotation(&namespace, &name, result);
     }
     for ev in to_publish {
         publish(ctx, &pool, ev).await;
