@@ -29,6 +29,7 @@ e2e: cluster-up
 	cargo build -p kubectl-zkfleet
 	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
 	  export ZKFLEET_MIDEN_VM="$$(e2e/scripts/build-miden.sh | tail -1)" && \
+	  export ZKFLEET_PROMTOOL="$$(e2e/scripts/build-promtool.sh | tail -1)" && \
 	  cargo test -p zkfleet-e2e --test '*' -- --test-threads 4
 
 cluster-up:

@@ -6,4 +6,6 @@ ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
 COREDNS_VERSION=v1.14.7
 MIDEN_VM_VERSION=0.23.5
+# Go module version of Prometheus (v0.316.0 is Prometheus 3.16.0), for promtool.
+PROMETHEUS_VERSION=v0.316.0
 ZKFLEET_CACHE=${ZKFLEET_CACHE:-$HOME/.cache/zkfleet}

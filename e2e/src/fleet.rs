@@ -409,3 +409,81 @@ pub async fn wait_job_finished(
     .await
     .unwrap()
 }
+
+/// Submits ProofJob `name` to `pool` with the mulchain fixture's circuit inputs inline.
+pub async fn submit_mulchain_job(
+    ns: &TestNamespace,
+    name: &str,
+    pool: &str,
+) -> zkfleet_crds::v1alpha1::ProofJob {
+    let inputs = std::fs::read_to_string(fixtures().join("input.json")).unwrap();
+    let job: zkfleet_crds::v1alpha1::ProofJob = serde_json::from_value(json!({
+        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+        "metadata": {"name": name},
+        "spec": {"poolRef": {"name": pool}, "input": {"inline": {"json": inputs}}},
+    }))
+    .unwrap();
+    ns.api::<zkfleet_crds::v1alpha1::ProofJob>()
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap()
+}
+
+/// Submits ProofJob `name` to `pool` (mulchain inputs inline), waits until it finishes, and
+/// returns its status after checking it succeeded.
+pub async fn prove_mulchain_job(
+    ns: &TestNamespace,
+    name: &str,
+    pool: &str,
+) -> zkfleet_crds::v1alpha1::ProofJobStatus {
+    submit_mulchain_job(ns, name, pool).await;
+    let status = wait_job_finished(ns, name, 3 * MINUTE)
+        .await
+        .status
+        .unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(zkfleet_crds::v1alpha1::JobPhase::Succeeded),
+        "{name}: {:?}",
+        status.message
+    );
+    status
+}
+
+/// A plain HTTP/1.1 GET of `path` from `address` (host:port); the status code and body.
+pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.unwrap();
+    http_answer(&answer)
+}
+
+/// The status code and body of a raw HTTP/1.1 answer.
+pub fn http_answer(answer: &str) -> (u16, String) {
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The IP address of the pod of `setup`'s operator that leads.
+pub async fn leader_ip(setup: &Setup) -> String {
+    let pod: Pod = setup
+        .ns
+        .api()
+        .get(&leader(&setup.ns, &setup.release.operator).await)
+        .await
+        .unwrap();
+    pod.status
+        .and_then(|s| s.pod_ip)
+        .expect("the leader has an IP")
+}
