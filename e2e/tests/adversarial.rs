@@ -11,8 +11,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
 use zkfleet_e2e::fleet::{
-    MINUTE, Parameters, Setup, create_pool_with, fixtures, leader, setup, wait_job_finished,
-    wait_serving,
+    MINUTE, Parameters, Setup, create_pool_with, fixtures, http_answer, http_get, leader,
+    leader_ip, prove_mulchain_job, setup, wait_job_finished, wait_serving,
 };
 
 /// The dispatcher port of the chart (`dispatcher.port`).
@@ -47,16 +47,7 @@ async fn raw_request(address: &str, head: &str, body: &[u8]) -> (u16, String) {
     let answer = tokio::time::timeout(MINUTE, exchange)
         .await
         .expect("the dispatcher answers without waiting for the rest of the body");
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    http_answer(&answer)
 }
 
 fn head(address: &str, path: &str, caller: &str, token: &str, length: usize) -> String {
@@ -67,21 +58,11 @@ fn head(address: &str, path: &str, caller: &str, token: &str, length: usize) -> 
 
 /// The operator's resident memory, from `process_resident_memory_bytes` on its `/metrics`.
 async fn resident_bytes(admin: &str) -> f64 {
-    let mut socket = tokio::net::TcpStream::connect(admin).await.unwrap();
-    socket
-        .write_all(
-            format!("GET /metrics HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    socket.read_to_string(&mut answer).await.unwrap();
-    answer
-        .lines()
+    let (_, page) = http_get(admin, "/metrics").await;
+    page.lines()
         .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
         .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the operator exports process_resident_memory_bytes: {answer}"))
+        .unwrap_or_else(|| panic!("the operator exports process_resident_memory_bytes: {page}"))
 }
 
 async fn token_of(setup: &Setup, pool: &str) -> String {
@@ -189,19 +170,7 @@ async fn requests_from_outside_a_pool_are_refused_before_their_bodies_and_harm_n
     assert!(body.contains("not from pod"), "{body}");
 
     // The pool works on: a job submitted now succeeds.
-    let job: ProofJob = serde_json::from_value(json!({
-        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-        "metadata": {"name": "after-attack"},
-        "spec": {"poolRef": {"name": "alpha"},
-                 "input": {"inline": {"json": std::fs::read_to_string(fixtures().join("input.json")).unwrap()}}},
-    }))
-    .unwrap();
-    ns.api::<ProofJob>()
-        .create(&PostParams::default(), &job)
-        .await
-        .unwrap();
-    let done = wait_job_finished(ns, "after-attack", 3 * MINUTE).await;
-    assert_eq!(done.status.and_then(|s| s.phase), Some(JobPhase::Succeeded));
+    prove_mulchain_job(ns, "after-attack", "alpha").await;
     let pool: ProverPool = ns.api().get("alpha").await.unwrap();
     assert!(pool.status.unwrap().flagged_pods.is_empty());
 }
@@ -266,15 +235,7 @@ async fn a_flood_of_refused_requests_leaves_the_operator_bounded_and_its_pool_wo
         Parameters::create(ns, "v1", "mulchain-v1", &["circuit.zkey", "circuit.wasm"]).await;
     create_pool_with(ns, "alpha", 1, &params, json!({})).await;
     wait_serving(ns, "alpha", 1).await;
-    let leader_ip = ns
-        .api::<Pod>()
-        .get(&leader(ns, &setup.release.operator).await)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .pod_ip
-        .unwrap();
+    let leader_ip = leader_ip(&setup).await;
     let address = format!("{leader_ip}:{DISPATCHER_PORT}");
     let admin = format!("{leader_ip}:{ADMIN_PORT}");
     let alpha_pod = ns
@@ -350,19 +311,7 @@ async fn a_flood_of_refused_requests_leaves_the_operator_bounded_and_its_pool_wo
     );
 
     // The pool works on, the hanging connections still open.
-    let job: ProofJob = serde_json::from_value(json!({
-        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-        "metadata": {"name": "after-flood"},
-        "spec": {"poolRef": {"name": "alpha"},
-                 "input": {"inline": {"json": std::fs::read_to_string(fixtures().join("input.json")).unwrap()}}},
-    }))
-    .unwrap();
-    ns.api::<ProofJob>()
-        .create(&PostParams::default(), &job)
-        .await
-        .unwrap();
-    let done = wait_job_finished(ns, "after-flood", 3 * MINUTE).await;
-    assert_eq!(done.status.and_then(|s| s.phase), Some(JobPhase::Succeeded));
+    prove_mulchain_job(ns, "after-flood", "alpha").await;
     drop(hanging);
 }
 
@@ -496,17 +445,7 @@ async fn a_hand_made_pod_with_the_pools_labels_is_not_trusted_for_its_verifying_
     // Jobs proved by the pool's own pod verify against the key it gives, whatever the
     // hand-made pod answers.
     for name in ["first", "second", "third"] {
-        let job: ProofJob = serde_json::from_value(json!({
-            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-            "metadata": {"name": name},
-            "spec": {"poolRef": {"name": "alpha"},
-                     "input": {"inline": {"json": std::fs::read_to_string(fixtures().join("input.json")).unwrap()}}},
-        }))
-        .unwrap();
-        ns.api::<ProofJob>()
-            .create(&PostParams::default(), &job)
-            .await
-            .unwrap();
+        zkfleet_e2e::fleet::submit_mulchain_job(ns, name, "alpha").await;
     }
     for name in ["first", "second", "third"] {
         let done = wait_job_finished(ns, name, 3 * MINUTE).await;

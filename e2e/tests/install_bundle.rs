@@ -11,14 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde::Deserialize as _;
-use serde_json::json;
-use zkfleet_crds::v1alpha1::{JobPhase, ProofJob};
 use zkfleet_e2e::TestNamespace;
-use zkfleet_e2e::fleet::{
-    MINUTE, Parameters, create_pool, fixtures, wait_job_finished, wait_serving,
-};
+use zkfleet_e2e::fleet::{MINUTE, Parameters, create_pool, prove_mulchain_job, wait_serving};
 use zkfleet_e2e::helm::repo_dir;
 
 const NAMESPACE: &str = "zkfleet-system";
@@ -153,23 +149,5 @@ async fn the_plain_yaml_bundle_and_its_kustomize_base_install_an_operator_that_p
         Parameters::create(&ns, "v1", "mulchain-v1", &["circuit.zkey", "circuit.wasm"]).await;
     create_pool(&ns, "alpha", 1, None, &params).await;
     wait_serving(&ns, "alpha", 1).await;
-    let job: ProofJob = serde_json::from_value(json!({
-        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-        "metadata": {"name": "from-the-bundle"},
-        "spec": {"poolRef": {"name": "alpha"},
-                 "input": {"inline": {"json": std::fs::read_to_string(fixtures().join("input.json")).unwrap()}}},
-    }))
-    .unwrap();
-    ns.api::<ProofJob>()
-        .create(&PostParams::default(), &job)
-        .await
-        .unwrap();
-    let done = wait_job_finished(&ns, "from-the-bundle", 3 * MINUTE).await;
-    let status = done.status.unwrap();
-    assert_eq!(
-        status.phase,
-        Some(JobPhase::Succeeded),
-        "{:?}",
-        status.message
-    );
+    prove_mulchain_job(&ns, "from-the-bundle", "alpha").await;
 }
