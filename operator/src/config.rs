@@ -280,6 +280,9 @@ mod tests {
         let refused = parse_metrics_scraper("{}").unwrap_err();
         assert!(refused.contains("selects nothing"), "{refused}");
         let refused = parse_metrics_scraper("monitoring").unwrap_err();
-        assert!(refused.contains("not a JSON NetworkPolicy peer"), "{refused}");
+        assert!(
+            refused.contains("not a JSON NetworkPolicy peer"),
+            "{refused}"
+        );
     }
 }

@@ -120,6 +120,11 @@ struct Entry {
 /// dispatcher's copy does not show yet.
 pub const LAGGING_REREAD_EVERY: Duration = Duration::from_secs(2);
 
+/// Most jobs one request has read again: a pod holds at most its slots, so more than this are
+/// not leases it could hold, and a misbehaving pod must not turn one heartbeat into a burst of
+/// reads. The rest keep their leases unrevoked and are read at later heartbeats.
+pub const MAX_REREADS_PER_REQUEST: usize = 8;
+
 /// Why a lease ended without a result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lapse {
@@ -485,7 +490,8 @@ impl State {
     }
 
     /// The jobs among `leases` whose copies lag behind the lease the caller names and are due
-    /// a fresh read (at most one per job per [`LAGGING_REREAD_EVERY`]).
+    /// a fresh read (at most one per job per [`LAGGING_REREAD_EVERY`], at most
+    /// [`MAX_REREADS_PER_REQUEST`] per call).
     pub fn due_reread(
         &mut self,
         leases: &[LeaseRef],
@@ -503,6 +509,9 @@ impl State {
             if lagging(entry, lease, caller) && !recent {
                 entry.reread_at = Some(now);
                 due.push(entry.job.clone());
+                if due.len() == MAX_REREADS_PER_REQUEST {
+                    break;
+                }
             }
         }
         due
@@ -1203,6 +1212,31 @@ mod tests {
         assert!(
             s.take(&pool(), "p2", "v1", 1, now).is_empty(),
             "not granted twice"
+        );
+    }
+
+    #[test]
+    fn one_heartbeat_reads_at_most_a_few_lagging_jobs_again() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let leases: Vec<LeaseRef> = (0..50)
+            .map(|i| {
+                s.observe(job(&format!("j{i}"), 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+                LeaseRef {
+                    uid: format!("uid-j{i}"),
+                    attempt: 1,
+                }
+            })
+            .collect();
+        assert!(s.heartbeat(&caller("p1"), &leases, LEASE, now).is_empty());
+        assert_eq!(
+            s.due_reread(&leases, &caller("p1"), now).len(),
+            MAX_REREADS_PER_REQUEST
+        );
+        assert_eq!(
+            s.due_reread(&leases, &caller("p1"), now).len(),
+            MAX_REREADS_PER_REQUEST,
+            "the next request reads the next ones"
         );
     }
 }
