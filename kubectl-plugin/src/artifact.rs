@@ -177,17 +177,8 @@ pub async fn fetch(url: &str) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::job;
     use serde_json::json;
-
-    fn job(status: Value) -> ProofJob {
-        serde_json::from_value(json!({
-            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-            "metadata": {"name": "plug"},
-            "spec": {"poolRef": {"name": "alpha"}, "input": {"inline": {"json": "{}"}}},
-            "status": status,
-        }))
-        .unwrap()
-    }
 
     fn groth16_proof() -> Value {
         json!({"pi_a": ["1", "2", "1"], "pi_b": [["1", "2"], ["3", "4"], ["1", "0"]],

@@ -94,17 +94,8 @@ fn pod_gone(pod: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::job;
     use serde_json::json;
-
-    fn job(status: serde_json::Value) -> ProofJob {
-        serde_json::from_value(json!({
-            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-            "metadata": {"name": "plug"},
-            "spec": {"poolRef": {"name": "alpha"}, "input": {"inline": {"json": "{}"}}},
-            "status": status,
-        }))
-        .unwrap()
-    }
 
     #[test]
     fn the_pod_is_the_last_attempts() {

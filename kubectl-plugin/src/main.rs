@@ -16,6 +16,24 @@ mod timeout;
 mod verify;
 mod wait;
 
+/// What the commands' unit tests share.
+#[cfg(test)]
+mod test_support {
+    use serde_json::{Value, json};
+    use zkfleet_crds::v1alpha1::ProofJob;
+
+    /// ProofJob `plug` of pool `alpha` with `status`.
+    pub fn job(status: Value) -> ProofJob {
+        serde_json::from_value(json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+            "metadata": {"name": "plug"},
+            "spec": {"poolRef": {"name": "alpha"}, "input": {"inline": {"json": "{}"}}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+}
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

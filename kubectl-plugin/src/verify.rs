@@ -294,6 +294,7 @@ fn config_map_file(config_map: &ConfigMap, name: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::job;
     use serde_json::json;
 
     fn pool(backend: Value, files: &[&str]) -> ProverPool {
@@ -316,16 +317,6 @@ mod tests {
 
     fn groth16_pool(files: &[&str]) -> ProverPool {
         pool(json!({"type": "groth16-bn254"}), files)
-    }
-
-    fn job(status: Value) -> ProofJob {
-        serde_json::from_value(json!({
-            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-            "metadata": {"name": "plug"},
-            "spec": {"poolRef": {"name": "alpha"}, "input": {"inline": {"json": "{}"}}},
-            "status": status,
-        }))
-        .unwrap()
     }
 
     fn stark_proof() -> JobProof {

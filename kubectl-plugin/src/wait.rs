@@ -141,17 +141,8 @@ fn human(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::job;
     use serde_json::json;
-
-    fn job(status: serde_json::Value) -> ProofJob {
-        serde_json::from_value(json!({
-            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-            "metadata": {"name": "plug"},
-            "spec": {"poolRef": {"name": "alpha"}, "input": {"inline": {"json": "{}"}}},
-            "status": status,
-        }))
-        .unwrap()
-    }
 
     #[test]
     fn a_succeeded_job_says_where_and_how_it_was_proved() {
