@@ -65,6 +65,26 @@ async fn resident_bytes(admin: &str) -> f64 {
         .unwrap_or_else(|| panic!("the operator exports process_resident_memory_bytes: {page}"))
 }
 
+/// The prover pod of pool `alpha`, and the `zkfleet-caller` header value naming it.
+async fn alpha_prover(setup: &Setup) -> (Pod, String) {
+    let pod = setup
+        .ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("zkfleet.dev/pool=alpha"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap();
+    let caller = format!(
+        "{}/alpha/{}",
+        setup.ns.name,
+        kube::ResourceExt::name_any(&pod)
+    );
+    (pod, caller)
+}
+
 async fn token_of(setup: &Setup, pool: &str) -> String {
     let secret = setup
         .ns
@@ -93,20 +113,7 @@ async fn requests_from_outside_a_pool_are_refused_before_their_bodies_and_harm_n
         "{}:{DISPATCHER_PORT}",
         leader_pod.status.unwrap().pod_ip.unwrap()
     );
-    let alpha_pod = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels("zkfleet.dev/pool=alpha"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .unwrap();
-    let alpha_caller = format!(
-        "{}/alpha/{}",
-        ns.name,
-        kube::ResourceExt::name_any(&alpha_pod)
-    );
+    let (alpha_pod, alpha_caller) = alpha_prover(&setup).await;
     let beta_token = token_of(&setup, "beta").await;
     let alpha_token = token_of(&setup, "alpha").await;
     let lease = json!({"namespace": ns.name, "pool": "alpha",
@@ -238,20 +245,7 @@ async fn a_flood_of_refused_requests_leaves_the_operator_bounded_and_its_pool_wo
     let leader_ip = leader_ip(&setup).await;
     let address = format!("{leader_ip}:{DISPATCHER_PORT}");
     let admin = format!("{leader_ip}:{ADMIN_PORT}");
-    let alpha_pod = ns
-        .api::<Pod>()
-        .list(&ListParams::default().labels("zkfleet.dev/pool=alpha"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .unwrap();
-    let caller = format!(
-        "{}/alpha/{}",
-        ns.name,
-        kube::ResourceExt::name_any(&alpha_pod)
-    );
+    let (_, caller) = alpha_prover(&setup).await;
     let before = resident_bytes(&admin).await;
 
     // Connections that send half a request head and then nothing, held open for the whole
