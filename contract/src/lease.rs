@@ -216,6 +216,9 @@ pub enum Outcome {
         proving_millis: u64,
         /// Digest of the proving key that made the proof.
         parameters_digest: String,
+        /// What the attempt used; absent from pods that predate it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     /// The prover could not make the proof.
     #[serde(rename_all = "camelCase")]
@@ -225,7 +228,21 @@ pub enum Outcome {
         message: String,
         /// False for bad input (retrying cannot help); true for everything else.
         retryable: bool,
+        /// What the attempt used before it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
+}
+
+/// Compute one attempt used on the pod, from the lease's arrival to the result.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Wall-clock milliseconds the attempt held its slot (input download, witness and proof).
+    pub wall_millis: u64,
+    /// CPU-milliseconds of the prover process (and the prover programs it ran) while it worked
+    /// on the attempt, split evenly between the attempts that ran at the same time.
+    pub cpu_millis: u64,
 }
 
 /// The dispatcher's answer to a result. 200 means the pod can forget the job: the result was
@@ -276,6 +293,7 @@ mod tests {
                 public_outputs: None,
                 proving_millis: 12,
                 parameters_digest: "sha256:ab".into(),
+                usage: None,
             },
         };
         let value = serde_json::to_value(&req).unwrap();

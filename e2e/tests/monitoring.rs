@@ -12,8 +12,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::ListParams;
 use serde::Deserialize as _;
+use serde_json::json;
+use zkfleet_crds::v1alpha1::ProofJob;
 use zkfleet_e2e::fleet::{
-    Parameters, create_pool, http_get, leader_ip, prove_mulchain_job, setup, wait_serving,
+    Parameters, create_pool_with, http_get, leader_ip, prove_mulchain_job, setup, wait_serving,
 };
 use zkfleet_e2e::helm::{chart_dir, helm, run};
 
@@ -173,7 +175,15 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
     let ns = &setup.ns;
     let params =
         Parameters::create(ns, "v1", "mulchain-v1", &["circuit.zkey", "circuit.wasm"]).await;
-    create_pool(ns, "alpha", 1, None, &params).await;
+    // Priced, so the cost series the dashboard reads exist too.
+    create_pool_with(
+        ns,
+        "alpha",
+        1,
+        &params,
+        json!({"pricing": {"cpuHour": "0.04"}}),
+    )
+    .await;
     wait_serving(ns, "alpha", 1).await;
     prove_mulchain_job(ns, "measured", "alpha").await;
 
@@ -229,5 +239,103 @@ async fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
     assert!(
         missing.is_empty(),
         "the dashboard or the alerts name metrics nobody exports: {missing:?}"
+    );
+}
+
+/// The value of the series of `metric` whose labels include every one of `labels`.
+fn sample(page: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_proofs_gpu_and_cpu_time_and_cost_are_on_its_job_and_in_the_metrics() {
+    let setup = setup("cost", "").await;
+    let ns = &setup.ns;
+    let params =
+        Parameters::create(ns, "v1", "mulchain-v1", &["circuit.zkey", "circuit.wasm"]).await;
+    // One (fake) GPU per pod and two slots: each attempt holds half a GPU while it proves.
+    let pricing = json!({"gpuHour": "3.6", "cpuHour": "0.36", "currency": "EUR"});
+    create_pool_with(
+        ns,
+        "priced",
+        1,
+        &params,
+        json!({"gpu": {"count": 1}, "slotsPerReplica": 2, "pricing": pricing}),
+    )
+    .await;
+    wait_serving(ns, "priced", 1).await;
+    let status = prove_mulchain_job(ns, "costed", "priced").await;
+
+    let usage = status
+        .usage
+        .clone()
+        .expect("a succeeded job shows its usage");
+    let (cpu, gpu) = (usage.cpu_millis.unwrap(), usage.gpu_millis.unwrap());
+    assert!(cpu > 0, "the prover measured no CPU time: {usage:?}");
+    assert!(gpu > 0, "the attempt held no GPU time: {usage:?}");
+    let attempt = &status.attempts[0];
+    let held = attempt
+        .end_time
+        .as_ref()
+        .unwrap()
+        .0
+        .duration_since(attempt.start_time.as_ref().unwrap().0);
+    // Half of one GPU, for no longer than the lease was held (status times have whole seconds).
+    assert!(
+        gpu <= (held.as_millis() as i64 + 1_000) / 2,
+        "{gpu} GPU-ms in an attempt of {held:?}"
+    );
+    assert_eq!(
+        (attempt.cpu_millis, attempt.gpu_millis),
+        (Some(cpu), Some(gpu))
+    );
+    assert_eq!((usage.total_cpu_millis, usage.total_gpu_millis), (cpu, gpu));
+    let expected = gpu as f64 / 3_600_000.0 * 3.6 + cpu as f64 / 3_600_000.0 * 0.36;
+    let cost: f64 = usage.cost.as_deref().unwrap().parse().unwrap();
+    assert!(
+        (cost - expected).abs() < 2e-6,
+        "cost {cost}, expected {expected}"
+    );
+    assert_eq!(usage.total_cost, usage.cost);
+    assert_eq!(usage.currency.as_deref(), Some("EUR"));
+
+    // The same figures, summed per pool and namespace, on the operator's /metrics.
+    let (code, page) = http_get(
+        &format!("{}:{ADMIN_PORT}", leader_ip(&setup).await),
+        "/metrics",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let ns_label = format!("namespace=\"{}\"", ns.name);
+    let labels = [ns_label.as_str(), "pool=\"priced\""];
+    let gpu_seconds = sample(&page, "zkfleet_proof_gpu_seconds_total", &labels).unwrap();
+    let cpu_seconds = sample(&page, "zkfleet_proof_cpu_seconds_total", &labels).unwrap();
+    let cost_total = sample(
+        &page,
+        "zkfleet_proof_cost_total",
+        &[labels[0], labels[1], "currency=\"EUR\""],
+    )
+    .unwrap();
+    assert!(
+        (gpu_seconds - gpu as f64 / 1000.0).abs() < 1e-9,
+        "{gpu_seconds}"
+    );
+    assert!(
+        (cpu_seconds - cpu as f64 / 1000.0).abs() < 1e-9,
+        "{cpu_seconds}"
+    );
+    assert!(
+        (cost_total - expected).abs() < 1e-9,
+        "{cost_total} vs {expected}"
+    );
+
+    // `kubectl get proofjobs -o wide` shows the cost.
+    let job: ProofJob = ns.api().get("costed").await.unwrap();
+    assert_eq!(
+        job.status.unwrap().usage.unwrap().total_cost,
+        usage.total_cost
     );
 }

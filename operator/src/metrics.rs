@@ -9,10 +9,12 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use zkfleet_crds::v1alpha1::{ProverPoolStatus, find_condition, pool_condition, status as cond};
+
+use crate::job::status::Charge;
 
 /// Outcomes of `zkfleet_jobs_finished_total` that exist from the start.
 const KNOWN_OUTCOMES: [&str; 5] = [
@@ -49,6 +51,9 @@ pub struct Metrics {
     pool_flagged: IntGaugeVec,
     rotations: IntCounterVec,
     leader: IntGauge,
+    cpu_seconds: CounterVec,
+    gpu_seconds: CounterVec,
+    cost: CounterVec,
 }
 
 impl Default for Metrics {
@@ -218,6 +223,30 @@ impl Metrics {
             "1 while this operator process holds the leader Lease (only the leader serves metrics)",
         )
         .expect("valid metric");
+        let cpu_seconds = CounterVec::new(
+            Opts::new(
+                "zkfleet_proof_cpu_seconds_total",
+                "CPU-seconds prover pods measured for the attempts of each pool's jobs, retries included",
+            ),
+            &["namespace", "pool"],
+        )
+        .expect("valid metric");
+        let gpu_seconds = CounterVec::new(
+            Opts::new(
+                "zkfleet_proof_gpu_seconds_total",
+                "GPU-seconds the attempts of each pool's jobs held, retries and lost pods included",
+            ),
+            &["namespace", "pool"],
+        )
+        .expect("valid metric");
+        let cost = CounterVec::new(
+            Opts::new(
+                "zkfleet_proof_cost_total",
+                "What the attempts of each pool's jobs cost at the pool's spec.pricing, retries included",
+            ),
+            &["namespace", "pool", "currency"],
+        )
+        .expect("valid metric");
         for outcome in KNOWN_OUTCOMES {
             outcomes.with_label_values(&[outcome]);
         }
@@ -244,6 +273,9 @@ impl Metrics {
             Box::new(pool_flagged.clone()),
             Box::new(rotations.clone()),
             Box::new(leader.clone()),
+            Box::new(cpu_seconds.clone()),
+            Box::new(gpu_seconds.clone()),
+            Box::new(cost.clone()),
         ] {
             registry
                 .register(collector)
@@ -277,6 +309,25 @@ impl Metrics {
             pool_flagged,
             rotations,
             leader,
+            cpu_seconds,
+            gpu_seconds,
+            cost,
+        }
+    }
+
+    /// Counts what one ended attempt used and cost.
+    pub fn attempt_charged(&self, namespace: &str, pool: &str, charge: &Charge) {
+        let labels = [namespace, pool];
+        self.cpu_seconds
+            .with_label_values(&labels)
+            .inc_by(charge.cpu_millis.unwrap_or(0).max(0) as f64 / 1000.0);
+        self.gpu_seconds
+            .with_label_values(&labels)
+            .inc_by(charge.gpu_millis.max(0) as f64 / 1000.0);
+        if let (Some(cost), Some(currency)) = (charge.cost(), charge.currency()) {
+            self.cost
+                .with_label_values(&[namespace, pool, currency])
+                .inc_by(cost.max(0.0));
         }
     }
 
@@ -337,6 +388,8 @@ impl Metrics {
             .with_label_values(&[namespace, pool])
             .set(oldest_queued.as_secs_f64());
         self.rejected.with_label_values(&[namespace, pool]);
+        self.cpu_seconds.with_label_values(&[namespace, pool]);
+        self.gpu_seconds.with_label_values(&[namespace, pool]);
         for result in ROTATION_RESULTS {
             self.rotations.with_label_values(&[namespace, pool, result]);
         }
@@ -349,6 +402,28 @@ impl Metrics {
         let _ = self.oldest_queued.remove_label_values(&[namespace, pool]);
         let _ = self.rejected.remove_label_values(&[namespace, pool]);
         let _ = self.job_duration.remove_label_values(&[namespace, pool]);
+        let _ = self.cpu_seconds.remove_label_values(&[namespace, pool]);
+        let _ = self.gpu_seconds.remove_label_values(&[namespace, pool]);
+        // The cost series carry the pool's currency, whichever it was.
+        use prometheus::core::Collector as _;
+        for family in self.cost.collect() {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                if label("namespace") == namespace && label("pool") == pool {
+                    let currency = label("currency");
+                    let _ = self
+                        .cost
+                        .remove_label_values(&[namespace, pool, currency.as_str()]);
+                }
+            }
+        }
         for state in ["desired", "ready", "unschedulable"] {
             let _ = self
                 .pool_replicas

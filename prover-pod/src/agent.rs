@@ -34,6 +34,7 @@ use crate::lease::{
 use crate::params::{self, Digest, FetchError};
 use crate::runner::{self, RunError, Slot};
 use crate::server::{AppState, ErrorBody};
+use crate::usage::CpuMeter;
 
 /// Extra time a lease request may take beyond the wait the dispatcher is allowed.
 const LEASE_HTTP_MARGIN: Duration = Duration::from_secs(10);
@@ -355,6 +356,8 @@ struct Shared {
     state: Arc<AppState>,
     lease_wait_seconds: u32,
     faults: Faults,
+    /// CPU time of each attempt, for its job's usage.
+    cpu: CpuMeter,
 }
 
 /// Stops the heartbeat thread when dropped.
@@ -393,6 +396,7 @@ impl Agent {
             state,
             lease_wait_seconds: config.lease_wait_seconds.max(1),
             faults: config.faults,
+            cpu: CpuMeter::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -628,6 +632,7 @@ async fn run_job(
         lease: lease.clone(),
     };
     let started = Instant::now();
+    let metered = shared.cpu.start();
     let timeout = Duration::from_secs(job.timeout_seconds.max(1).into());
     let result = tokio::select! {
         biased;
@@ -656,6 +661,7 @@ async fn run_job(
             .with_label_values(&[state.backend_name, f.code.as_str()])
             .inc();
     }
+    let usage = Some(metered.finish());
     let outcome = match result {
         Ok((out, digest)) => {
             // Witness and proof only: the fault delay and input download are not proving.
@@ -675,6 +681,7 @@ async fn run_job(
                 public_outputs: out.public_outputs,
                 proving_millis,
                 parameters_digest: digest,
+                usage,
             }
         }
         Err(f) => {
@@ -689,6 +696,7 @@ async fn run_job(
                 code: f.code,
                 message: f.message,
                 retryable: f.retryable,
+                usage,
             }
         }
     };

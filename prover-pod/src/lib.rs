@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod params;
 pub mod runner;
 pub mod server;
+pub mod usage;
 
 /// The lease protocol with the operator's dispatcher (from the shared contract crate).
 pub use zkfleet_contract::lease;

@@ -52,6 +52,13 @@ pub const MAX_INLINE_INPUT_CHARS: u32 = 262_144;
         json_path = ".status.verification.verified"
     ),
     printcolumn(
+        name = "Cost",
+        type_ = "string",
+        json_path = ".status.usage.totalCost",
+        description = "What every attempt of the job cost at its pool's pricing",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -386,6 +393,10 @@ pub struct ProofJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
 
+    /// Compute the job used and what it cost, counted as each attempt ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<JobUsage>,
+
     /// Machine-readable cause of the last failure, for example `InputNotFound`,
     /// `ParametersVersionUnavailable`, `LeaseExpired` or `VerificationFailed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -399,6 +410,44 @@ pub struct ProofJobStatus {
     /// unknown pool, retries used up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
+}
+
+/// Compute a job used. GPU time is the GPU time its attempts held: an attempt's proving time
+/// (from lease to result, or to the lease's end when its pod was lost) times the pool's GPUs per
+/// pod, divided by its slots per replica; that is what a cloud bills, whatever the kernels used.
+/// CPU time is what the prover process measured while it worked on the attempt (the process's
+/// CPU time, split between the attempts that ran together).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobUsage {
+    /// CPU-milliseconds of the successful attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<i64>,
+
+    /// GPU-milliseconds of the successful attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_millis: Option<i64>,
+
+    /// CPU-milliseconds over every attempt, retries included.
+    #[serde(default)]
+    pub total_cpu_millis: i64,
+
+    /// GPU-milliseconds over every attempt, retries included.
+    #[serde(default)]
+    pub total_gpu_millis: i64,
+
+    /// What the successful attempt cost at the pool's `pricing`, as a decimal; unset when the
+    /// pool has no pricing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+
+    /// What every attempt cost together, as a decimal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cost: Option<String>,
+
+    /// Currency of `cost` and `totalCost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 /// Lifecycle phase of a ProofJob.
@@ -459,6 +508,15 @@ pub struct Attempt {
     /// Detail about the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+
+    /// CPU-milliseconds the prover measured for this attempt; unset when the pod ended
+    /// without reporting (a lost pod, an expired lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<i64>,
+
+    /// GPU-milliseconds this attempt held (see `status.usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_millis: Option<i64>,
 }
 
 /// How an attempt ended.

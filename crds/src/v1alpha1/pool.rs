@@ -110,6 +110,11 @@ pub struct ProverPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_defaults: Option<JobDefaults>,
 
+    /// What the pool's compute costs, so each ProofJob shows what its proof cost
+    /// (`status.usage.cost`) and the operator's metrics sum cost per pool and namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+
     /// Compute resources of the prover container (CPU, memory). GPUs are requested through
     /// `gpu`, not here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,6 +157,7 @@ impl Default for ProverPoolSpec {
             parameters: ParametersSpec::default(),
             autoscaling: None,
             job_defaults: None,
+            pricing: None,
             resources: None,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
@@ -602,6 +608,46 @@ impl Default for JobDefaults {
             verify: true,
         }
     }
+}
+
+/// Prices of the pool's compute. A job's cost is its GPU-hours times `gpuHour` plus its
+/// CPU-hours times `cpuHour` (see ProofJob `status.usage`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pricing {
+    /// Price of one GPU for one hour, as a decimal, for example `"2.49"`. A job's GPU time is
+    /// the GPU time its attempts held: proving time times the pool's GPUs per pod, divided by
+    /// its slots per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?$')")
+        .message("pricing.gpuHour must be a plain decimal such as \"2.49\""))]
+    pub gpu_hour: Option<String>,
+
+    /// Price of one CPU core for one hour, as a decimal, for example `"0.04"`. A job's CPU
+    /// time is what its prover process measured while proving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?$')")
+        .message("pricing.cpuHour must be a plain decimal such as \"0.04\""))]
+    pub cpu_hour: Option<String>,
+
+    /// Currency of the prices, shown beside every cost (default `USD`).
+    #[serde(default = "default_currency")]
+    #[schemars(length(min = 1, max = 8))]
+    pub currency: String,
+}
+
+impl Pricing {
+    /// The price per hour of GPU and of CPU time; an unset or unreadable price is 0.
+    pub fn hourly(&self) -> (f64, f64) {
+        let read = |p: &Option<String>| p.as_deref().and_then(|p| p.parse().ok()).unwrap_or(0.0);
+        (read(&self.gpu_hour), read(&self.cpu_hour))
+    }
+}
+
+fn default_currency() -> String {
+    "USD".into()
 }
 
 /// Default attempt timeout of a ProofJob, in seconds.

@@ -372,7 +372,23 @@ async fn a_proof_that_does_not_verify_flags_its_pod_and_the_job_succeeds_on_anot
             (honest.name().to_string(), Some(AttemptOutcome::Succeeded)),
         ]
     );
-    assert!(status(&fleet, "product").verification.unwrap().verified);
+    let status = status(&fleet, "product");
+    assert!(status.verification.unwrap().verified);
+    // Both attempts used CPU; the job shows the successful one's, and the sum of both.
+    let cpu: Vec<i64> = status
+        .attempts
+        .iter()
+        .map(|a| {
+            a.cpu_millis
+                .expect("each pod reported its attempt's CPU time")
+        })
+        .collect();
+    let usage = status.usage.expect("the job shows its usage");
+    assert!(cpu[1] > 0, "{cpu:?}");
+    assert_eq!(usage.cpu_millis, Some(cpu[1]));
+    assert_eq!(usage.total_cpu_millis, cpu[0] + cpu[1]);
+    // No GPUs in this pool, and no prices.
+    assert_eq!((usage.gpu_millis, usage.total_cost), (Some(0), None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

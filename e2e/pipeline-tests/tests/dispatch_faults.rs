@@ -76,6 +76,7 @@ fn mulchain_proof() -> Outcome {
         public_outputs: None,
         proving_millis: 1,
         parameters_digest: "sha256:00".into(),
+        usage: None,
     }
 }
 
@@ -244,6 +245,7 @@ async fn a_same_named_pod_of_another_namespace_cannot_fail_or_keep_anothers_job(
                 code: "invalid_input".into(),
                 message: "forged".into(),
                 retryable: false,
+                usage: None,
             },
         },
     )

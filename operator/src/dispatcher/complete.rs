@@ -15,7 +15,7 @@ use zkfleet_crds::v1alpha1::{AttemptOutcome, FlaggedPod, ProofJobStatus, Verific
 
 use super::state::PoolKey;
 use super::verify::NoVerdict;
-use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name};
+use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name, usage};
 use crate::job::status::{self as job_status, AttemptFailure, Success};
 
 impl Dispatcher {
@@ -93,6 +93,16 @@ impl Dispatcher {
             return self.already_recorded(request);
         };
         let key = PoolKey::of(&job);
+        let reported = match &request.outcome {
+            Outcome::Proved { usage, .. } | Outcome::Failed { usage, .. } => usage.as_ref(),
+        };
+        let charge = usage::charge(
+            self.pool(&key).as_deref(),
+            &job,
+            held.attempt,
+            reported,
+            Timestamp::now(),
+        );
         let phase = match &request.outcome {
             Outcome::Proved {
                 proof,
@@ -125,7 +135,7 @@ impl Dispatcher {
                             };
                             return Ok(CompleteResponse {
                                 phase: self
-                                    .record_failure(&job, &held, &failure, limits, None)
+                                    .record_failure(&job, &held, &failure, &charge, limits, None)
                                     .await?,
                                 duplicate: false,
                             });
@@ -144,7 +154,7 @@ impl Dispatcher {
                         };
                         return Ok(CompleteResponse {
                             phase: self
-                                .record_failure(&job, &held, &failure, limits, Some(pod))
+                                .record_failure(&job, &held, &failure, &charge, limits, Some(pod))
                                 .await?,
                             duplicate: false,
                         });
@@ -166,6 +176,7 @@ impl Dispatcher {
                     result: Default::default(),
                     verification,
                     proving_millis: *proving_millis as i64,
+                    charge,
                 };
                 self.record_success(
                     &job,
@@ -182,6 +193,7 @@ impl Dispatcher {
                 code,
                 message,
                 retryable,
+                ..
             } => {
                 let failure = AttemptFailure {
                     outcome: AttemptOutcome::Failed,
@@ -193,7 +205,7 @@ impl Dispatcher {
                     message: format!("{code}: {message}"),
                     retryable: *retryable,
                 };
-                self.record_failure(&job, &held, &failure, limits, None)
+                self.record_failure(&job, &held, &failure, &charge, limits, None)
                     .await?
             }
         };
@@ -291,6 +303,7 @@ mod tests {
                 code: "x".into(),
                 message: "y".into(),
                 retryable: true,
+                usage: None,
             },
         }
     }

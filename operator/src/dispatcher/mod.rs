@@ -33,6 +33,7 @@ pub mod record;
 mod remote_verify;
 pub mod server;
 pub mod state;
+pub mod usage;
 pub mod verify;
 
 use std::collections::HashMap;

@@ -282,8 +282,15 @@ impl Dispatcher {
             message,
             retryable: true,
         };
+        let charge = super::usage::charge(
+            self.pool(&PoolKey::of(&job)).as_deref(),
+            &job,
+            held.attempt,
+            None,
+            Timestamp::now(),
+        );
         if let Err(e) = self
-            .record_failure(&job, &held, &failure, limits, None)
+            .record_failure(&job, &held, &failure, &charge, limits, None)
             .await
         {
             match e {

@@ -16,7 +16,7 @@ use zkfleet_crds::v1alpha1::{AttemptOutcome, JobPhase, ProofJob, ProofJobStatus,
 use super::state::{Held, Limits, PoolKey};
 use super::{DispatchError, Dispatcher, phase_name, retry_backoff};
 use crate::job;
-use crate::job::status::{self as job_status, AttemptFailure, Success};
+use crate::job::status::{self as job_status, AttemptFailure, Charge, Success};
 
 /// Most bytes of public signals and outputs kept on a status whose proof went to the artifact
 /// store. An object is capped near 1.5 MiB by etcd; past this, a status write would fail for
@@ -110,6 +110,7 @@ impl Dispatcher {
                     job,
                     held,
                     &failure,
+                    &success.charge,
                     Limits {
                         max_retries: 0,
                         ..limits
@@ -137,10 +138,12 @@ impl Dispatcher {
             }
         };
         self.metrics.job_finished("Succeeded");
+        let key = PoolKey::of(job);
+        self.metrics
+            .attempt_charged(&key.namespace, &key.name, &success.charge);
         if let Some(created) = job.creation_timestamp()
             && let Ok(took) = Duration::try_from(Timestamp::now().duration_since(created.0))
         {
-            let key = PoolKey::of(job);
             self.metrics
                 .job_succeeded_after(&key.namespace, &key.name, took);
         }
@@ -172,13 +175,22 @@ impl Dispatcher {
         job: &ProofJob,
         held: &Held,
         failure: &AttemptFailure,
+        charge: &Charge,
         limits: Limits,
         avoid_pod: Option<&str>,
     ) -> Result<String, DispatchError> {
         let now = Time(Timestamp::now());
         let stored = self
             .write_attempt(job, held, |j| {
-                job_status::attempt_failed(j, held.attempt, failure, limits.max_retries, &now).0
+                job_status::attempt_failed(
+                    j,
+                    held.attempt,
+                    failure,
+                    charge,
+                    limits.max_retries,
+                    &now,
+                )
+                .0
             })
             .await?;
         let phase = stored.status.as_ref().and_then(|s| s.phase);
@@ -188,6 +200,8 @@ impl Dispatcher {
         info!(job = %job.name_any(), pod = %held.pod, attempt = held.attempt, reason = failure.reason, phase = ?phase, "attempt failed");
         let backoff = retry_backoff(held.attempt);
         let key = PoolKey::of(&stored);
+        self.metrics
+            .attempt_charged(&key.namespace, &key.name, charge);
         self.state.lock().expect("lock").attempt_recorded(
             stored,
             backoff,

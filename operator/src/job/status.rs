@@ -10,7 +10,8 @@ use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use zkfleet_crds::v1alpha1::conditions::{self, new_condition, status as condition_status};
 use zkfleet_crds::v1alpha1::{
-    Attempt, AttemptOutcome, JobPhase, ProofJob, ProofJobStatus, ProofResult, Verification,
+    Attempt, AttemptOutcome, JobPhase, JobUsage, Pricing, ProofJob, ProofJobStatus, ProofResult,
+    Verification,
 };
 
 /// Most attempts kept on the status (the CRD's bound); `attemptCount` keeps the total.
@@ -87,12 +88,79 @@ pub struct Success {
     pub result: ProofResult,
     pub verification: Verification,
     pub proving_millis: i64,
+    /// What the successful attempt used.
+    pub charge: Charge,
+}
+
+/// What one attempt used, and the prices of its pool.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Charge {
+    /// Measured by the prover; unknown when its pod ended without reporting.
+    pub cpu_millis: Option<i64>,
+    /// GPU time the attempt held.
+    pub gpu_millis: i64,
+    /// The pool's prices, when it has them.
+    pub pricing: Option<Pricing>,
+}
+
+impl Charge {
+    /// What `cpu_millis` and `gpu_millis` cost at this charge's prices; `None` without prices.
+    pub fn cost_of(&self, cpu_millis: i64, gpu_millis: i64) -> Option<f64> {
+        let (gpu_hour, cpu_hour) = self.pricing.as_ref()?.hourly();
+        const MILLIS_PER_HOUR: f64 = 3_600_000.0;
+        Some(
+            gpu_millis as f64 / MILLIS_PER_HOUR * gpu_hour
+                + cpu_millis as f64 / MILLIS_PER_HOUR * cpu_hour,
+        )
+    }
+
+    /// What this attempt cost; `None` without prices.
+    pub fn cost(&self) -> Option<f64> {
+        self.cost_of(self.cpu_millis.unwrap_or(0), self.gpu_millis)
+    }
+
+    /// The pool's currency, when it has prices.
+    pub fn currency(&self) -> Option<&str> {
+        self.pricing.as_ref().map(|p| p.currency.as_str())
+    }
+}
+
+/// A cost as the status shows it: a decimal with six places (a millionth of a dollar is well
+/// below what one proof costs, and far above what float rounding adds).
+pub fn format_cost(cost: f64) -> String {
+    format!("{cost:.6}")
+}
+
+/// Adds an attempt's use to the job's totals (and, for the successful attempt, records it as
+/// the job's own), pricing both at the attempt's prices.
+fn charge_attempt(status: &mut ProofJobStatus, attempt: u32, charge: &Charge, succeeded: bool) {
+    if let Some(a) = status
+        .attempts
+        .iter_mut()
+        .find(|a| a.attempt == attempt as i32)
+    {
+        a.cpu_millis = charge.cpu_millis;
+        a.gpu_millis = Some(charge.gpu_millis);
+    }
+    let usage = status.usage.get_or_insert_with(JobUsage::default);
+    usage.total_cpu_millis += charge.cpu_millis.unwrap_or(0);
+    usage.total_gpu_millis += charge.gpu_millis;
+    if succeeded {
+        usage.cpu_millis = charge.cpu_millis;
+        usage.gpu_millis = Some(charge.gpu_millis);
+        usage.cost = charge.cost().map(format_cost);
+    }
+    usage.total_cost = charge
+        .cost_of(usage.total_cpu_millis, usage.total_gpu_millis)
+        .map(format_cost);
+    usage.currency = charge.currency().map(str::to_string);
 }
 
 /// The job's attempt `attempt` made a proof that verified.
 pub fn succeeded(job: &ProofJob, attempt: u32, success: Success, now: &Time) -> ProofJobStatus {
     let mut status = job.status.clone().unwrap_or_default();
     end_attempt(&mut status, attempt, AttemptOutcome::Succeeded, None, now);
+    charge_attempt(&mut status, attempt, &success.charge, true);
     status.phase = Some(JobPhase::Succeeded);
     status.result = Some(success.result);
     status.verification = Some(success.verification);
@@ -128,6 +196,7 @@ pub fn attempt_failed(
     job: &ProofJob,
     attempt: u32,
     failure: &AttemptFailure,
+    charge: &Charge,
     max_retries: u32,
     now: &Time,
 ) -> (ProofJobStatus, bool) {
@@ -139,6 +208,7 @@ pub fn attempt_failed(
         Some(failure.message.clone()),
         now,
     );
+    charge_attempt(&mut status, attempt, charge, false);
     let retries_used = current_attempt(&status).saturating_sub(1);
     if failure.retryable && retries_used < max_retries {
         status.phase = Some(JobPhase::Queued);
@@ -332,6 +402,7 @@ mod tests {
                     ..Verification::default()
                 },
                 proving_millis: 120,
+                charge: Charge::default(),
             },
             &at(5),
         );
@@ -361,7 +432,8 @@ mod tests {
                 j.clone(),
                 leased(&j, &grant(attempt, "p"), &at(attempt as i64)),
             );
-            let (s, requeued) = attempt_failed(&j, attempt, &lost(true), 2, &at(10));
+            let (s, requeued) =
+                attempt_failed(&j, attempt, &lost(true), &Charge::default(), 2, &at(10));
             if attempt < 3 {
                 assert!(requeued, "attempt {attempt} is retried");
                 assert_eq!(s.phase, Some(JobPhase::Queued));
@@ -386,10 +458,51 @@ mod tests {
     #[test]
     fn a_final_failure_is_never_retried() {
         let j = with(job(), leased(&job(), &grant(1, "p1"), &at(1)));
-        let (s, requeued) = attempt_failed(&j, 1, &lost(false), 5, &at(2));
+        let (s, requeued) = attempt_failed(&j, 1, &lost(false), &Charge::default(), 5, &at(2));
         assert!(!requeued);
         assert_eq!(s.phase, Some(JobPhase::Failed));
         assert_eq!(s.message.as_deref(), Some("pod p1 stopped heartbeating"));
+    }
+
+    #[test]
+    fn usage_adds_up_over_retries_and_prices_the_successful_attempt() {
+        let pricing: Pricing =
+            serde_json::from_value(json!({"gpuHour": "3.6", "cpuHour": "0.36"})).unwrap();
+        let mut j = with(job(), leased(&job(), &grant(1, "p1"), &at(1)));
+        // A lost pod reports nothing: its GPU time counts, its CPU time is unknown.
+        let lost_charge = Charge {
+            cpu_millis: None,
+            gpu_millis: 30_000,
+            pricing: Some(pricing.clone()),
+        };
+        let (s, _) = attempt_failed(&j, 1, &lost(true), &lost_charge, 3, &at(31));
+        j = with(j.clone(), s);
+        j = with(j.clone(), leased(&j, &grant(2, "p2"), &at(32)));
+        let success = Success {
+            result: ProofResult::default(),
+            verification: Verification::default(),
+            proving_millis: 900,
+            charge: Charge {
+                cpu_millis: Some(2_000),
+                gpu_millis: 1_000,
+                pricing: Some(pricing),
+            },
+        };
+        let s = succeeded(&j, 2, success, &at(33));
+        let usage = s.usage.expect("usage");
+        assert_eq!(usage.total_gpu_millis, 31_000);
+        assert_eq!(usage.total_cpu_millis, 2_000);
+        assert_eq!(
+            (usage.cpu_millis, usage.gpu_millis),
+            (Some(2_000), Some(1_000))
+        );
+        // 1 s of GPU at 3.6/h is 0.001; 2 s of CPU at 0.36/h is 0.0002.
+        assert_eq!(usage.cost.as_deref(), Some("0.001200"));
+        assert_eq!(usage.total_cost.as_deref(), Some("0.031200"));
+        assert_eq!(usage.currency.as_deref(), Some("USD"));
+        assert_eq!(s.attempts[0].gpu_millis, Some(30_000));
+        assert_eq!(s.attempts[0].cpu_millis, None);
+        assert_eq!(s.attempts[1].cpu_millis, Some(2_000));
     }
 
     #[test]

@@ -1,0 +1,124 @@
+//! What an ended attempt used, for its job's `status.usage` and the cost metrics.
+//!
+//! GPU time is what the attempt held, not what its kernels used: its proving time times the
+//! pool's GPUs per pod, divided by the pod's slots (the slots share the pod's GPUs). That is
+//! what a cloud bills for the GPU, and all anyone can count for an attempt whose pod was lost.
+//! CPU time is what the prover measured; a lost pod reports none.
+
+use k8s_openapi::jiff::Timestamp;
+use zkfleet_contract::lease::Usage;
+use zkfleet_crds::v1alpha1::{ProofJob, ProverPool};
+
+use crate::job::status::Charge;
+
+/// Status times have whole seconds: a report may exceed the attempt's span by this much.
+const STATUS_CLOCK_SLACK_MILLIS: i64 = 1_000;
+
+/// The charge for attempt `attempt` of `job`, ending `now`: `reported` when its pod sent a
+/// result, `None` when the lease lapsed.
+pub fn charge(
+    pool: Option<&ProverPool>,
+    job: &ProofJob,
+    attempt: u32,
+    reported: Option<&Usage>,
+    now: Timestamp,
+) -> Charge {
+    let held_millis = job
+        .status
+        .as_ref()
+        .and_then(|s| s.attempts.iter().find(|a| a.attempt == attempt as i32))
+        .and_then(|a| a.start_time.as_ref())
+        .and_then(|start| now.duration_since(start.0).as_millis().try_into().ok())
+        .map(|ms: i64| ms.max(0));
+    // A pod's report cannot stretch the attempt past what the status saw of it, so a
+    // misbehaving pod cannot bill more than the lease it held.
+    let wall_millis = match (reported, held_millis) {
+        (Some(r), Some(held)) => (r.wall_millis as i64).min(held + STATUS_CLOCK_SLACK_MILLIS),
+        (Some(r), None) => r.wall_millis as i64,
+        (None, held) => held.unwrap_or(0),
+    };
+    let gpus_per_slot = pool.map_or(0.0, |p| {
+        let gpus = p
+            .spec
+            .gpu
+            .as_ref()
+            .filter(|g| g.required)
+            .map_or(0, |g| g.count.max(0));
+        f64::from(gpus) / f64::from(p.spec.slots_per_replica.max(1))
+    });
+    Charge {
+        cpu_millis: reported.map(|r| r.cpu_millis as i64),
+        gpu_millis: (wall_millis as f64 * gpus_per_slot).round() as i64,
+        pricing: pool.and_then(|p| p.spec.pricing.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pool(gpu: serde_json::Value, slots: i32) -> ProverPool {
+        serde_json::from_value(json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
+            "metadata": {"name": "gpu", "namespace": "team"},
+            "spec": {"backend": {"type": "groth16-bn254"}, "slotsPerReplica": slots, "gpu": gpu,
+                     "parameters": {"version": "v1", "source": {"configMap": {"name": "p"}}, "files": []},
+                     "pricing": {"gpuHour": "2.5"}},
+        }))
+        .unwrap()
+    }
+
+    fn job_started_at(secs: i64) -> ProofJob {
+        serde_json::from_value(json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+            "metadata": {"name": "j", "namespace": "team"},
+            "spec": {"poolRef": {"name": "gpu"}, "input": {"inline": {"json": "{}"}}},
+            "status": {"attempts": [{"attempt": 1, "startTime": Timestamp::from_second(secs).unwrap().to_string()}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn gpu_time_is_the_slots_share_of_the_pods_gpus() {
+        let two_gpus_four_slots = pool(json!({"count": 2}), 4);
+        let reported = Usage {
+            wall_millis: 8_000,
+            cpu_millis: 3_000,
+        };
+        let now = Timestamp::from_second(100).unwrap();
+        let c = charge(
+            Some(&two_gpus_four_slots),
+            &job_started_at(90),
+            1,
+            Some(&reported),
+            now,
+        );
+        assert_eq!((c.gpu_millis, c.cpu_millis), (4_000, Some(3_000)));
+        assert_eq!(c.currency(), Some("USD"));
+        // GPUs the pods do not request are not billed.
+        let optional = pool(json!({"count": 2, "required": false}), 1);
+        let c = charge(
+            Some(&optional),
+            &job_started_at(90),
+            1,
+            Some(&reported),
+            now,
+        );
+        assert_eq!(c.gpu_millis, 0);
+    }
+
+    #[test]
+    fn a_lost_attempt_holds_its_gpu_until_it_lapsed_and_reports_cannot_exceed_it() {
+        let one_gpu = pool(json!({"count": 1}), 1);
+        let now = Timestamp::from_second(100).unwrap();
+        let lost = charge(Some(&one_gpu), &job_started_at(70), 1, None, now);
+        assert_eq!((lost.gpu_millis, lost.cpu_millis), (30_000, None));
+        let inflated = Usage {
+            wall_millis: 3_600_000,
+            cpu_millis: 1,
+        };
+        let c = charge(Some(&one_gpu), &job_started_at(70), 1, Some(&inflated), now);
+        assert_eq!(c.gpu_millis, 31_000);
+    }
+}
