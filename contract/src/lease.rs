@@ -99,6 +99,9 @@ pub struct LeasedJob {
     pub timeout_seconds: u32,
     /// What to prove.
     pub input: JobInput,
+    /// W3C trace context of the attempt, so the pod's spans join the job's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A lease: the job's UID and the attempt number (the fencing token).

@@ -8,6 +8,8 @@ pub mod error;
 pub mod lease;
 #[cfg(feature = "object-store")]
 pub mod store;
+#[cfg(feature = "otel")]
+pub mod trace;
 pub mod verify;
 
 pub use digest::Digest;

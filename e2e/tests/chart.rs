@@ -925,3 +925,39 @@ fn an_emptydir_artifact_store_is_used_only_when_allowed() {
         "s3://bucket/proofs"
     );
 }
+
+#[test]
+fn tracing_is_off_by_default_and_one_endpoint_reaches_the_operator_and_every_prover() {
+    let env_for = |values: &str| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), values).unwrap();
+        let container = operator_container(&render(file.path()).one::<Deployment>());
+        let prover_env: Vec<EnvVar> =
+            serde_json::from_str(&env_value(&container, "ZKFLEET_PROVER_ENV").unwrap()).unwrap();
+        (
+            env_value(&container, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            prover_env
+                .into_iter()
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(env_for(""), (None, vec![]));
+    let endpoint = "http://otel-collector.observability:4318";
+    let (operator, provers) = env_for(&format!(
+        "tracing:\n  otlpEndpoint: {endpoint}\nprover:\n  extraEnv: [{{name: RUST_LOG, value: debug}}]\n"
+    ));
+    assert_eq!(operator.as_deref(), Some(endpoint));
+    assert_eq!(
+        provers,
+        [
+            ("RUST_LOG".to_string(), "debug".to_string()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                endpoint.to_string()
+            ),
+        ]
+    );
+    let refused = template_error("tracing:\n  otlpEndpoint: collector:4318\n");
+    assert!(refused.contains("otlpEndpoint"), "{refused}");
+}

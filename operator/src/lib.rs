@@ -13,6 +13,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod external_metrics;
 pub mod job;
+pub mod job_trace;
 pub mod leader;
 pub mod metrics;
 pub mod params;

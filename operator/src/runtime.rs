@@ -25,6 +25,23 @@ use crate::{external_metrics, job, pool, telemetry};
 /// with an error so that Kubernetes restarts it as a standby).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
+    // Traces are optional: a bad OTLP setting costs the traces, not the operator.
+    let traces =
+        zkfleet_contract::trace::Telemetry::from_env("zkfleet-operator").unwrap_or_else(|e| {
+            error!(error = %e, "tracing is off");
+            None
+        });
+    if traces.is_some() {
+        info!("sending traces over OTLP");
+    }
+    let outcome = operate(cli).await;
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
+    outcome
+}
+
+async fn operate(cli: Cli) -> anyhow::Result<()> {
     let identity = cli.identity();
     info!(
         version = env!("CARGO_PKG_VERSION"),

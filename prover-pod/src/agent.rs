@@ -35,6 +35,9 @@ use crate::params::{self, Digest, FetchError};
 use crate::runner::{self, RunError, Slot};
 use crate::server::{AppState, ErrorBody};
 use crate::usage::CpuMeter;
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status};
+use opentelemetry::{KeyValue, global};
+use zkfleet_contract::trace;
 
 /// Extra time a lease request may take beyond the wait the dispatcher is allowed.
 const LEASE_HTTP_MARGIN: Duration = Duration::from_secs(10);
@@ -633,6 +636,23 @@ async fn run_job(
     };
     let started = Instant::now();
     let metered = shared.cpu.start();
+    // The attempt's span in the job's trace, handed over by the lease; the pod's spans hang
+    // under it. (No-ops while tracing is off.)
+    let attempt_span = job
+        .traceparent
+        .as_deref()
+        .map(trace::context_from_traceparent)
+        .unwrap_or_default();
+    let attributes = vec![
+        KeyValue::new("k8s.pod.name", shared.dispatcher.caller.pod.clone()),
+        KeyValue::new("zkfleet.job", job.job.clone()),
+        KeyValue::new("zkfleet.attempt", i64::from(lease.attempt)),
+        KeyValue::new("zkfleet.backend", state.backend_name),
+    ];
+    let mut prove_span = SpanBuilder::from_name("prove")
+        .with_kind(SpanKind::Consumer)
+        .with_attributes(attributes.clone())
+        .start_with_context(&global::tracer(trace::TRACER), &attempt_span);
     let timeout = Duration::from_secs(job.timeout_seconds.max(1).into());
     let result = tokio::select! {
         biased;
@@ -661,7 +681,17 @@ async fn run_job(
             .with_label_values(&[state.backend_name, f.code.as_str()])
             .inc();
     }
-    let usage = Some(metered.finish());
+    let usage = metered.finish();
+    prove_span.set_attribute(KeyValue::new("zkfleet.cpu_millis", usage.cpu_millis as i64));
+    match &result {
+        Ok(_) => prove_span.set_attribute(KeyValue::new("zkfleet.outcome", "proved")),
+        Err(f) => {
+            prove_span.set_attribute(KeyValue::new("zkfleet.outcome", f.code.clone()));
+            prove_span.set_status(Status::error(f.code.clone()));
+        }
+    }
+    prove_span.end();
+    let usage = Some(usage);
     let outcome = match result {
         Ok((out, digest)) => {
             // Witness and proof only: the fault delay and input download are not proving.
@@ -709,11 +739,17 @@ async fn run_job(
         lease: lease.clone(),
         outcome,
     };
+    let mut report_span = SpanBuilder::from_name("report")
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
+        .start_with_context(&global::tracer(trace::TRACER), &attempt_span);
     let uploaded = tokio::select! {
         biased;
         _ = revoked(&mut revoke) => "revoked",
         o = upload(&shared, &job.job, &request) => o,
     };
+    report_span.set_attribute(KeyValue::new("zkfleet.upload", uploaded));
+    report_span.end();
     if uploaded == "revoked" {
         tracing::warn!(
             job = job.job,
@@ -1066,6 +1102,7 @@ mod tests {
             input: JobInput::CircuitInputs {
                 inputs: serde_json::json!({}),
             },
+            traceparent: None,
         };
         let rx = held.insert(&job);
         assert_eq!(held.snapshot(), (vec![job.lease.clone()], 9));

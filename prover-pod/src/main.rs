@@ -84,7 +84,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(args))
+    rt.block_on(async {
+        // Traces are optional: a bad OTLP setting costs the traces, not the pod.
+        let traces =
+            zkfleet_contract::trace::Telemetry::from_env("zkfleet-prover").unwrap_or_else(|e| {
+                tracing::error!(error = %e, "tracing is off");
+                None
+            });
+        let outcome = run(args).await;
+        if let Some(traces) = traces {
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
+        outcome
+    })
 }
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {

@@ -81,6 +81,7 @@ fn job(uid: &str, input: JobInput) -> LeasedJob {
         lease_seconds: 30,
         timeout_seconds: 300,
         input,
+        traceparent: None,
     }
 }
 

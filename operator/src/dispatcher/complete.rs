@@ -17,6 +17,7 @@ use super::state::PoolKey;
 use super::verify::NoVerdict;
 use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name, usage};
 use crate::job::status::{self as job_status, AttemptFailure, Success};
+use crate::job_trace;
 
 impl Dispatcher {
     /// Renews the pod's leases and says which it no longer holds. A lease newer than this
@@ -141,7 +142,15 @@ impl Dispatcher {
                             });
                         }
                     };
-                    let millis = started.elapsed().as_millis() as i64;
+                    let took = started.elapsed();
+                    let millis = took.as_millis() as i64;
+                    job_trace::verified(
+                        &job,
+                        held.attempt,
+                        &verifier,
+                        took,
+                        verdict.as_ref().err().map(|why| why.to_string()),
+                    );
                     if let Err(why) = verdict {
                         self.metrics.proof_rejected(&key.namespace, &key.name);
                         self.flag(&key, pod);

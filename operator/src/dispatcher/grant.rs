@@ -22,6 +22,7 @@ use super::state::{Held, PoolKey, State};
 use super::{DispatchError, Dispatcher, served_version};
 use crate::job::input;
 use crate::job::status::{self as job_status, Grant};
+use crate::job_trace;
 
 /// Jobs a lease request took off the queue. Dropping it puts back the ones whose grant did not
 /// finish, whether the request ended normally or was cancelled mid-write.
@@ -155,6 +156,7 @@ impl Dispatcher {
                 match job_status::write(&api, job, s).await {
                     Ok(stored) => {
                         self.metrics.job_finished(job_status::INVALID_INPUT);
+                        job_trace::finished(&stored, job_status::INVALID_INPUT);
                         self.state.lock().expect("lock").attempt_recorded(
                             stored,
                             Duration::ZERO,
@@ -221,12 +223,15 @@ impl Dispatcher {
                     },
                 );
                 info!(job = %job.name_any(), pod = %request.caller.pod, attempt, "leased");
+                job_trace::leased(job, attempt, &request.caller.pod);
+                let traceparent = Some(zkfleet_contract::trace::traceparent(&uid, attempt));
                 Some(LeasedJob {
                     lease: LeaseRef { uid, attempt },
                     job: format!("{}/{}", request.caller.namespace, job.name_any()),
                     lease_seconds: self.settings.lease_duration.as_secs() as u32,
                     timeout_seconds: limits.timeout.as_secs() as u32,
                     input,
+                    traceparent,
                 })
             }
             Err(e) => {

@@ -21,6 +21,7 @@ use super::state::{Lapse, Lapsed, PoolKey};
 use super::{DispatchError, Dispatcher, is_ready, served_version};
 use crate::build::POOL_LABEL;
 use crate::job::status::{self as job_status, AttemptFailure};
+use crate::job_trace;
 
 /// Annotation the ReplicaSet controller reads to pick which pods to remove first (lowest
 /// first) when a pool scales down.
@@ -231,6 +232,7 @@ impl Dispatcher {
                 Ok(stored) => {
                     info!(job = %job.name_any(), %pin, "failed: its pinned parameters version is no longer served");
                     self.metrics.job_finished("ParametersVersionUnavailable");
+                    job_trace::finished(&stored, "ParametersVersionUnavailable");
                     self.state.lock().expect("lock").attempt_recorded(
                         stored,
                         Duration::ZERO,

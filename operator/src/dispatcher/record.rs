@@ -17,6 +17,7 @@ use super::state::{Held, Limits, PoolKey};
 use super::{DispatchError, Dispatcher, phase_name, retry_backoff};
 use crate::job;
 use crate::job::status::{self as job_status, AttemptFailure, Charge, Success};
+use crate::job_trace;
 
 /// Most bytes of public signals and outputs kept on a status whose proof went to the artifact
 /// store. An object is capped near 1.5 MiB by etcd; past this, a status write would fail for
@@ -138,6 +139,15 @@ impl Dispatcher {
             }
         };
         self.metrics.job_finished("Succeeded");
+        job_trace::attempt_ended(
+            &stored,
+            held.attempt,
+            &held.pod,
+            "Succeeded",
+            &success.charge,
+            None,
+        );
+        job_trace::finished(&stored, "Succeeded");
         let key = PoolKey::of(job);
         self.metrics
             .attempt_charged(&key.namespace, &key.name, &success.charge);
@@ -194,8 +204,17 @@ impl Dispatcher {
             })
             .await?;
         let phase = stored.status.as_ref().and_then(|s| s.phase);
+        job_trace::attempt_ended(
+            &stored,
+            held.attempt,
+            &held.pod,
+            &format!("{:?}", failure.outcome),
+            charge,
+            Some(failure.reason),
+        );
         if phase == Some(JobPhase::Failed) {
             self.metrics.job_finished(failure.reason);
+            job_trace::finished(&stored, failure.reason);
         }
         info!(job = %job.name_any(), pod = %held.pod, attempt = held.attempt, reason = failure.reason, phase = ?phase, "attempt failed");
         let backoff = retry_backoff(held.attempt);

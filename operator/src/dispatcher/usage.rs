@@ -47,6 +47,7 @@ pub fn charge(
         f64::from(gpus) / f64::from(p.spec.slots_per_replica.max(1))
     });
     Charge {
+        wall_millis,
         cpu_millis: reported.map(|r| r.cpu_millis as i64),
         gpu_millis: (wall_millis as f64 * gpus_per_slot).round() as i64,
         pricing: pool.and_then(|p| p.spec.pricing.clone()),

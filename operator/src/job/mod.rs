@@ -24,6 +24,7 @@ use tracing::{info, instrument, warn};
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
 
 use crate::artifacts::ArtifactStore;
+use crate::job_trace;
 use crate::metrics::Metrics;
 use input::InputError;
 
@@ -149,10 +150,15 @@ async fn admit(
         Err(e) => return Err(e.into()),
     };
     match verdict {
-        Ok(()) => info!("queued"),
+        Ok(()) => {
+            info!("queued");
+            job_trace::admitted(&stored, None);
+        }
         Err((reason, message)) => {
             info!(reason, "refused");
             ctx.metrics.job_finished(reason);
+            job_trace::admitted(&stored, Some(reason));
+            job_trace::finished(&stored, reason);
             let event = Event {
                 type_: EventType::Warning,
                 reason: reason.into(),

@@ -95,6 +95,9 @@ pub struct Success {
 /// What one attempt used, and the prices of its pool.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Charge {
+    /// How long the attempt held its slot: the pod's report, or the lease's span when the pod
+    /// was lost.
+    pub wall_millis: i64,
     /// Measured by the prover; unknown when its pod ended without reporting.
     pub cpu_millis: Option<i64>,
     /// GPU time the attempt held.
@@ -471,6 +474,7 @@ mod tests {
         let mut j = with(job(), leased(&job(), &grant(1, "p1"), &at(1)));
         // A lost pod reports nothing: its GPU time counts, its CPU time is unknown.
         let lost_charge = Charge {
+            wall_millis: 30_000,
             cpu_millis: None,
             gpu_millis: 30_000,
             pricing: Some(pricing.clone()),
@@ -483,6 +487,7 @@ mod tests {
             verification: Verification::default(),
             proving_millis: 900,
             charge: Charge {
+                wall_millis: 1_000,
                 cpu_millis: Some(2_000),
                 gpu_millis: 1_000,
                 pricing: Some(pricing),
