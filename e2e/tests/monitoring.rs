@@ -273,6 +273,7 @@ async fn a_proofs_gpu_and_cpu_time_and_cost_are_on_its_job_and_in_the_metrics() 
         .usage
         .clone()
         .expect("a succeeded job shows its usage");
+    eprintln!("status.usage: {}", serde_json::to_string(&usage).unwrap());
     let (cpu, gpu) = (usage.cpu_millis.unwrap(), usage.gpu_millis.unwrap());
     assert!(cpu > 0, "the prover measured no CPU time: {usage:?}");
     assert!(gpu > 0, "the attempt held no GPU time: {usage:?}");

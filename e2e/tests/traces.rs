@@ -31,6 +31,7 @@ struct Received {
     parent_span_id: String,
     attributes: BTreeMap<String, String>,
     error: bool,
+    millis: f64,
 }
 
 type Spans = Arc<Mutex<Vec<Received>>>;
@@ -79,6 +80,11 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> (axum::http::Status
                         .collect(),
                     // STATUS_CODE_ERROR is 2.
                     error: span.status.is_some_and(|s| s.code == 2),
+                    millis: span
+                        .end_time_unix_nano
+                        .saturating_sub(span.start_time_unix_nano)
+                        as f64
+                        / 1e6,
                 });
             }
         }
@@ -162,6 +168,12 @@ async fn one_proof_job_is_one_trace_across_the_operator_and_its_prover_pod() {
             .map(|s| (&s.service, &s.name))
             .collect::<Vec<_>>()
     );
+    for span in &got {
+        eprintln!(
+            "{:<16} {:<9} {:>9.1} ms  span {} parent {}",
+            span.service, span.name, span.millis, span.span_id, span.parent_span_id
+        );
+    }
     let one = |name: &str| -> Received {
         let found: Vec<_> = got.iter().filter(|s| s.name == name).collect();
         assert_eq!(found.len(), 1, "one {name} span: {found:?}");

@@ -126,8 +126,11 @@ pub fn attempt_ended(
     failed: Option<&str>,
 ) {
     let Some(uid) = job.uid() else { return };
+    // From the lease to the result's arrival (the pod's own measure of it); it ends when the
+    // result is recorded, after verification.
     let end = SystemTime::now();
-    let start = end - Duration::from_millis(charge.wall_millis.max(0) as u64);
+    let start =
+        charge.ended_at.unwrap_or(end) - Duration::from_millis(charge.wall_millis.max(0) as u64);
     let mut attributes = identity(job);
     attributes.extend([
         KeyValue::new("zkfleet.attempt", i64::from(attempt)),

@@ -48,6 +48,7 @@ pub fn charge(
     });
     Charge {
         wall_millis,
+        ended_at: Some(now.into()),
         cpu_millis: reported.map(|r| r.cpu_millis as i64),
         gpu_millis: (wall_millis as f64 * gpus_per_slot).round() as i64,
         pricing: pool.and_then(|p| p.spec.pricing.clone()),

@@ -98,6 +98,8 @@ pub struct Charge {
     /// How long the attempt held its slot: the pod's report, or the lease's span when the pod
     /// was lost.
     pub wall_millis: i64,
+    /// When the attempt ended: its result arrived, or its lease lapsed.
+    pub ended_at: Option<std::time::SystemTime>,
     /// Measured by the prover; unknown when its pod ended without reporting.
     pub cpu_millis: Option<i64>,
     /// GPU time the attempt held.
