@@ -14,7 +14,36 @@ use prometheus::{
 };
 use zkfleet_crds::v1alpha1::{ProverPoolStatus, find_condition, pool_condition, status as cond};
 
+use kube::ResourceExt as _;
+use zkfleet_crds::v1alpha1::ProofJob;
+
 use crate::job::status::Charge;
+
+/// Removes every series of `vec` whose `namespace` and `pool` labels are these, whatever its
+/// third label, `other`, says.
+fn remove_pool_series<T: prometheus::core::Atomic + 'static>(
+    vec: &prometheus::core::GenericCounterVec<T>,
+    namespace: &str,
+    pool: &str,
+    other: &str,
+) {
+    use prometheus::core::Collector as _;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            if label("namespace") == namespace && label("pool") == pool {
+                let _ = vec.remove_label_values(&[namespace, pool, label(other).as_str()]);
+            }
+        }
+    }
+}
 
 /// Outcomes of `zkfleet_jobs_finished_total` that exist from the start.
 const KNOWN_OUTCOMES: [&str; 5] = [
@@ -120,9 +149,9 @@ impl Metrics {
         let outcomes = IntCounterVec::new(
             Opts::new(
                 "zkfleet_jobs_finished_total",
-                "ProofJobs that finished, by outcome (Succeeded or the failure reason)",
+                "ProofJobs that finished, by namespace, pool and outcome (Succeeded or the failure reason)",
             ),
-            &["outcome"],
+            &["namespace", "pool", "outcome"],
         )
         .expect("valid metric");
         let lapsed = IntCounterVec::new(
@@ -247,9 +276,6 @@ impl Metrics {
             &["namespace", "pool", "currency"],
         )
         .expect("valid metric");
-        for outcome in KNOWN_OUTCOMES {
-            outcomes.with_label_values(&[outcome]);
-        }
         for reason in LAPSE_REASONS {
             lapsed.with_label_values(&[reason]);
         }
@@ -388,6 +414,9 @@ impl Metrics {
             .with_label_values(&[namespace, pool])
             .set(oldest_queued.as_secs_f64());
         self.rejected.with_label_values(&[namespace, pool]);
+        for outcome in KNOWN_OUTCOMES {
+            self.outcomes.with_label_values(&[namespace, pool, outcome]);
+        }
         self.cpu_seconds.with_label_values(&[namespace, pool]);
         self.gpu_seconds.with_label_values(&[namespace, pool]);
         for result in ROTATION_RESULTS {
@@ -404,26 +433,9 @@ impl Metrics {
         let _ = self.job_duration.remove_label_values(&[namespace, pool]);
         let _ = self.cpu_seconds.remove_label_values(&[namespace, pool]);
         let _ = self.gpu_seconds.remove_label_values(&[namespace, pool]);
-        // The cost series carry the pool's currency, whichever it was.
-        use prometheus::core::Collector as _;
-        for family in self.cost.collect() {
-            for metric in family.get_metric() {
-                let label = |name: &str| {
-                    metric
-                        .get_label()
-                        .iter()
-                        .find(|l| l.name() == name)
-                        .map(|l| l.value().to_string())
-                        .unwrap_or_default()
-                };
-                if label("namespace") == namespace && label("pool") == pool {
-                    let currency = label("currency");
-                    let _ = self
-                        .cost
-                        .remove_label_values(&[namespace, pool, currency.as_str()]);
-                }
-            }
-        }
+        // Outcomes and currencies vary: drop whichever series of the pool exist.
+        remove_pool_series(&self.outcomes, namespace, pool, "outcome");
+        remove_pool_series(&self.cost, namespace, pool, "currency");
         for state in ["desired", "ready", "unschedulable"] {
             let _ = self
                 .pool_replicas
@@ -473,8 +485,11 @@ impl Metrics {
     }
 
     /// Counts a finished job: `Succeeded` or its failure reason.
-    pub fn job_finished(&self, outcome: &str) {
-        self.outcomes.with_label_values(&[outcome]).inc();
+    pub fn job_finished(&self, job: &ProofJob, outcome: &str) {
+        let namespace = job.namespace().unwrap_or_default();
+        self.outcomes
+            .with_label_values(&[namespace.as_str(), &job.spec.pool_ref.name, outcome])
+            .inc();
     }
 
     /// Counts a lease that ended without a result.
@@ -525,7 +540,13 @@ mod tests {
         m.reconcile_failed("proverpool", "Apply");
         m.reconcile_finished("proverpool", Duration::from_millis(20));
         m.set_queue("team", "cpu", 3, 1);
-        m.job_finished("Succeeded");
+        let job: ProofJob = serde_json::from_value(serde_json::json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+            "metadata": {"name": "j", "namespace": "team"},
+            "spec": {"poolRef": {"name": "cpu"}, "input": {"inline": {"json": "{}"}}},
+        }))
+        .unwrap();
+        m.job_finished(&job, "Succeeded");
         m.lease_lapsed("PodLost");
         m.proof_rejected("team", "cpu");
         m.dispatched(Duration::from_millis(30));
@@ -534,7 +555,9 @@ mod tests {
         assert!(
             text.contains(r#"zkfleet_dispatch_jobs{namespace="team",pool="cpu",state="queued"} 3"#)
         );
-        assert!(text.contains(r#"zkfleet_jobs_finished_total{outcome="Succeeded"} 1"#));
+        assert!(text.contains(
+            r#"zkfleet_jobs_finished_total{namespace="team",outcome="Succeeded",pool="cpu"} 1"#
+        ));
         assert!(text.contains(r#"zkfleet_dispatch_lease_lapses_total{reason="PodLost"} 1"#));
         assert!(
             text.contains(
@@ -555,5 +578,46 @@ mod tests {
             r#"zkfleet_build_info{{version="{}"}} 1"#,
             env!("CARGO_PKG_VERSION")
         )));
+    }
+
+    #[test]
+    fn a_deleted_pools_series_go_with_it_whatever_their_outcome_or_currency() {
+        let m = Metrics::new();
+        m.set_pool("team", "gpu", 1, None, Duration::ZERO);
+        m.set_pool("team", "cpu", 1, None, Duration::ZERO);
+        let job: ProofJob = serde_json::from_value(serde_json::json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+            "metadata": {"name": "j", "namespace": "team"},
+            "spec": {"poolRef": {"name": "gpu"}, "input": {"inline": {"json": "{}"}}},
+        }))
+        .unwrap();
+        m.job_finished(&job, "VerifyingKeyUnavailable");
+        let charge = Charge {
+            gpu_millis: 3_600_000,
+            pricing: Some(
+                serde_json::from_value(serde_json::json!({"gpuHour": "2", "currency": "EUR"}))
+                    .unwrap(),
+            ),
+            ..Charge::default()
+        };
+        m.attempt_charged("team", "gpu", &charge);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"zkfleet_proof_cost_total{currency="EUR",namespace="team",pool="gpu"} 2"#
+            )
+        );
+        assert!(
+            text.contains(r#"zkfleet_proof_gpu_seconds_total{namespace="team",pool="gpu"} 3600"#)
+        );
+        assert!(text.contains(
+            r#"zkfleet_jobs_finished_total{namespace="team",outcome="VerifyingKeyUnavailable",pool="gpu"} 1"#
+        ));
+        m.forget_pool("team", "gpu");
+        let text = m.render();
+        assert!(!text.contains(r#"pool="gpu""#), "{text}");
+        assert!(text.contains(
+            r#"zkfleet_jobs_finished_total{namespace="team",outcome="Succeeded",pool="cpu"} 0"#
+        ));
     }
 }

@@ -1,11 +1,18 @@
 //! `make bench-dispatch`: the dispatcher measured on the local cluster, with the chart installed
-//! as in the e2e tests. Not a test: it prints numbers.
+//! as in the e2e tests. Not a test: it prints numbers, each beside the baseline it is judged
+//! against, measured in the same run.
 //!
-//! 1. Throughput: N prover pods in agent mode that prove nothing (`skip-proving`, verification
-//!    off for the pool) and M jobs applied at once. Reports jobs/s through the dispatcher, the
-//!    Queued → Running latency p50/p99 (seen through a watch), API writes per job (the API
-//!    server's own request counters) and the operator's peak memory (kubelet stats).
-//! 2. Fleet overhead: K real proofs, one at a time, on a warm pool, as apply → Succeeded minus
+//! 1. The API server's own write ceiling on this machine: `CLIENTS` parallel clients create
+//!    ProofJobs in a namespace no operator watches, then write a status to each, so the objects,
+//!    their schema validation and etcd are those of real jobs, with nobody acting on them.
+//! 2. Throughput: N prover pods in agent mode that prove nothing (`skip-proving`, verification
+//!    off for the pool) and `JOBS` jobs created by `CLIENTS` parallel clients. Reports jobs/s
+//!    through the dispatcher, that figure as a fraction of the ceiling (the ceiling's writes/s
+//!    divided by the writes a job costs), the Queued -> Running latency p50/p99 (seen through a
+//!    watch), API writes per job after its create (the API server's own request counters).
+//! 3. Memory: jobs are added until the namespace holds `MANY_JOBS` ProofJobs, all proved, and the
+//!    operator's memory is read (kubelet stats).
+//! 4. Fleet overhead: K real proofs, one at a time, on a warm pool, as apply -> Succeeded minus
 //!    the proving time on the status, against the same proof asked of a pod directly
 //!    (`POST /v1/prove`) in the same run.
 
@@ -26,13 +33,18 @@ use zkfleet_e2e::fleet::{Parameters, Setup, create_pool_with, fixtures, setup, w
 
 const PODS: i32 = 4;
 const SLOTS: i32 = 8;
-const JOBS: usize = 400;
+const JOBS: usize = 2000;
 const SEQUENTIAL: usize = 20;
+/// Parallel API clients, for the ceiling and for creating jobs.
+const CLIENTS: usize = 16;
+/// Jobs the namespace holds when the operator's memory is read.
+const MANY_JOBS: usize = 10_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let inputs = std::fs::read_to_string(fixtures().join("input.json"))?;
-    throughput(&inputs).await?;
+    let ceiling = api_ceiling(&inputs).await?;
+    throughput(&inputs, &ceiling).await?;
     overhead(&inputs).await?;
     Ok(())
 }
@@ -54,31 +66,136 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// Sum of the API server's write requests (POST, PUT, PATCH, DELETE) on ProofJobs and pods.
-async fn api_writes(ns: &TestNamespace) -> anyhow::Result<f64> {
+/// The API server's write requests so far on ProofJobs and pods: ProofJob creates, and every
+/// other write (status writes, patches, deletes; pod writes).
+#[derive(Clone, Copy, Debug, Default)]
+struct Writes {
+    creates: f64,
+    others: f64,
+}
+
+async fn api_writes(ns: &TestNamespace) -> anyhow::Result<Writes> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = ns.client.request_text(request).await?;
-    let mut total = 0.0;
+    let mut writes = Writes::default();
     for line in text.lines() {
         if !line.starts_with("apiserver_request_total{") {
             continue;
         }
-        let write = ["POST", "PUT", "PATCH", "DELETE"]
-            .iter()
-            .any(|v| line.contains(&format!("verb=\"{v}\"")));
-        let ours = line.contains("resource=\"proofjobs\"") || line.contains("resource=\"pods\"");
-        if write && ours {
-            total += line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
+        let verb = ["POST", "PUT", "PATCH", "DELETE"]
+            .into_iter()
+            .find(|v| line.contains(&format!("verb=\"{v}\"")));
+        let jobs = line.contains("resource=\"proofjobs\"");
+        let ours = jobs || line.contains("resource=\"pods\"");
+        let (Some(verb), true) = (verb, ours) else {
+            continue;
+        };
+        let n = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let create = verb == "POST" && jobs && line.contains("subresource=\"\"");
+        if create {
+            writes.creates += n;
+        } else {
+            writes.others += n;
         }
     }
-    Ok(total)
+    Ok(writes)
 }
 
-/// Working-set bytes of the operator's pods, from the kubelet's summary.
+/// Runs `work(i)` for `i` in `0..n` from `CLIENTS` parallel tasks; returns the seconds it took.
+async fn in_parallel<F, Fut>(n: usize, work: F) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let work = work.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (client..n).step_by(CLIENTS) {
+                work(i).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// What the API server sustains on this machine with nobody acting on the objects.
+struct Ceiling {
+    creates_per_s: f64,
+    status_writes_per_s: f64,
+}
+
+impl Ceiling {
+    /// Jobs/s the API server allows when each job costs one create and `writes` later writes.
+    fn jobs_per_s(&self, writes: f64) -> f64 {
+        1.0 / (1.0 / self.creates_per_s + writes / self.status_writes_per_s)
+    }
+}
+
+async fn api_ceiling(inputs: &str) -> anyhow::Result<Ceiling> {
+    const OBJECTS: usize = 2000;
+    // No operator watches this namespace: the jobs stay as written.
+    let ns = TestNamespace::new("bench-ceiling").await?;
+    let api: Api<ProofJob> = ns.api();
+    let create_s = in_parallel(OBJECTS, {
+        let (api, inputs) = (api.clone(), inputs.to_string());
+        move |i| {
+            let (api, inputs) = (api.clone(), inputs.clone());
+            async move {
+                api.create(&PostParams::default(), &job(&format!("c-{i:05}"), &inputs))
+                    .await
+                    .context("creating a job")?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    let status_s = in_parallel(OBJECTS, {
+        let api = api.clone();
+        move |i| {
+            let api = api.clone();
+            async move {
+                let patch = json!({"status": {"phase": "Queued", "attemptCount": 0}});
+                api.patch_status(
+                    &format!("c-{i:05}"),
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .context("writing a status")?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    let ceiling = Ceiling {
+        creates_per_s: OBJECTS as f64 / create_s,
+        status_writes_per_s: OBJECTS as f64 / status_s,
+    };
+    println!("== API server ceiling: {CLIENTS} clients, {OBJECTS} ProofJobs nobody acts on");
+    println!(
+        "creates/s                          {:>10.1}",
+        ceiling.creates_per_s
+    );
+    println!(
+        "status writes/s                    {:>10.1}",
+        ceiling.status_writes_per_s
+    );
+    drop(ns);
+    Ok(ceiling)
+}
+
+/// Working-set bytes of the largest operator pod (the leader, which holds the jobs), from the
+/// kubelet's summary.
 async fn operator_memory(ns: &TestNamespace) -> anyhow::Result<u64> {
     let nodes = Api::<Node>::all(ns.client.clone())
         .list(&ListParams::default())
@@ -91,14 +208,14 @@ async fn operator_memory(ns: &TestNamespace) -> anyhow::Result<u64> {
         for pod in summary["pods"].as_array().into_iter().flatten() {
             let name = pod["podRef"]["name"].as_str().unwrap_or_default();
             if pod["podRef"]["namespace"] == ns.name.as_str() && name.contains("operator") {
-                bytes += pod["memory"]["workingSetBytes"].as_u64().unwrap_or(0);
+                bytes = bytes.max(pod["memory"]["workingSetBytes"].as_u64().unwrap_or(0));
             }
         }
     }
     Ok(bytes)
 }
 
-async fn throughput(inputs: &str) -> anyhow::Result<()> {
+async fn throughput(inputs: &str, ceiling: &Ceiling) -> anyhow::Result<()> {
     let values =
         "prover:\n  extraEnv:\n    - name: ZKFLEET_FAULT_INJECTION\n      value: skip-proving\n";
     let Setup { release: _r, ns } = setup("bench-dispatch", values).await;
@@ -117,18 +234,18 @@ async fn throughput(inputs: &str) -> anyhow::Result<()> {
     let mut events = Box::pin(watcher(api.clone(), watcher::Config::default()));
     let writes_before = api_writes(&ns).await?;
     let started = Instant::now();
-    let creator = {
-        let api = api.clone();
-        let inputs = inputs.to_string();
-        tokio::spawn(async move {
-            for i in 0..JOBS {
-                api.create(&PostParams::default(), &job(&format!("j-{i:04}"), &inputs))
+    let creator = tokio::spawn(in_parallel(JOBS, {
+        let (api, inputs) = (api.clone(), inputs.to_string());
+        move |i| {
+            let (api, inputs) = (api.clone(), inputs.clone());
+            async move {
+                api.create(&PostParams::default(), &job(&format!("j-{i:05}"), &inputs))
                     .await
                     .context("creating a job")?;
+                Ok(())
             }
-            anyhow::Ok(())
-        })
-    };
+        }
+    }));
     let mut queued_at: HashMap<String, Instant> = HashMap::new();
     let mut latencies = Vec::new();
     let mut done = 0;
@@ -177,12 +294,25 @@ async fn throughput(inputs: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let writes = api_writes(&ns).await? - writes_before;
+    let writes_after = api_writes(&ns).await?;
+    let later_writes = (writes_after.others - writes_before.others) / JOBS as f64;
+    let all_writes = later_writes + (writes_after.creates - writes_before.creates) / JOBS as f64;
+    let jobs_per_s = JOBS as f64 / elapsed;
+    let bound = ceiling.jobs_per_s(later_writes);
     latencies.sort_by(f64::total_cmp);
-    println!("== dispatcher throughput: {PODS} pods x {SLOTS} slots, {JOBS} jobs, proving skipped");
     println!(
-        "jobs/s through the dispatcher      {:>10.1}",
-        JOBS as f64 / elapsed
+        "== dispatcher throughput: {PODS} pods x {SLOTS} slots, {JOBS} jobs from {CLIENTS} clients, proving skipped"
+    );
+    println!("jobs/s through the dispatcher      {jobs_per_s:>10.1}");
+    println!(
+        "API writes per job after its create {later_writes:>9.2}  ({all_writes:.2} with it; ProofJob and pod writes)"
+    );
+    println!(
+        "API server bound at those writes   {bound:>10.1} jobs/s  (ceiling: 1 create + {later_writes:.2} status writes)"
+    );
+    println!(
+        "fraction of the bound              {:>10.2}",
+        jobs_per_s / bound
     );
     println!(
         "Queued -> Running latency p50/p99  {:>7.0} ms / {:.0} ms  ({} samples)",
@@ -191,12 +321,56 @@ async fn throughput(inputs: &str) -> anyhow::Result<()> {
         latencies.len()
     );
     println!(
-        "API writes per job                 {:>10.2}  (ProofJob and pod writes, job creation included)",
-        writes / JOBS as f64
-    );
-    println!(
-        "operator memory (working set, both replicas, largest sample) {:.1} MiB",
+        "operator memory during the run (largest pod, working set) {:.1} MiB",
         peak_memory as f64 / (1024.0 * 1024.0)
+    );
+    many_jobs(&ns, inputs).await
+}
+
+/// Fills the namespace up to `MANY_JOBS` ProofJobs, all proved, and reads the operator's
+/// memory with all of them in its caches.
+async fn many_jobs(ns: &TestNamespace, inputs: &str) -> anyhow::Result<()> {
+    let api: Api<ProofJob> = ns.api();
+    let more = MANY_JOBS - JOBS;
+    let started = Instant::now();
+    in_parallel(more, {
+        let (api, inputs) = (api.clone(), inputs.to_string());
+        move |i| {
+            let (api, inputs) = (api.clone(), inputs.clone());
+            async move {
+                api.create(&PostParams::default(), &job(&format!("m-{i:05}"), &inputs))
+                    .await
+                    .context("creating a job")?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    let mut peak: u64 = 0;
+    loop {
+        let jobs = api.list(&ListParams::default()).await?.items;
+        let finished = jobs
+            .iter()
+            .filter(|j| j.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Succeeded))
+            .count();
+        peak = peak.max(operator_memory(ns).await.unwrap_or(0));
+        if finished == MANY_JOBS {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            bail!("only {finished} of {MANY_JOBS} jobs succeeded in 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    // The kubelet refreshes its stats every few seconds.
+    for _ in 0..10 {
+        peak = peak.max(operator_memory(ns).await.unwrap_or(0));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!("== {MANY_JOBS} ProofJobs in the namespace, all proved");
+    println!(
+        "operator memory (largest pod, working set)  {:.1} MiB",
+        peak as f64 / (1024.0 * 1024.0)
     );
     Ok(())
 }

@@ -155,7 +155,8 @@ impl Dispatcher {
                 let s = job_status::invalid(job, job_status::INVALID_INPUT, message, &now);
                 match job_status::write(&api, job, s).await {
                     Ok(stored) => {
-                        self.metrics.job_finished(job_status::INVALID_INPUT);
+                        self.metrics
+                            .job_finished(&stored, job_status::INVALID_INPUT);
                         job_trace::finished(&stored, job_status::INVALID_INPUT);
                         self.state.lock().expect("lock").attempt_recorded(
                             stored,

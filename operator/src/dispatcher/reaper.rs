@@ -231,7 +231,8 @@ impl Dispatcher {
             match job_status::write(&api, &job, status).await {
                 Ok(stored) => {
                     info!(job = %job.name_any(), %pin, "failed: its pinned parameters version is no longer served");
-                    self.metrics.job_finished("ParametersVersionUnavailable");
+                    self.metrics
+                        .job_finished(&stored, "ParametersVersionUnavailable");
                     job_trace::finished(&stored, "ParametersVersionUnavailable");
                     self.state.lock().expect("lock").attempt_recorded(
                         stored,

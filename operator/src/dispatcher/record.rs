@@ -138,7 +138,7 @@ impl Dispatcher {
                 return Err(e);
             }
         };
-        self.metrics.job_finished("Succeeded");
+        self.metrics.job_finished(&stored, "Succeeded");
         job_trace::attempt_ended(
             &stored,
             held.attempt,
@@ -213,7 +213,7 @@ impl Dispatcher {
             Some(failure.reason),
         );
         if phase == Some(JobPhase::Failed) {
-            self.metrics.job_finished(failure.reason);
+            self.metrics.job_finished(&stored, failure.reason);
             job_trace::finished(&stored, failure.reason);
         }
         info!(job = %job.name_any(), pod = %held.pod, attempt = held.attempt, reason = failure.reason, phase = ?phase, "attempt failed");

@@ -477,6 +477,7 @@ mod tests {
         // A lost pod reports nothing: its GPU time counts, its CPU time is unknown.
         let lost_charge = Charge {
             wall_millis: 30_000,
+            ended_at: None,
             cpu_millis: None,
             gpu_millis: 30_000,
             pricing: Some(pricing.clone()),
@@ -490,6 +491,7 @@ mod tests {
             proving_millis: 900,
             charge: Charge {
                 wall_millis: 1_000,
+                ended_at: None,
                 cpu_millis: Some(2_000),
                 gpu_millis: 1_000,
                 pricing: Some(pricing),
