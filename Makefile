@@ -8,7 +8,7 @@ export ZKFLEET_CACHE ?= $(HOME)/.cache/zkfleet
 export CARGO_TARGET_DIR ?= $(ZKFLEET_CACHE)/cargo-target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint fixtures bench-prover bench-dispatch
+.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint fixtures bench-prover bench-dispatch fuzz
 
 build:
 	cargo build --workspace --all-targets
@@ -20,7 +20,8 @@ test: lint unit e2e
 unit:
 	eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
 	  export ZKFLEET_MIDEN_VM="$$(e2e/scripts/build-miden.sh | tail -1)" && \
-	  cargo test --workspace --exclude zkfleet-e2e
+	  cargo test --workspace --exclude zkfleet-e2e && \
+	  cargo test --manifest-path fuzz/Cargo.toml
 	cargo test -p zkfleet-e2e --lib --bins
 
 ## Real-cluster tests: brings the local cluster up if needed (e2e/cluster).
@@ -60,10 +61,18 @@ bench-dispatch: cluster-up
 	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
 	  cargo run -q -p zkfleet-e2e --bin zkfleet-bench-dispatch
 
+## Fuzzes the parsers of outside bytes, FUZZ_SECONDS per target, with nightly Rust; a crash
+## fails it (see fuzz/README.md). `make unit` replays the seeds and saved crashes.
+FUZZ_SECONDS ?= 600
+fuzz:
+	eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
+	  FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
 ## Re-render manifests/install.yaml from the chart.
 manifests:
 	charts/render-install.sh
 
 lint:
 	cargo fmt --all --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --check
 	cargo clippy --workspace --all-targets -- -D warnings
