@@ -128,6 +128,26 @@ where
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Creates jobs `<prefix>-00000` .. from `CLIENTS` parallel clients; returns the seconds it took.
+async fn create_jobs(
+    api: &Api<ProofJob>,
+    prefix: &str,
+    n: usize,
+    inputs: &str,
+) -> anyhow::Result<f64> {
+    let (api, prefix, inputs) = (api.clone(), prefix.to_string(), inputs.to_string());
+    in_parallel(n, move |i| {
+        let (api, name, inputs) = (api.clone(), format!("{prefix}-{i:05}"), inputs.clone());
+        async move {
+            api.create(&PostParams::default(), &job(&name, &inputs))
+                .await
+                .context("creating a job")?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// What the API server sustains on this machine with nobody acting on the objects.
 struct Ceiling {
     creates_per_s: f64,
@@ -146,19 +166,7 @@ async fn api_ceiling(inputs: &str) -> anyhow::Result<Ceiling> {
     // No operator watches this namespace: the jobs stay as written.
     let ns = TestNamespace::new("bench-ceiling").await?;
     let api: Api<ProofJob> = ns.api();
-    let create_s = in_parallel(OBJECTS, {
-        let (api, inputs) = (api.clone(), inputs.to_string());
-        move |i| {
-            let (api, inputs) = (api.clone(), inputs.clone());
-            async move {
-                api.create(&PostParams::default(), &job(&format!("c-{i:05}"), &inputs))
-                    .await
-                    .context("creating a job")?;
-                Ok(())
-            }
-        }
-    })
-    .await?;
+    let create_s = create_jobs(&api, "c", OBJECTS, inputs).await?;
     let status_s = in_parallel(OBJECTS, {
         let api = api.clone();
         move |i| {
@@ -234,18 +242,10 @@ async fn throughput(inputs: &str, ceiling: &Ceiling) -> anyhow::Result<()> {
     let mut events = Box::pin(watcher(api.clone(), watcher::Config::default()));
     let writes_before = api_writes(&ns).await?;
     let started = Instant::now();
-    let creator = tokio::spawn(in_parallel(JOBS, {
+    let creator = tokio::spawn({
         let (api, inputs) = (api.clone(), inputs.to_string());
-        move |i| {
-            let (api, inputs) = (api.clone(), inputs.clone());
-            async move {
-                api.create(&PostParams::default(), &job(&format!("j-{i:05}"), &inputs))
-                    .await
-                    .context("creating a job")?;
-                Ok(())
-            }
-        }
-    }));
+        async move { create_jobs(&api, "j", JOBS, &inputs).await }
+    });
     let mut queued_at: HashMap<String, Instant> = HashMap::new();
     let mut latencies = Vec::new();
     let mut done = 0;
@@ -333,19 +333,7 @@ async fn many_jobs(ns: &TestNamespace, inputs: &str) -> anyhow::Result<()> {
     let api: Api<ProofJob> = ns.api();
     let more = MANY_JOBS - JOBS;
     let started = Instant::now();
-    in_parallel(more, {
-        let (api, inputs) = (api.clone(), inputs.to_string());
-        move |i| {
-            let (api, inputs) = (api.clone(), inputs.clone());
-            async move {
-                api.create(&PostParams::default(), &job(&format!("m-{i:05}"), &inputs))
-                    .await
-                    .context("creating a job")?;
-                Ok(())
-            }
-        }
-    })
-    .await?;
+    create_jobs(&api, "m", more, inputs).await?;
     let mut peak: u64 = 0;
     loop {
         let jobs = api.list(&ListParams::default()).await?.items;
