@@ -96,12 +96,17 @@ impl Dispatcher {
                 )
             };
             let granting = Granting::new(&self.state, &taken);
-            let mut jobs = Vec::new();
-            for job in taken {
-                if let Some(leased) = self.grant(&job, pod, &version, request).await {
-                    jobs.push(leased);
-                }
-            }
+            // Each lease is its own status write, on its own job: write them together, so a
+            // pod asking for many slots waits for one round trip, not one per job.
+            let jobs: Vec<LeasedJob> = futures::future::join_all(
+                taken
+                    .iter()
+                    .map(|job| self.grant(job, pod, &version, request)),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
             drop(granting);
             if !jobs.is_empty() {
                 return Ok(LeaseResponse { jobs });
