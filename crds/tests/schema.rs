@@ -175,7 +175,15 @@ fn printer_columns_name_existing_fields() {
         ),
         (
             job(),
-            vec!["Pool", "Phase", "Attempts", "Proving ms", "Verified", "Age"],
+            vec![
+                "Pool",
+                "Phase",
+                "Attempts",
+                "Proving ms",
+                "Verified",
+                "Cost",
+                "Age",
+            ],
         ),
     ] {
         let schema = schema(&crd);
