@@ -33,24 +33,38 @@ fn at(time: Timestamp) -> SystemTime {
     SystemTime::from(time)
 }
 
-/// A finished span under `parent`, from `start` to `end`.
-fn record(
+fn builder(
     name: &'static str,
-    parent: &Context,
+    kind: SpanKind,
     start: SystemTime,
-    end: SystemTime,
     attributes: Vec<KeyValue>,
-    error: Option<String>,
-) {
-    let mut span = SpanBuilder::from_name(name)
-        .with_kind(SpanKind::Internal)
+) -> SpanBuilder {
+    SpanBuilder::from_name(name)
+        .with_kind(kind)
         .with_start_time(start)
         .with_attributes(attributes)
-        .start_with_context(&global::tracer(TRACER), parent);
+}
+
+/// Ends `span` at `end`, marked as an error when there is one.
+fn end(mut span: global::BoxedSpan, end: SystemTime, error: Option<String>) {
     if let Some(why) = error {
         span.set_status(Status::error(why));
     }
     span.end_with_timestamp(end);
+}
+
+/// A finished span under `parent`, from `start` to `stop`.
+fn record(
+    name: &'static str,
+    parent: &Context,
+    start: SystemTime,
+    stop: SystemTime,
+    attributes: Vec<KeyValue>,
+    error: Option<String>,
+) {
+    let span = builder(name, SpanKind::Internal, start, attributes)
+        .start_with_context(&global::tracer(TRACER), parent);
+    end(span, stop, error);
 }
 
 /// The job was checked and entered its pool's queue (or was refused).
@@ -94,7 +108,7 @@ pub fn leased(job: &ProofJob, attempt: u32, pod: &str) {
     );
 }
 
-/// The proof of attempt `attempt` was checked by `verifier` from `started` until now.
+/// The proof of attempt `attempt` was checked by `verifier`, which took `took`, until now.
 pub fn verified(
     job: &ProofJob,
     attempt: u32,
@@ -103,14 +117,14 @@ pub fn verified(
     rejection: Option<String>,
 ) {
     let Some(uid) = job.uid() else { return };
-    let end = SystemTime::now();
+    let stop = SystemTime::now();
     let mut attributes = identity(job);
     attributes.push(KeyValue::new("zkfleet.verifier", verifier.to_string()));
     record(
         "verify",
         &attempt_context(&uid, attempt),
-        end - took,
-        end,
+        stop - took,
+        stop,
         attributes,
         rejection,
     );
@@ -128,9 +142,9 @@ pub fn attempt_ended(
     let Some(uid) = job.uid() else { return };
     // From the lease to the result's arrival (the pod's own measure of it); it ends when the
     // result is recorded, after verification.
-    let end = SystemTime::now();
+    let stop = SystemTime::now();
     let start =
-        charge.ended_at.unwrap_or(end) - Duration::from_millis(charge.wall_millis.max(0) as u64);
+        charge.ended_at.unwrap_or(stop) - Duration::from_millis(charge.wall_millis.max(0) as u64);
     let mut attributes = identity(job);
     attributes.extend([
         KeyValue::new("zkfleet.attempt", i64::from(attempt)),
@@ -141,19 +155,13 @@ pub fn attempt_ended(
     if let Some(cpu) = charge.cpu_millis {
         attributes.push(KeyValue::new("zkfleet.cpu_millis", cpu));
     }
-    let mut span = start_span_with_ids(
-        SpanBuilder::from_name("attempt")
-            .with_kind(SpanKind::Internal)
-            .with_start_time(start)
-            .with_attributes(attributes),
+    let span = start_span_with_ids(
+        builder("attempt", SpanKind::Internal, start, attributes),
         &job_context(&uid),
         job_trace_id(&uid),
         attempt_span_id(&uid, attempt),
     );
-    if let Some(why) = failed {
-        span.set_status(Status::error(why.to_string()));
-    }
-    span.end_with_timestamp(end);
+    end(span, stop, failed.map(str::to_string));
 }
 
 /// The job reached its final status, `outcome` (`Succeeded`, or the reason it failed): the
@@ -175,17 +183,12 @@ pub fn finished(job: &ProofJob, outcome: &str) {
     if let Some(cost) = status.usage.as_ref().and_then(|u| u.total_cost.clone()) {
         attributes.push(KeyValue::new("zkfleet.cost", cost));
     }
-    let mut span = start_span_with_ids(
-        SpanBuilder::from_name("ProofJob")
-            .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .with_attributes(attributes),
+    let span = start_span_with_ids(
+        builder("ProofJob", SpanKind::Server, start, attributes),
         &Context::new(),
         job_trace_id(&uid),
         job_span_id(&uid),
     );
-    if outcome != "Succeeded" {
-        span.set_status(Status::error(outcome.to_string()));
-    }
-    span.end();
+    let failed = (outcome != "Succeeded").then(|| outcome.to_string());
+    end(span, SystemTime::now(), failed);
 }
