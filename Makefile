@@ -8,7 +8,7 @@ export ZKFLEET_CACHE ?= $(HOME)/.cache/zkfleet
 export CARGO_TARGET_DIR ?= $(ZKFLEET_CACHE)/cargo-target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint fixtures bench-prover bench-dispatch fuzz
+.PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint fixtures bench-prover bench-dispatch fuzz chaos
 
 build:
 	cargo build --workspace --all-targets
@@ -60,6 +60,14 @@ bench-dispatch: cluster-up
 	e2e/scripts/build-images.sh
 	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
 	  cargo run -q -p zkfleet-e2e --bin zkfleet-bench-dispatch
+
+## The full chaos run on the local cluster (2,000 held jobs through leader and prover kills,
+## control plane restarts, a rotation and a corrupt pod); prints its table. `make test` runs a
+## short version (e2e/tests/chaos.rs). See README.md, "Chaos".
+chaos: cluster-up
+	e2e/scripts/build-images.sh
+	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
+	  cargo run -q -p zkfleet-e2e --bin zkfleet-chaos
 
 ## Fuzzes the parsers of outside bytes, FUZZ_SECONDS per target, with nightly Rust; a crash
 ## fails it (see fuzz/README.md). `make unit` replays the seeds and saved crashes.

@@ -2,6 +2,7 @@
 //! starts, a temporary namespace per test, and waits that explain themselves
 //! when they time out.
 
+pub mod chaos;
 pub mod fake_gpu;
 pub mod fleet;
 pub mod helm;
