@@ -184,6 +184,10 @@ pub struct Report {
     pub attempts: usize,
     /// Attempts beyond one per job, by the fault that explains them.
     pub extra_by_cause: BTreeMap<&'static str, usize>,
+    /// The same attempts by cause and how they ended (`LeaseExpired`, `TimedOut`, ...).
+    pub extra_outcomes: BTreeMap<(&'static str, String), usize>,
+    /// One message of each cause and outcome, for the reader of the table.
+    pub extra_examples: BTreeMap<(&'static str, String), String>,
     /// Attempts beyond the first that no injected fault explains.
     pub unexplained: Vec<String>,
     /// Jobs with more or fewer than one successful attempt while Succeeded.
@@ -269,7 +273,19 @@ impl Report {
             "Succeeded, one success each, proof accepted by snarkjs",
             format!("{} ({} verified)", self.succeeded, self.verified_by_snarkjs),
         );
-        row("Failed with a reason", self.failed.len().to_string());
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, reason) in &self.failed {
+            *reasons.entry(reason.as_str()).or_default() += 1;
+        }
+        let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        row(
+            "Failed with a reason",
+            if reasons.is_empty() {
+                "0".into()
+            } else {
+                format!("{} ({})", self.failed.len(), reasons.join(", "))
+            },
+        );
         row(
             "left Pending, Queued or Running",
             self.unfinished.len().to_string(),
@@ -285,9 +301,15 @@ impl Report {
         );
         row("attempts in all", self.attempts.to_string());
         for (cause, n) in &self.extra_by_cause {
+            let outcomes: Vec<String> = self
+                .extra_outcomes
+                .iter()
+                .filter(|((c, _), _)| c == cause)
+                .map(|((_, outcome), n)| format!("{outcome} {n}"))
+                .collect();
             row(
                 &format!("extra attempts explained by: {cause}"),
-                n.to_string(),
+                format!("{n} ({})", outcomes.join(", ")),
             );
         }
         row(
@@ -295,6 +317,10 @@ impl Report {
             self.unexplained.len().to_string(),
         );
         row("wall time", format!("{:.0} s", self.seconds));
+        let _ = writeln!(t);
+        for ((cause, outcome), message) in &self.extra_examples {
+            let _ = writeln!(t, "- {cause}, {outcome}: e.g. \"{message}\"");
+        }
         t
     }
 }
@@ -729,7 +755,21 @@ async fn check(
                 _ => {}
             }
             match explain(attempt, injected, faulty, rotated_pods) {
-                Some(cause) => *report.extra_by_cause.entry(cause).or_default() += 1,
+                Some(cause) => {
+                    *report.extra_by_cause.entry(cause).or_default() += 1;
+                    let outcome = attempt
+                        .outcome
+                        .map(|o| format!("{o:?}"))
+                        .unwrap_or_else(|| "unset".into());
+                    *report
+                        .extra_outcomes
+                        .entry((cause, outcome.clone()))
+                        .or_default() += 1;
+                    report
+                        .extra_examples
+                        .entry((cause, outcome))
+                        .or_insert_with(|| attempt.message.clone().unwrap_or_default());
+                }
                 None => report.unexplained.push(format!(
                     "{name} attempt {} on {:?}: {:?} {:?} ({:?} to {:?})",
                     attempt.attempt,
