@@ -832,27 +832,34 @@ fn explain(
     let start = attempt.start_time.as_ref()?.0;
     let end = attempt.end_time.as_ref().map(|t| t.0).unwrap_or(start);
     let overlaps = |from: Timestamp, to: Timestamp| start <= to + slack && end + slack >= from;
-    for fault in injected {
-        let after = |seconds: i64| fault.ended + SignedDuration::from_secs(seconds);
-        let explained = match fault.fault {
-            Fault::ProverKill => {
-                pod == Some(fault.target.as_str()) && overlaps(fault.started, fault.ended)
-            }
-            Fault::Rotation => {
-                pod.is_some_and(|p| rotated_pods.iter().any(|r| r == p))
-                    && end + slack >= fault.started
-            }
-            Fault::LeaderKill => overlaps(
-                fault.started,
-                after(LEADER_LEASE_SECONDS + LEASE_SECONDS + 10),
-            ),
-            Fault::ApiServerRestart | Fault::EtcdRestart => {
-                overlaps(fault.started, after(LEASE_SECONDS + 10))
-            }
-        };
-        if explained {
-            return Some(fault.fault.describe());
+    // The fault that touched the attempt's own pod comes first: a prover killed while a leader
+    // kill's window was open lost its attempts to the prover kill.
+    let on_its_pod = injected.iter().find(|fault| match fault.fault {
+        Fault::ProverKill => {
+            pod == Some(fault.target.as_str()) && overlaps(fault.started, fault.ended)
         }
+        Fault::Rotation => {
+            pod.is_some_and(|p| rotated_pods.iter().any(|r| r == p)) && end + slack >= fault.started
+        }
+        _ => false,
+    });
+    let cluster_wide = || {
+        injected.iter().find(|fault| {
+            let after = |seconds: i64| fault.ended + SignedDuration::from_secs(seconds);
+            match fault.fault {
+                Fault::LeaderKill => overlaps(
+                    fault.started,
+                    after(LEADER_LEASE_SECONDS + LEASE_SECONDS + 10),
+                ),
+                Fault::ApiServerRestart | Fault::EtcdRestart => {
+                    overlaps(fault.started, after(LEASE_SECONDS + 10))
+                }
+                Fault::ProverKill | Fault::Rotation => false,
+            }
+        })
+    };
+    if let Some(fault) = on_its_pod.or_else(cluster_wide) {
+        return Some(fault.fault.describe());
     }
     None
 }
@@ -1029,6 +1036,18 @@ mod tests {
         );
         assert_eq!(
             explain(&lost, &faults, Some("pool-faulty"), &[]),
+            Some("prover container SIGKILLed")
+        );
+        // A leader kill whose window covers the loss does not take it from the prover kill.
+        let leader = injected(
+            Fault::LeaderKill,
+            "operator-0",
+            "2026-01-01T00:00:05Z",
+            "2026-01-01T00:00:05Z",
+        );
+        let both = [leader, faults[0].clone()];
+        assert_eq!(
+            explain(&lost, &both, Some("pool-faulty"), &[]),
             Some("prover container SIGKILLed")
         );
         // The same loss on a pod nobody killed is unexplained.
