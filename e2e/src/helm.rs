@@ -143,6 +143,19 @@ pub async fn install_chart(ns: &TestNamespace, values: &str) -> anyhow::Result<R
 /// Ready.
 pub async fn install_operator(ns: &TestNamespace, values: &str) -> anyhow::Result<Release> {
     let release = install(ns, values, &[format!("watchNamespace={}", ns.name)]).await?;
+    wait_leading(ns, release).await
+}
+
+/// Installs `charts/zkfleet` into `ns` with an operator that watches every namespace, as a
+/// shared pool needs; waits until it leads. Only one such operator may run at a time, and no
+/// namespaced test operator beside it (both would reconcile the same pools): a test that
+/// uses it is alone in its test binary, and cargo runs test binaries one after another.
+pub async fn install_cluster_operator(ns: &TestNamespace, values: &str) -> anyhow::Result<Release> {
+    let release = install(ns, values, &[]).await?;
+    wait_leading(ns, release).await
+}
+
+async fn wait_leading(ns: &TestNamespace, release: Release) -> anyhow::Result<Release> {
     ns.wait_for::<Deployment>(
         &release.operator,
         "an operator pod to become the Ready leader",

@@ -477,7 +477,8 @@ fn expected_cluster_rules() -> Vec<(&'static str, Vec<&'static str>, Vec<&'stati
         ("autoscaling", vec!["horizontalpodautoscalers"], own),
         // ProofJob inputs and pool parameters held in ConfigMaps.
         ("", vec!["configmaps"], vec!["get"]),
-        ("", vec!["pods"], vec!["get", "list", "watch", "patch"]),
+        // pod-deletion-cost annotations (patch); quarantined pods are deleted.
+        ("", vec!["pods"], vec!["get", "list", "watch", "patch", "delete"]),
         ("events.k8s.io", vec!["events"], vec!["create", "patch"]),
         ("", vec!["events"], vec!["create", "patch"]),
     ]
@@ -579,7 +580,12 @@ fn every_values_file_renders_least_privilege_rbac() {
         };
         assert_least_privilege(&source, &rules);
         let got: Vec<_> = rules.iter().map(rule_tuple).collect();
-        let want: Vec<_> = expected_cluster_rules()
+        let mut expected = expected_cluster_rules();
+        if watched.is_none() {
+            // A shared pool admits jobs by the labels of their namespace.
+            expected.push(("", vec!["namespaces"], vec!["get"]));
+        }
+        let want: Vec<_> = expected
             .into_iter()
             .map(|(g, r, v)| {
                 (

@@ -142,6 +142,7 @@ pub fn proof_job(request: &Request, input: ProofInput) -> ProofJob {
     let spec = ProofJobSpec {
         pool_ref: PoolRef {
             name: request.pool.clone(),
+            namespace: None,
         },
         input,
         parameters_version: request.parameters_version.clone(),

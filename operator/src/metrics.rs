@@ -66,6 +66,9 @@ pub struct Metrics {
     failures: IntCounterVec,
     duration: HistogramVec,
     queue: IntGaugeVec,
+    namespace_queue: IntGaugeVec,
+    reused: IntCounterVec,
+    known_answer: IntCounterVec,
     dispatch_latency: Histogram,
     outcomes: IntCounterVec,
     lapsed: IntCounterVec,
@@ -134,6 +137,32 @@ impl Metrics {
                 "ProofJobs of each pool in the dispatcher, by state (queued, running)",
             ),
             &["namespace", "pool", "state"],
+        )
+        .expect("valid metric");
+        let namespace_queue = IntGaugeVec::new(
+            Opts::new(
+                "zkfleet_dispatch_namespace_jobs",
+                "ProofJobs of each namespace on each shared pool (spec.sharing), by state \
+                 (queued, running); `namespace` and `pool` name the pool, `job_namespace` the jobs'",
+            ),
+            &["namespace", "pool", "job_namespace", "state"],
+        )
+        .expect("valid metric");
+        let reused = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_jobs_reused_total",
+                "ProofJobs answered with an earlier job's verified proof instead of being proved \
+                 (spec.resultReuse of the pool)",
+            ),
+            &["namespace", "pool"],
+        )
+        .expect("valid metric");
+        let known_answer = IntCounterVec::new(
+            Opts::new(
+                "zkfleet_known_answer_checks_total",
+                "Known-answer checks of prover pods answered, by result (passed, failed)",
+            ),
+            &["namespace", "pool", "result"],
         )
         .expect("valid metric");
         let dispatch_latency = Histogram::with_opts(
@@ -285,6 +314,9 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(build_info),
             Box::new(queue.clone()),
+            Box::new(namespace_queue.clone()),
+            Box::new(reused.clone()),
+            Box::new(known_answer.clone()),
             Box::new(dispatch_latency.clone()),
             Box::new(outcomes.clone()),
             Box::new(lapsed.clone()),
@@ -321,6 +353,9 @@ impl Metrics {
             failures,
             duration,
             queue,
+            namespace_queue,
+            reused,
+            known_answer,
             dispatch_latency,
             outcomes,
             lapsed,
@@ -479,6 +514,30 @@ impl Metrics {
         }
     }
 
+    /// Sets the queued and running jobs of one namespace on a shared pool.
+    pub fn set_namespace_queue(
+        &self,
+        (namespace, pool): (&str, &str),
+        job_namespace: &str,
+        queued: usize,
+        running: usize,
+    ) {
+        for (state, n) in [("queued", queued), ("running", running)] {
+            self.namespace_queue
+                .with_label_values(&[namespace, pool, job_namespace, state])
+                .set(n as i64);
+        }
+    }
+
+    /// Drops the series of a namespace with no jobs left on a shared pool.
+    pub fn forget_namespace_queue(&self, (namespace, pool): (&str, &str), job_namespace: &str) {
+        for state in ["queued", "running"] {
+            let _ =
+                self.namespace_queue
+                    .remove_label_values(&[namespace, pool, job_namespace, state]);
+        }
+    }
+
     /// Records how long a job waited in the queue before its lease.
     pub fn dispatched(&self, waited: Duration) {
         self.dispatch_latency.observe(waited.as_secs_f64());
@@ -489,6 +548,22 @@ impl Metrics {
         let namespace = job.namespace().unwrap_or_default();
         self.outcomes
             .with_label_values(&[namespace.as_str(), &job.spec.pool_ref.name, outcome])
+            .inc();
+    }
+
+    /// Counts a job answered by result reuse (also counted as `Succeeded` in
+    /// `zkfleet_jobs_finished_total`).
+    pub fn result_reused(&self, job: &ProofJob) {
+        let namespace = job.namespace().unwrap_or_default();
+        self.reused
+            .with_label_values(&[namespace.as_str(), &job.spec.pool_ref.name])
+            .inc();
+    }
+
+    /// Counts a known-answer check a pod answered: `passed` or `failed`.
+    pub fn known_answer_checked(&self, namespace: &str, pool: &str, result: &str) {
+        self.known_answer
+            .with_label_values(&[namespace, pool, result])
             .inc();
     }
 

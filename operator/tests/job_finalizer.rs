@@ -21,6 +21,16 @@ struct NoQueue;
 impl JobQueue for NoQueue {
     fn observe(&self, _: ProofJob) {}
     fn forget(&self, _: &ProofJob) {}
+    fn reusable(
+        &self,
+        _: (&str, &str),
+        _: &str,
+        _: &str,
+        _: &str,
+        _: bool,
+    ) -> Option<job::reuse::EarlierResult> {
+        None
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,9 @@ pub mod pool_condition {
     pub const CAPACITY_AVAILABLE: &str = "CapacityAvailable";
     /// The autoscaler is active and able to scale the pool.
     pub const SCALING_ACTIVE: &str = "ScalingActive";
+    /// `False` while a pod was quarantined in the last hour (a failed known-answer check or
+    /// too many rejected proofs).
+    pub const PROVERS_HEALTHY: &str = "ProversHealthy";
 }
 
 /// Condition types of a `ProofJob`.

@@ -67,7 +67,8 @@ pub const MAX_INLINE_INPUT_CHARS: u32 = 262_144;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self == oldSelf").message(SPEC_IMMUTABLE_MESSAGE))]
 pub struct ProofJobSpec {
-    /// The ProverPool, in the same namespace, that proves this job.
+    /// The ProverPool that proves this job: in the job's namespace, or in `poolRef.namespace`
+    /// when that pool's `spec.sharing.namespaceSelector` admits the job's namespace.
     pub pool_ref: PoolRef,
 
     /// The proof input: exactly one of `inline`, `configMapKeyRef`, `secretKeyRef` or `url`,
@@ -110,11 +111,25 @@ pub struct ProofJobSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolRef {
-    /// Name of the ProverPool, in the job's namespace.
+    /// Name of the ProverPool.
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0")
-        .message("poolRef.name must name a ProverPool in the job's namespace"))]
+        .message("poolRef.name must name a ProverPool"))]
     pub name: String,
+
+    /// Namespace of the ProverPool; default the job's own. A pool in another namespace runs
+    /// the job only when its `spec.sharing.namespaceSelector` selects the job's namespace; the
+    /// job, its input and its result stay in the job's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+impl PoolRef {
+    /// The pool's namespace, for a job in `job_namespace`.
+    pub fn namespace_for<'a>(&'a self, job_namespace: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(job_namespace)
+    }
 }
 
 /// Input of a proof. Exactly one source is set.
@@ -369,6 +384,11 @@ pub struct ProofJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters_digest: Option<String>,
 
+    /// Digest of the input the latest attempt proved (`sha256:<hex>` of the input as read
+    /// when it was leased), which a later job with the same input and parameters may reuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_digest: Option<String>,
+
     /// When the job entered the pool's queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_at: Option<Time>,
@@ -573,6 +593,25 @@ pub struct ProofResult {
     /// Size of the stored proof in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
+
+    /// Set when this proof was not computed for this job but reused: the verified result of an
+    /// earlier job with the same parameters digest and input digest (the pool's
+    /// `resultReuse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<ReusedFrom>,
+}
+
+/// The earlier job whose proof a job reused.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReusedFrom {
+    /// UID of the earlier job.
+    pub uid: String,
+
+    /// Name of the earlier job, when it is in this job's namespace (a job of another
+    /// namespace is not named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Result of verifying a proof. A proof that fails verification never reaches the status: its
@@ -625,6 +664,7 @@ mod tests {
         let spec = ProofJobSpec {
             pool_ref: PoolRef {
                 name: "gpu-pool".into(),
+                namespace: None,
             },
             input: ProofInput {
                 format: InputFormat::Witness,

@@ -2,12 +2,16 @@
 
 pub mod conditions;
 pub mod job;
+pub mod known_answer;
 pub mod pool;
 mod schema;
+pub mod sharing;
 
 pub use conditions::*;
 pub use job::*;
+pub use known_answer::*;
 pub use pool::*;
+pub use sharing::*;
 
 /// API version string (`group/version`) of the resources in this module.
 pub const API_VERSION: &str = "zkfleet.dev/v1alpha1";

@@ -24,7 +24,8 @@ use super::schema;
     plural = "proverpools",
     namespaced,
     doc = "A pool of zero-knowledge prover pods sharing one backend and one set of proving \
-           parameters. ProofJobs in the same namespace name a pool to be proved by it.",
+           parameters. ProofJobs of its namespace, and of the namespaces its spec.sharing \
+           admits, name it to be proved by it.",
     status = "ProverPoolStatus",
     derive = "PartialEq",
     shortname = "pp",
@@ -110,6 +111,31 @@ pub struct ProverPoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_defaults: Option<JobDefaults>,
 
+    /// Sharing the pool with other namespaces: which may submit jobs to it, and each one's
+    /// weighted share of its slots. Unset: only jobs of the pool's own namespace run on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<super::SharingSpec>,
+
+    /// A known-answer check: a proof whose right answer is known, which each pod must get right
+    /// (verified, with the expected public signals or outputs) before it takes jobs, and again
+    /// every `everySeconds` or `everyProofs`. A pod that gets it wrong is quarantined. Checks
+    /// pods serving `spec.parameters.version` (the answer belongs to those parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_answer: Option<super::KnownAnswer>,
+
+    /// Quarantine pods whose proofs are rejected `afterRejectedProofs` times. Unset: a pod with
+    /// rejected proofs is only flagged (`status.flaggedPods`) and its jobs retried elsewhere;
+    /// the known-answer check quarantines either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<super::QuarantineSpec>,
+
+    /// Answer a job from the verified result of an earlier job with the same parameters digest
+    /// and input digest (as read when each was leased), without proving it again. Only proofs
+    /// kept on the earlier job's status are reused (not ones in the artifact store, which go
+    /// when that job does). Unset: every job is proved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_reuse: Option<super::ResultReuse>,
+
     /// What the pool's compute costs, so each ProofJob shows what its proof cost
     /// (`status.usage.cost`) and the operator's metrics sum cost per pool and namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +183,10 @@ impl Default for ProverPoolSpec {
             parameters: ParametersSpec::default(),
             autoscaling: None,
             job_defaults: None,
+            sharing: None,
+            result_reuse: None,
+            known_answer: None,
+            quarantine: None,
             pricing: None,
             resources: None,
             node_selector: BTreeMap::new(),
@@ -777,6 +807,11 @@ pub struct QueueStatus {
     /// Jobs being proved now.
     #[serde(default)]
     pub running: i32,
+
+    /// Each namespace with queued or running jobs on the pool: its weight, its jobs and the
+    /// share of the slots it is due (at most 50, the busiest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<super::NamespaceQueue>,
 }
 
 /// Proving capacity of a pool.
@@ -812,8 +847,13 @@ pub struct FlaggedPod {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
 
-    /// Why the pod was flagged, for example `VerificationFailed`.
+    /// Why the pod was flagged: `VerificationFailed` (a proof did not verify), or
+    /// `Quarantined` (it takes no more jobs and was deleted; see `message`).
     pub reason: String,
+
+    /// What happened, for a quarantined pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 
     /// When it was flagged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -927,6 +967,7 @@ mod tests {
             queue: Some(QueueStatus {
                 queued: 5,
                 running: 2,
+                ..QueueStatus::default()
             }),
             ..ProverPoolStatus::default()
         };

@@ -574,6 +574,7 @@ async fn a_lease_the_former_leader_wrote_first_keeps_its_pod_proving_and_is_not_
         deadline: Time(Timestamp::now() + SignedDuration::from_secs(30)),
         parameters_version: Some("v1".into()),
         parameters_digest: None,
+        input_digest: None,
     };
     let status = job_status::leased(&queued, &grant, &Time(Timestamp::now()));
     let jobs: Api<ProofJob> = Api::namespaced(fleet.api.client(), "team");

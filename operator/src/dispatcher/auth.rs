@@ -91,6 +91,15 @@ impl Tokens {
         Ok(token)
     }
 
+    /// The pool's token as last read, however long ago.
+    pub fn cached(&self, key: &PoolKey) -> Option<DispatcherToken> {
+        self.cached
+            .lock()
+            .expect("lock")
+            .get(key)
+            .and_then(|(token, _)| token.clone())
+    }
+
     /// Forgets pools that are gone.
     pub fn retain(&self, keep: impl Fn(&PoolKey) -> bool) {
         self.cached.lock().expect("lock").retain(|k, _| keep(k));
@@ -162,6 +171,15 @@ impl Dispatcher {
             )));
         }
         Ok(pod)
+    }
+
+    /// The pool's token, from memory when a pod of the pool has called lately, else from its
+    /// Secret; `None` when it cannot be had.
+    pub(super) async fn pool_token(&self, key: &PoolKey) -> Option<DispatcherToken> {
+        match self.tokens.cached(key) {
+            Some(token) => Some(token),
+            None => self.read_token(key).await.ok().flatten(),
+        }
     }
 
     /// The pool's token from its Secret; `None` when the pool or the token does not exist.

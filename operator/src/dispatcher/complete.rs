@@ -13,6 +13,7 @@ use zkfleet_contract::lease::{
 };
 use zkfleet_crds::v1alpha1::{AttemptOutcome, FlaggedPod, ProofJobStatus, Verification};
 
+use super::known_answer::CHECK_PREFIX;
 use super::state::PoolKey;
 use super::verify::NoVerdict;
 use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name, usage};
@@ -24,20 +25,28 @@ impl Dispatcher {
     /// dispatcher's copy of its job (granted by a former leader) is neither: the job is read
     /// again, and the next heartbeat renews it.
     pub async fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
-        let (revoked, lagging) = {
+        let now = Instant::now();
+        // Known-answer checks are held apart from the jobs.
+        let (checks, leases): (Vec<_>, Vec<_>) = request
+            .leases
+            .iter()
+            .cloned()
+            .partition(|l| l.uid.starts_with(CHECK_PREFIX));
+        let mut revoked_checks: Vec<_> = checks
+            .into_iter()
+            .filter(|l| {
+                !self
+                    .checks
+                    .renew(&request.caller, l, now + self.settings.lease_duration)
+            })
+            .collect();
+        let (mut revoked, lagging) = {
             let mut state = self.state.lock().expect("lock");
-            let now = Instant::now();
-            let revoked = state.heartbeat(
-                &request.caller,
-                &request.leases,
-                self.settings.lease_duration,
-                now,
-            );
-            (
-                revoked,
-                state.due_reread(&request.leases, &request.caller, now),
-            )
+            let revoked =
+                state.heartbeat(&request.caller, &leases, self.settings.lease_duration, now);
+            (revoked, state.due_reread(&leases, &request.caller, now))
         };
+        revoked.append(&mut revoked_checks);
         for lease in &revoked {
             info!(uid = %lease.uid, attempt = lease.attempt, pod = %request.caller.pod, "lease revoked");
         }
@@ -65,6 +74,9 @@ impl Dispatcher {
         &self,
         request: &CompleteRequest,
     ) -> Result<CompleteResponse, DispatchError> {
+        if request.lease.uid.starts_with(CHECK_PREFIX) {
+            return self.complete_check(request).await;
+        }
         let pod = &request.caller.pod;
         let holder = self
             .state
@@ -154,6 +166,7 @@ impl Dispatcher {
                     if let Err(why) = verdict {
                         self.metrics.proof_rejected(&key.namespace, &key.name);
                         self.flag(&key, pod);
+                        self.count_rejection(&key, pod).await;
                         warn!(job = %job.name_any(), %pod, %verifier, "proof did not verify; the pod is flagged and the job retried elsewhere");
                         let failure = AttemptFailure {
                             outcome: AttemptOutcome::VerificationFailed,
@@ -181,6 +194,7 @@ impl Dispatcher {
                         ..Verification::default()
                     }
                 };
+                self.checks.proved(&key.namespace, pod);
                 let success = Success {
                     result: Default::default(),
                     verification,
@@ -232,8 +246,8 @@ impl Dispatcher {
         request: &CompleteRequest,
     ) -> Result<CompleteResponse, DispatchError> {
         let job = self.state.lock().expect("lock").job(&request.lease.uid);
-        let Some(job) = job.filter(|j| j.namespace().as_deref() == Some(&request.caller.namespace))
-        else {
+        let caller_pool = PoolKey::new(&request.caller.namespace, &request.caller.pool);
+        let Some(job) = job.filter(|j| PoolKey::of(j) == caller_pool) else {
             return Err(DispatchError::NotFound(format!(
                 "job {} does not exist (deleted?)",
                 request.lease.uid
@@ -266,6 +280,7 @@ impl Dispatcher {
             pod: pod.into(),
             node,
             reason: "VerificationFailed".into(),
+            message: None,
             time: Some(Time(Timestamp::now())),
         });
         let excess = list.len().saturating_sub(MAX_FLAGGED_PODS);

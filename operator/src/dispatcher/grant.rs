@@ -18,11 +18,15 @@ use zkfleet_contract::lease::{LeaseRef, LeaseRequest, LeaseResponse, LeasedJob};
 use zkfleet_crds::v1alpha1::ProofJob;
 
 use super::auth::serving;
+use super::known_answer::Gate;
 use super::state::{Held, PoolKey, State};
 use super::{DispatchError, Dispatcher, served_version};
 use crate::job::input;
 use crate::job::status::{self as job_status, Grant};
 use crate::job_trace;
+
+/// How often a lease request of a pod whose known-answer check is out looks again.
+const CHECK_POLL: Duration = Duration::from_secs(1);
 
 /// Jobs a lease request took off the queue. Dropping it puts back the ones whose grant did not
 /// finish, whether the request ended normally or was cancelled mid-write.
@@ -83,7 +87,35 @@ impl Dispatcher {
             if !still_serving {
                 return Ok(LeaseResponse::default());
             }
-            let slots = self.free_slots(&key, &request.caller.pod, request.free_slots);
+            // A pod of a pool with a known-answer check answers it before it gets jobs.
+            let pool = self.pool(&key);
+            let check = self.check_for(pool.as_deref(), &version);
+            let gate = self.checks.gate(
+                &request.caller.namespace,
+                &request.caller.pod,
+                check,
+                Instant::now(),
+            );
+            match (gate, check) {
+                (Gate::Quarantined, _) => {
+                    return Err(DispatchError::Forbidden(format!(
+                        "pod {} is quarantined: it gets no more work",
+                        request.caller.pod
+                    )));
+                }
+                (Gate::Check, Some(check)) => {
+                    if let Some(leased) = self.issue_check(check, &request.caller).await {
+                        return Ok(LeaseResponse { jobs: vec![leased] });
+                    }
+                }
+                _ => {}
+            }
+            let slots = if gate == Gate::Open {
+                self.free_slots(&key, &request.caller.pod, request.free_slots)
+            } else {
+                0
+            };
+            let sharing = self.sharing(&key);
             let taken = if slots == 0 {
                 Vec::new()
             } else {
@@ -92,6 +124,7 @@ impl Dispatcher {
                     &request.caller.pod,
                     &version,
                     slots,
+                    &sharing,
                     Instant::now(),
                 )
             };
@@ -115,12 +148,16 @@ impl Dispatcher {
             if now >= until {
                 return Ok(LeaseResponse::default());
             }
-            let backoff = self
-                .state
-                .lock()
-                .expect("lock")
-                .next_ready_in(&key, &version, now)
-                .map(|d| d.max(Duration::from_millis(50)));
+            let backoff = if gate == Gate::Open {
+                self.state
+                    .lock()
+                    .expect("lock")
+                    .next_ready_in(&key, &version, &sharing, now)
+                    .map(|d| d.max(Duration::from_millis(50)))
+            } else {
+                // Its check is out: nothing is taken until it is answered.
+                Some(CHECK_POLL)
+            };
             let sleep = backoff.unwrap_or(until - now).min(until - now);
             tokio::select! {
                 () = notified => {}
@@ -150,7 +187,9 @@ impl Dispatcher {
         request: &LeaseRequest,
     ) -> Option<LeasedJob> {
         let uid = job.uid()?;
-        let api: Api<ProofJob> = Api::namespaced(self.client.clone(), &request.caller.namespace);
+        // The job's own namespace, which is the pool's unless the pool is shared.
+        let job_namespace = job.namespace().unwrap_or_default();
+        let api: Api<ProofJob> = Api::namespaced(self.client.clone(), &job_namespace);
         let now = Time(Timestamp::now());
         // Read again (admission only checked it): inputs, Secrets included, are not kept in
         // memory while jobs wait, and a job may wait long.
@@ -187,6 +226,12 @@ impl Dispatcher {
         let status = job.status.clone().unwrap_or_default();
         let attempt = job_status::current_attempt(&status) + 1;
         let key = PoolKey::of(job);
+        // What was actually handed out, so a later job may reuse this proof (the input read at
+        // admission may have changed since).
+        let input_digest = self
+            .pool_token(&key)
+            .await
+            .map(|token| input::digest(token.expose().as_bytes(), &input));
         let revision = self
             .pool(&key)
             .and_then(|p| p.status.clone())
@@ -208,6 +253,7 @@ impl Dispatcher {
             parameters_digest: revision
                 .map(|r| r.digest)
                 .or_else(|| Some(request.parameters_digest.clone())),
+            input_digest,
         };
         let written = job_status::write(&api, job, job_status::leased(job, &grant, &now)).await;
         match written {
@@ -233,7 +279,7 @@ impl Dispatcher {
                 let traceparent = Some(zkfleet_contract::trace::traceparent(&uid, attempt));
                 Some(LeasedJob {
                     lease: LeaseRef { uid, attempt },
-                    job: format!("{}/{}", request.caller.namespace, job.name_any()),
+                    job: format!("{job_namespace}/{}", job.name_any()),
                     lease_seconds: self.settings.lease_duration.as_secs() as u32,
                     timeout_seconds: limits.timeout.as_secs() as u32,
                     input,

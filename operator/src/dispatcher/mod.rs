@@ -28,6 +28,7 @@
 pub mod auth;
 pub mod complete;
 pub mod grant;
+pub mod known_answer;
 pub mod reaper;
 pub mod record;
 mod remote_verify;
@@ -52,7 +53,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 use zkfleet_crds::v1alpha1::{
     DEFAULT_JOB_MAX_RETRIES, DEFAULT_JOB_TIMEOUT_SECONDS, FlaggedPod, JobPhase, ProofJob,
-    ProverPool,
+    ProverPool, SharingSpec,
 };
 
 use crate::artifacts::ArtifactStore;
@@ -124,6 +125,8 @@ pub struct Dispatcher {
     /// Pods whose proofs did not verify, per pool, for the pool's status.
     flagged: Mutex<HashMap<PoolKey, Vec<FlaggedPod>>>,
     tokens: auth::Tokens,
+    /// Where each pod stands with its pool's known-answer check, and its rejected proofs.
+    checks: known_answer::Checks,
     pods: Store<Pod>,
     pods_writer: Mutex<Option<reflector::store::Writer<Pod>>>,
     pools: Store<ProverPool>,
@@ -137,6 +140,9 @@ pub struct Dispatcher {
     /// When each pool last had a queued or running job; pools never seen count from `started`.
     last_busy: Mutex<HashMap<PoolKey, Instant>>,
     started: Instant,
+    /// Pools whose counts changed, for the pool controller (see [`Dispatcher::load_changes`]).
+    load_changes_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    load_changes_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(String, String)>>>,
     /// `pod-deletion-cost` last written per pod, so unchanged pods are not patched again.
     deletion_costs: Mutex<HashMap<(String, String), i32>>,
 }
@@ -151,7 +157,10 @@ impl Dispatcher {
     ) -> Arc<Self> {
         let (pods, pods_writer) = reflector::store();
         let (pools, pools_writer) = reflector::store();
+        let (load_changes_tx, load_changes_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Self {
+            load_changes_tx,
+            load_changes_rx: Mutex::new(Some(load_changes_rx)),
             keys: VerifyingKeys::new(client.clone()),
             client,
             settings,
@@ -160,6 +169,7 @@ impl Dispatcher {
             wakeups: Mutex::default(),
             flagged: Mutex::default(),
             tokens: auth::Tokens::default(),
+            checks: known_answer::Checks::default(),
             pods,
             pods_writer: Mutex::new(Some(pods_writer)),
             pools,
@@ -332,6 +342,23 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Names a pool whose counts changed to the pool controller. Sent at most once per pool
+    /// per reaper pass (a second), so the channel stays short.
+    fn load_changed(&self, pool: &PoolKey) {
+        let _ = self
+            .load_changes_tx
+            .send((pool.namespace.clone(), pool.name.clone()));
+    }
+
+    /// The pools whose queued or running counts changed, as the reaper finds them each second.
+    /// Taken once (by the pool controller); later calls get an empty stream.
+    pub fn load_changes(&self) -> futures::stream::BoxStream<'static, (String, String)> {
+        match self.load_changes_rx.lock().expect("lock").take() {
+            Some(rx) => tokio_stream_from(rx),
+            None => futures::stream::empty().boxed(),
+        }
+    }
+
     fn wake(&self, pool: &PoolKey) {
         if let Some(notify) = self.wakeups.lock().expect("lock").get(pool) {
             notify.notify_waiters();
@@ -352,6 +379,14 @@ impl Dispatcher {
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
     }
 
+    /// How the pool shares its slots among namespaces (without `spec.sharing`: its own
+    /// namespace alone, unweighted and uncapped).
+    fn sharing(&self, key: &PoolKey) -> SharingSpec {
+        self.pool(key)
+            .and_then(|p| p.spec.sharing.clone())
+            .unwrap_or_default()
+    }
+
     fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
         self.pods.get(&ObjectRef::new(name).within(namespace))
     }
@@ -364,6 +399,31 @@ impl crate::job::JobQueue for Dispatcher {
 
     fn forget(&self, job: &ProofJob) {
         Dispatcher::forget(self, job);
+    }
+
+    fn reusable(
+        &self,
+        (namespace, pool): (&str, &str),
+        parameters_digest: &str,
+        input_digest: &str,
+        job_namespace: &str,
+        across_namespaces: bool,
+    ) -> Option<crate::job::reuse::EarlierResult> {
+        self.state
+            .lock()
+            .expect("lock")
+            .reusable(
+                &PoolKey::new(namespace, pool),
+                parameters_digest,
+                input_digest,
+                job_namespace,
+                across_namespaces,
+            )
+            .map(|r| crate::job::reuse::EarlierResult {
+                namespace: r.namespace,
+                name: r.name,
+                uid: r.uid,
+            })
     }
 }
 
@@ -378,6 +438,21 @@ impl crate::pool::QueueView for Dispatcher {
 
     fn idle_for(&self, namespace: &str, pool: &str) -> Duration {
         Dispatcher::idle_for(self, namespace, pool)
+    }
+
+    fn load_changes(&self) -> futures::stream::BoxStream<'static, (String, String)> {
+        Dispatcher::load_changes(self)
+    }
+
+    fn namespace_loads(
+        &self,
+        namespace: &str,
+        pool: &str,
+    ) -> std::collections::BTreeMap<String, (usize, usize)> {
+        self.state
+            .lock()
+            .expect("lock")
+            .tenant_loads(&PoolKey::new(namespace, pool))
     }
 }
 
@@ -394,6 +469,13 @@ impl crate::external_metrics::PoolLoads for Dispatcher {
             )
             .collect()
     }
+}
+
+/// The receiving end of a channel as a stream.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
 fn phase_name(phase: Option<JobPhase>) -> String {

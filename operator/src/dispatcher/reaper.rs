@@ -3,7 +3,7 @@
 //! publishes queue depths; marks busy pods expensive to delete; and forgets pools and pods
 //! that are gone, so memory and metric series follow the cluster rather than its history.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -37,7 +37,8 @@ impl Dispatcher {
         let _ = self.pods.wait_until_ready().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut published = HashSet::new();
+        let mut published = HashMap::new();
+        let mut published_namespaces = HashMap::new();
         loop {
             tick.tick().await;
             if !self.synced.load(Ordering::Acquire) {
@@ -46,6 +47,7 @@ impl Dispatcher {
             self.end_lapsed_leases().await;
             self.fail_stranded_pins().await;
             self.publish_loads(&mut published);
+            self.publish_namespace_loads(&mut published_namespaces);
             self.update_deletion_costs().await;
             self.forget_gone();
         }
@@ -72,7 +74,9 @@ impl Dispatcher {
 
     /// Sets the queue gauges of every pool that exists or has jobs (zero when idle) and the
     /// gauges of every pool, and drops the series of pools that have neither any more.
-    fn publish_loads(&self, published: &mut HashSet<PoolKey>) {
+    /// Pools whose counts differ from what was last published are named to the pool
+    /// controller, which writes them to the pool's status.
+    fn publish_loads(&self, published: &mut HashMap<PoolKey, (usize, usize)>) {
         let (mut loads, oldest) = {
             let mut state = self.state.lock().expect("lock");
             (state.loads(), state.oldest_queued())
@@ -106,11 +110,50 @@ impl Dispatcher {
                     .insert(pool.clone(), now);
             }
         }
-        for pool in published.iter().filter(|p| !loads.contains_key(*p)) {
+        for pool in published.keys().filter(|p| !loads.contains_key(*p)) {
             self.metrics.forget_queue(&pool.namespace, &pool.name);
             self.metrics.forget_pool(&pool.namespace, &pool.name);
         }
-        *published = loads.into_keys().collect();
+        for (pool, counts) in &loads {
+            if published.get(pool) != Some(counts) {
+                self.load_changed(pool);
+            }
+        }
+        *published = loads;
+    }
+
+    /// Sets the per-namespace queue gauges of every shared pool (one with `spec.sharing`) and
+    /// drops the series of namespaces that no longer have jobs there.
+    fn publish_namespace_loads(&self, published: &mut HashMap<(PoolKey, String), (usize, usize)>) {
+        let mut now_published = HashMap::new();
+        for pool in self.pools.state() {
+            if pool.spec.sharing.is_none() {
+                continue;
+            }
+            let key = PoolKey::new(&pool.namespace().unwrap_or_default(), &pool.name_any());
+            let loads = self.state.lock().expect("lock").tenant_loads(&key);
+            for (job_namespace, (queued, running)) in loads {
+                self.metrics.set_namespace_queue(
+                    (&key.namespace, &key.name),
+                    &job_namespace,
+                    queued,
+                    running,
+                );
+                let series = (key.clone(), job_namespace);
+                if published.get(&series) != Some(&(queued, running)) {
+                    self.load_changed(&key);
+                }
+                now_published.insert(series, (queued, running));
+            }
+        }
+        for (pool, job_namespace) in published.keys() {
+            if !now_published.contains_key(&(pool.clone(), job_namespace.clone())) {
+                self.metrics
+                    .forget_namespace_queue((&pool.namespace, &pool.name), job_namespace);
+                self.load_changed(pool);
+            }
+        }
+        *published = now_published;
     }
 
     /// Forgets what the dispatcher remembers about pools and pods that no longer exist.
@@ -136,6 +179,8 @@ impl Dispatcher {
             .lock()
             .expect("lock")
             .retain(|(namespace, pod), _| self.pod(namespace, pod).is_some());
+        self.checks
+            .retain(|namespace, pod| self.pod(namespace, pod).is_some());
     }
 
     /// Marks busy pods expensive to delete and idle ones cheap, so a scale-down removes idle
@@ -225,7 +270,8 @@ impl Dispatcher {
                 "no pod of ProverPool {} serves parameters version {pin} any more (it serves {}); submit the job again pinned to a served version or without a pin",
                 key.name, pool.spec.parameters.version
             );
-            let api: Api<ProofJob> = Api::namespaced(self.client.clone(), &key.namespace);
+            let api: Api<ProofJob> =
+                Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
             let now = Time(Timestamp::now());
             let status = job_status::invalid(&job, "ParametersVersionUnavailable", message, &now);
             match job_status::write(&api, &job, status).await {

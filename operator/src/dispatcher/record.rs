@@ -165,6 +165,11 @@ impl Dispatcher {
             None,
             Instant::now(),
         );
+        // A namespace at its cap may now run another job; the pods waiting on the pool learn
+        // it here rather than at the end of their long poll.
+        if self.sharing(&key).has_caps() {
+            self.wake(&key);
+        }
         Ok(phase)
     }
 
@@ -296,6 +301,7 @@ impl Dispatcher {
                 location: Some(stored.location),
                 sha256: Some(stored.sha256),
                 size_bytes: Some(stored.size_bytes),
+                reused_from: None,
             },
             true,
         )))

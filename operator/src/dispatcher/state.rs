@@ -2,14 +2,14 @@
 //! ProofJob objects stay the source of truth; this is rebuilt from them at start and kept in
 //! step with the writes the dispatcher makes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use zkfleet_contract::lease::{Caller, LeaseRef};
-use zkfleet_crds::v1alpha1::{JobPhase, ProofInput, ProofJob};
+use zkfleet_crds::v1alpha1::{JobPhase, ProofInput, ProofJob, SharingSpec};
 
 /// A pool: namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,9 +26,11 @@ impl PoolKey {
         }
     }
 
+    /// The pool `job` names: in `spec.poolRef.namespace`, or else the job's own namespace.
     pub fn of(job: &ProofJob) -> Self {
+        let job_namespace = job.namespace().unwrap_or_default();
         Self {
-            namespace: job.namespace().unwrap_or_default(),
+            namespace: job.spec.pool_ref.namespace_for(&job_namespace).to_string(),
             name: job.spec.pool_ref.name.clone(),
         }
     }
@@ -109,6 +111,8 @@ impl Tracked {
 struct Entry {
     job: Arc<ProofJob>,
     pool: PoolKey,
+    /// The job's own namespace: its tenant on a shared pool.
+    tenant: String,
     order: Order,
     limits: Limits,
     tracked: Tracked,
@@ -149,11 +153,87 @@ pub struct Lapsed {
 #[derive(Default)]
 pub struct State {
     jobs: HashMap<String, Entry>,
-    queues: HashMap<PoolKey, BTreeSet<Order>>,
+    queues: HashMap<PoolKey, PoolQueue>,
     /// The jobs of each pool that are queued, being granted or leased. The passes made every
     /// second (lapsed leases, pool loads) and on every lease request (what a pod holds) walk
     /// these alone, so finished jobs, however many, cost them nothing.
     active: HashMap<PoolKey, HashSet<String>>,
+    /// Verified proofs kept on their jobs' statuses that later jobs may reuse, one job per
+    /// namespace for each pool, parameters digest and input digest.
+    results: HashMap<ReuseKey, BTreeMap<String, Reusable>>,
+    /// The key each job is listed under in `results`, to unlist it when it goes.
+    listed_result: HashMap<String, ReuseKey>,
+}
+
+/// What makes two jobs' proofs interchangeable.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ReuseKey {
+    pool: PoolKey,
+    parameters_digest: String,
+    input_digest: String,
+}
+
+/// A succeeded job whose proof another job may reuse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reusable {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The key under which `job`'s proof may be reused: it succeeded, its proof was verified and is
+/// on its status (not in the artifact store, which goes when the job does), and its status
+/// says which parameters and input it was made from.
+fn reuse_key(job: &ProofJob) -> Option<ReuseKey> {
+    let status = job.status.as_ref()?;
+    let verified = status
+        .verification
+        .as_ref()
+        .is_some_and(|v| v.verified && !v.skipped);
+    let inline = status
+        .result
+        .as_ref()
+        .is_some_and(|r| r.proof.is_some() && r.location.is_none());
+    if status.phase != Some(JobPhase::Succeeded) || !verified || !inline {
+        return None;
+    }
+    Some(ReuseKey {
+        pool: PoolKey::of(job),
+        parameters_digest: status.parameters_digest.clone()?,
+        input_digest: status.input_digest.clone()?,
+    })
+}
+
+/// A pool's queued jobs, one queue per namespace (tenant), each in [`Order`].
+#[derive(Default)]
+struct PoolQueue {
+    tenants: BTreeMap<String, BTreeSet<Order>>,
+}
+
+impl PoolQueue {
+    fn insert(&mut self, tenant: &str, order: Order) {
+        self.tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .insert(order);
+    }
+
+    fn remove(&mut self, tenant: &str, order: &Order) {
+        if let Some(queue) = self.tenants.get_mut(tenant) {
+            queue.remove(order);
+            if queue.is_empty() {
+                self.tenants.remove(tenant);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    fn orders(&self) -> impl Iterator<Item = &Order> + '_ {
+        self.tenants.values().flatten()
+    }
 }
 
 /// The `resourceVersion` as a number, to keep the newest copy of a job when watch events and
@@ -183,6 +263,10 @@ impl State {
         }
         let phase = job.status.as_ref().and_then(|s| s.phase);
         let pool = PoolKey::of(&job);
+        let tenant = job.namespace().unwrap_or_default();
+        if let Some(key) = reuse_key(&job) {
+            self.list_result(key, &job, &uid);
+        }
         let order = Order {
             neg_priority: -i64::from(job.spec.priority),
             created_seconds: job
@@ -194,6 +278,9 @@ impl State {
         };
         let previous = self.jobs.remove(&uid).map(|e| {
             self.unindex(&uid, &e.pool);
+            if let Some(queue) = self.queues.get_mut(&e.pool) {
+                queue.remove(&e.tenant, &e.order);
+            }
             e.tracked
         });
         let avoid = previous
@@ -241,10 +328,11 @@ impl State {
             }
             _ => Tracked::Idle,
         };
-        let queues = self.queues.entry(pool.clone()).or_default();
-        queues.remove(&order);
         if matches!(tracked, Tracked::Queued { .. }) {
-            queues.insert(order.clone());
+            self.queues
+                .entry(pool.clone())
+                .or_default()
+                .insert(&tenant, order.clone());
         }
         let job = if matches!(tracked, Tracked::Idle) {
             slim(job)
@@ -256,6 +344,7 @@ impl State {
             Entry {
                 job: Arc::new(job),
                 pool: pool.clone(),
+                tenant,
                 order,
                 limits,
                 tracked,
@@ -308,56 +397,171 @@ impl State {
             .filter_map(|uid| self.jobs.get(uid))
     }
 
-    /// Forgets a deleted job. Its lease, if any, is revoked at the pod's next heartbeat.
-    pub fn forget(&mut self, uid: &str) {
-        if let Some(entry) = self.jobs.remove(uid) {
-            self.unindex(uid, &entry.pool);
-            if let Some(queue) = self.queues.get_mut(&entry.pool) {
-                queue.remove(&entry.order);
+    fn list_result(&mut self, key: ReuseKey, job: &ProofJob, uid: &str) {
+        let reusable = Reusable {
+            namespace: job.namespace().unwrap_or_default(),
+            name: job.name_any(),
+            uid: uid.to_string(),
+        };
+        self.unlist_result(uid);
+        let listed = self.results.entry(key.clone()).or_default();
+        if let Some(replaced) = listed.insert(reusable.namespace.clone(), reusable) {
+            self.listed_result.remove(&replaced.uid);
+        }
+        self.listed_result.insert(uid.to_string(), key);
+    }
+
+    fn unlist_result(&mut self, uid: &str) {
+        let Some(key) = self.listed_result.remove(uid) else {
+            return;
+        };
+        if let Some(listed) = self.results.get_mut(&key) {
+            listed.retain(|_, r| r.uid != uid);
+            if listed.is_empty() {
+                self.results.remove(&key);
             }
         }
     }
 
-    /// Takes up to `max` jobs a pod serving `version` may run off the pool's queue, in queue
-    /// order, and marks them as being granted.
+    /// A succeeded job of `namespace` (or, when `across_namespaces`, of any namespace) whose
+    /// verified proof was made on `pool` from these parameters and this input.
+    pub fn reusable(
+        &self,
+        pool: &PoolKey,
+        parameters_digest: &str,
+        input_digest: &str,
+        namespace: &str,
+        across_namespaces: bool,
+    ) -> Option<Reusable> {
+        let key = ReuseKey {
+            pool: pool.clone(),
+            parameters_digest: parameters_digest.to_string(),
+            input_digest: input_digest.to_string(),
+        };
+        let listed = self.results.get(&key)?;
+        listed
+            .get(namespace)
+            .or_else(|| listed.values().next().filter(|_| across_namespaces))
+            .cloned()
+    }
+
+    /// Forgets a deleted job. Its lease, if any, is revoked at the pod's next heartbeat.
+    pub fn forget(&mut self, uid: &str) {
+        self.unlist_result(uid);
+        if let Some(entry) = self.jobs.remove(uid) {
+            self.unindex(uid, &entry.pool);
+            if let Some(queue) = self.queues.get_mut(&entry.pool) {
+                queue.remove(&entry.tenant, &entry.order);
+            }
+        }
+    }
+
+    /// Takes up to `max` jobs a pod serving `version` may run off the pool's queue, and marks
+    /// them as being granted.
+    ///
+    /// Each slot goes to the namespace furthest below its weighted share of the pool's running
+    /// jobs (fewest running per unit of `sharing` weight) that is under its cap and has a job
+    /// this pod may run; within a namespace, jobs go in queue order (priority, then age). A
+    /// namespace alone in the queue takes every free slot, and gives them back only as its
+    /// jobs finish: running proofs are never preempted.
     pub fn take(
         &mut self,
         pool: &PoolKey,
         pod: &str,
         version: &str,
         max: usize,
+        sharing: &SharingSpec,
         now: Instant,
     ) -> Vec<Arc<ProofJob>> {
-        let Some(queue) = self.queues.get_mut(pool) else {
+        let Some(queue) = self.queues.get(pool) else {
             return Vec::new();
         };
-        let mut taken = Vec::new();
-        for order in queue.iter() {
-            if taken.len() == max {
+        // Each namespace's first `max` jobs this pod may run: no more can be taken from it.
+        let mut candidates: Vec<(&str, VecDeque<&Order>)> = queue
+            .tenants
+            .iter()
+            .filter_map(|(tenant, orders)| {
+                let runnable: VecDeque<&Order> = orders
+                    .iter()
+                    .filter(|order| {
+                        self.jobs
+                            .get(&order.uid)
+                            .is_some_and(|entry| runnable_by(entry, pod, version, now))
+                    })
+                    .take(max)
+                    .collect();
+                (!runnable.is_empty()).then_some((tenant.as_str(), runnable))
+            })
+            .collect();
+        // Counting what runs walks the pool's active jobs: only needed to choose between
+        // namespaces or to hold one to its cap.
+        let mut running = if candidates.len() > 1 || sharing.has_caps() {
+            self.running_by_tenant(pool)
+        } else {
+            HashMap::new()
+        };
+        let mut taken: Vec<Order> = Vec::new();
+        while taken.len() < max {
+            let next = candidates
+                .iter_mut()
+                .filter(|(tenant, runnable)| {
+                    let (_, cap) = sharing.share_of(tenant);
+                    let now_running = running.get(*tenant).copied().unwrap_or(0);
+                    !runnable.is_empty() && cap.is_none_or(|cap| now_running < cap as usize)
+                })
+                .min_by(|(a, a_jobs), (b, b_jobs)| {
+                    // a's running/weight against b's, cross-multiplied to stay in integers.
+                    let (wa, _) = sharing.share_of(a);
+                    let (wb, _) = sharing.share_of(b);
+                    let ra = running.get(*a).copied().unwrap_or(0) as u64;
+                    let rb = running.get(*b).copied().unwrap_or(0) as u64;
+                    (ra * u64::from(wb))
+                        .cmp(&(rb * u64::from(wa)))
+                        .then_with(|| a_jobs.front().cmp(&b_jobs.front()))
+                });
+            let Some((tenant, runnable)) = next else {
                 break;
-            }
-            let Some(entry) = self.jobs.get(&order.uid) else {
-                continue;
             };
-            let Tracked::Queued { not_before, avoid } = &entry.tracked else {
-                continue;
+            let Some(order) = runnable.pop_front() else {
+                break;
             };
-            let avoided = avoid.get(pod).is_some_and(|until| *until > now);
-            if *not_before > now || avoided || pinned_elsewhere(&entry.job, version) {
-                continue;
-            }
+            *running.entry(tenant.to_string()).or_default() += 1;
             taken.push(order.clone());
         }
+        let queue = self.queues.get_mut(pool).expect("read above");
         taken
             .into_iter()
             .filter_map(|order| {
-                queue.remove(&order);
                 let entry = self.jobs.get_mut(&order.uid)?;
+                queue.remove(&entry.tenant, &order);
                 let avoid = std::mem::replace(&mut entry.tracked, Tracked::Idle).into_avoid();
                 entry.tracked = Tracked::Granting { avoid };
                 Some(entry.job.clone())
             })
             .collect()
+    }
+
+    /// Jobs of each namespace being granted or leased on `pool`.
+    fn running_by_tenant(&self, pool: &PoolKey) -> HashMap<String, usize> {
+        let mut running: HashMap<String, usize> = HashMap::new();
+        for entry in self.active_in(pool) {
+            if entry.tracked.load().1 > 0 {
+                *running.entry(entry.tenant.clone()).or_default() += 1;
+            }
+        }
+        running
+    }
+
+    /// Each namespace's queued and running jobs on `pool`.
+    pub fn tenant_loads(&self, pool: &PoolKey) -> BTreeMap<String, (usize, usize)> {
+        let mut loads: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for entry in self.active_in(pool) {
+            let (queued, running) = loads.entry(entry.tenant.clone()).or_default();
+            let (q, r) = entry.tracked.load();
+            *queued += q;
+            *running += r;
+        }
+        loads
     }
 
     /// The lease was written to the status (`job` is the stored object): the pod holds it.
@@ -384,7 +588,7 @@ impl State {
             self.queues
                 .entry(entry.pool.clone())
                 .or_default()
-                .insert(entry.order.clone());
+                .insert(&entry.tenant, entry.order.clone());
             self.index(uid);
         }
     }
@@ -399,12 +603,18 @@ impl State {
         now: Instant,
     ) {
         let Some(uid) = job.uid() else { return };
+        if !self.jobs.contains_key(&uid) {
+            return;
+        }
+        if let Some(key) = reuse_key(&job) {
+            self.list_result(key, &job, &uid);
+        }
         let Some(entry) = self.jobs.get_mut(&uid) else {
             return;
         };
         let mut avoid = std::mem::replace(&mut entry.tracked, Tracked::Idle).into_avoid();
         let queue = self.queues.entry(entry.pool.clone()).or_default();
-        queue.remove(&entry.order);
+        queue.remove(&entry.tenant, &entry.order);
         if job.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Queued) {
             if let Some(pod) = avoid_pod {
                 avoid.insert(pod.to_string(), now + backoff + AVOID_FOR);
@@ -413,7 +623,7 @@ impl State {
                 not_before: now + backoff,
                 avoid,
             };
-            queue.insert(entry.order.clone());
+            queue.insert(&entry.tenant, entry.order.clone());
         }
         let idle = matches!(entry.tracked, Tracked::Idle);
         entry.job = Arc::new(if idle { slim(job) } else { job });
@@ -597,18 +807,36 @@ impl State {
         self.queues
             .iter()
             .filter_map(|(pool, queue)| {
-                let oldest = queue.iter().map(|order| order.created_seconds).min()?;
+                let oldest = queue.orders().map(|order| order.created_seconds).min()?;
                 Some((pool.clone(), oldest))
             })
             .collect()
     }
 
     /// Whether a queued job of the pool could be run by a pod serving `version` now or after
-    /// its backoff (so a long-poll keeps waiting rather than returning early).
-    pub fn next_ready_in(&self, pool: &PoolKey, version: &str, now: Instant) -> Option<Duration> {
+    /// its backoff (so a long-poll keeps waiting rather than returning early). Jobs of a
+    /// namespace at its cap wait for one of its running jobs to end, which wakes the poll.
+    pub fn next_ready_in(
+        &self,
+        pool: &PoolKey,
+        version: &str,
+        sharing: &SharingSpec,
+        now: Instant,
+    ) -> Option<Duration> {
         let queue = self.queues.get(pool)?;
+        let running = if sharing.has_caps() {
+            self.running_by_tenant(pool)
+        } else {
+            HashMap::new()
+        };
         queue
+            .tenants
             .iter()
+            .filter(|(tenant, _)| {
+                let (_, cap) = sharing.share_of(tenant);
+                cap.is_none_or(|cap| running.get(*tenant).copied().unwrap_or(0) < cap as usize)
+            })
+            .flat_map(|(_, orders)| orders)
             .filter_map(|order| {
                 let entry = self.jobs.get(&order.uid)?;
                 let Tracked::Queued { not_before, .. } = &entry.tracked else {
@@ -619,6 +847,16 @@ impl State {
             })
             .min()
     }
+}
+
+/// Whether `pod`, serving `version`, may take this queued job now: its backoff is over, it does
+/// not avoid the pod, and it is not pinned to another version.
+fn runnable_by(entry: &Entry, pod: &str, version: &str, now: Instant) -> bool {
+    let Tracked::Queued { not_before, avoid } = &entry.tracked else {
+        return false;
+    };
+    let avoided = avoid.get(pod).is_some_and(|until| *until > now);
+    *not_before <= now && !avoided && !pinned_elsewhere(&entry.job, version)
 }
 
 /// Whether the dispatcher's copy of a job may be older than a lease a pod of its pool names:
@@ -734,6 +972,263 @@ mod tests {
         }
     }
 
+    /// A job of namespace `tenant` for the pool `team/cpu`.
+    fn tenant_job(tenant: &str, name: &str, priority: i32, created: i64, phase: &str) -> ProofJob {
+        let mut j = job(name, 1, priority, created, phase);
+        j.metadata.namespace = Some(tenant.into());
+        j.metadata.uid = Some(format!("uid-{tenant}-{name}"));
+        j.spec.pool_ref.namespace = Some("team".into());
+        j
+    }
+
+    fn weights(shares: serde_json::Value) -> SharingSpec {
+        serde_json::from_value(json!({ "namespaces": shares })).unwrap()
+    }
+
+    fn tenants_of(jobs: &[Arc<ProofJob>]) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for j in jobs {
+            *counts.entry(j.namespace().unwrap()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Ends a granted job of the test pool as succeeded.
+    fn succeed(s: &mut State, job: &ProofJob, now: Instant) {
+        let mut done = job.clone();
+        done.metadata.resource_version = Some("99".into());
+        done.status = serde_json::from_value(json!({"phase": "Succeeded"})).unwrap();
+        s.attempt_recorded(done, Duration::ZERO, None, now);
+    }
+
+    /// A succeeded job of `tenant` on `team/cpu` with a verified proof on its status.
+    fn proved(tenant: &str, name: &str, input_digest: &str) -> ProofJob {
+        let mut j = tenant_job(tenant, name, 0, 1, "Succeeded");
+        j.status = serde_json::from_value(json!({
+            "phase": "Succeeded", "parametersDigest": "sha256:p1", "inputDigest": input_digest,
+            "result": {"proof": {"protocol": "groth16"}, "publicSignals": ["33"]},
+            "verification": {"verified": true, "verifier": "operator"},
+        }))
+        .unwrap();
+        j
+    }
+
+    #[test]
+    fn verified_results_are_listed_for_reuse_by_namespace_until_their_job_goes() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(
+            proved("team-a", "first", "hmac-sha256:in"),
+            LIMITS,
+            LEASE,
+            now,
+        );
+        let found = |s: &State, ns: &str, across: bool| {
+            s.reusable(&pool(), "sha256:p1", "hmac-sha256:in", ns, across)
+                .map(|r| (r.namespace, r.name))
+        };
+        assert_eq!(
+            found(&s, "team-a", false),
+            Some(("team-a".into(), "first".into()))
+        );
+        assert_eq!(
+            found(&s, "team-b", false),
+            None,
+            "another namespace's result is not offered"
+        );
+        assert_eq!(
+            found(&s, "team-b", true),
+            Some(("team-a".into(), "first".into())),
+            "unless the pool reuses across namespaces"
+        );
+        assert_eq!(
+            s.reusable(&pool(), "sha256:p2", "hmac-sha256:in", "team-a", true),
+            None,
+            "other parameters"
+        );
+        s.observe(
+            proved("team-b", "own", "hmac-sha256:in"),
+            LIMITS,
+            LEASE,
+            now,
+        );
+        assert_eq!(
+            found(&s, "team-b", true),
+            Some(("team-b".into(), "own".into())),
+            "a namespace's own result comes first"
+        );
+        let mut unverified = proved("team-c", "unchecked", "hmac-sha256:other");
+        unverified.status.as_mut().unwrap().verification =
+            serde_json::from_value(json!({"verified": false, "skipped": true})).unwrap();
+        s.observe(unverified, LIMITS, LEASE, now);
+        assert_eq!(
+            s.reusable(&pool(), "sha256:p1", "hmac-sha256:other", "team-c", false),
+            None,
+            "a proof nobody verified is not handed on"
+        );
+        s.forget("uid-team-a-first");
+        assert_eq!(
+            found(&s, "team-a", false),
+            None,
+            "a deleted job's proof is gone with it"
+        );
+        assert_eq!(
+            found(&s, "team-a", true),
+            Some(("team-b".into(), "own".into()))
+        );
+    }
+
+    #[test]
+    fn busy_namespaces_share_the_slots_by_weight() {
+        let now = Instant::now();
+        let mut s = State::default();
+        for i in 0..20 {
+            s.observe(
+                tenant_job("team-a", &format!("a{i}"), 0, i, "Queued"),
+                LIMITS,
+                LEASE,
+                now,
+            );
+            s.observe(
+                tenant_job("team-b", &format!("b{i}"), 0, i, "Queued"),
+                LIMITS,
+                LEASE,
+                now,
+            );
+        }
+        let sharing = weights(json!([{"namespace": "team-a", "weight": 3}]));
+        let first = s.take(&pool(), "p1", "v1", 8, &sharing, now);
+        assert_eq!(
+            tenants_of(&first),
+            BTreeMap::from([("team-a".into(), 6), ("team-b".into(), 2)])
+        );
+        // Four of team-a's finish: its share is back below 3:1, so the freed slots are its.
+        let a_jobs: Vec<_> = first
+            .iter()
+            .filter(|j| j.namespace().unwrap() == "team-a")
+            .collect();
+        for j in a_jobs.iter().take(4) {
+            succeed(&mut s, j, now);
+        }
+        let refill = s.take(&pool(), "p2", "v1", 4, &sharing, now);
+        assert_eq!(tenants_of(&refill), BTreeMap::from([("team-a".into(), 4)]));
+        let loads = s.tenant_loads(&pool());
+        assert_eq!(loads["team-a"], (10, 6));
+        assert_eq!(loads["team-b"], (18, 2));
+        // Equal weights by default: one each in turn.
+        let even = s.take(&pool(), "p3", "v1", 4, &SharingSpec::default(), now);
+        assert_eq!(
+            tenants_of(&even),
+            BTreeMap::from([("team-b".into(), 4)]),
+            "with equal weights, team-b (2 running against 6) gets every slot until it catches up"
+        );
+    }
+
+    #[test]
+    fn a_namespace_alone_borrows_idle_slots_and_hands_them_back_as_they_free() {
+        let now = Instant::now();
+        let mut s = State::default();
+        for i in 0..12 {
+            s.observe(
+                tenant_job("team-a", &format!("a{i}"), 0, i, "Queued"),
+                LIMITS,
+                LEASE,
+                now,
+            );
+        }
+        let sharing = weights(json!([{"namespace": "team-a", "weight": 3}]));
+        let borrowed = s.take(&pool(), "p1", "v1", 8, &sharing, now);
+        assert_eq!(
+            tenants_of(&borrowed),
+            BTreeMap::from([("team-a".into(), 8)])
+        );
+        for i in 0..4 {
+            s.observe(
+                tenant_job("team-b", &format!("b{i}"), 0, 50 + i, "Queued"),
+                LIMITS,
+                LEASE,
+                now,
+            );
+        }
+        succeed(&mut s, &borrowed[0], now);
+        succeed(&mut s, &borrowed[1], now);
+        let freed = s.take(&pool(), "p1", "v1", 2, &sharing, now);
+        assert_eq!(
+            tenants_of(&freed),
+            BTreeMap::from([("team-b".into(), 2)]),
+            "team-b, with nothing running, takes the slots team-a gives back"
+        );
+    }
+
+    #[test]
+    fn priority_orders_jobs_within_a_namespace_not_across() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(
+            tenant_job("team-a", "a-urgent", 1000, 9, "Queued"),
+            LIMITS,
+            LEASE,
+            now,
+        );
+        s.observe(
+            tenant_job("team-a", "a-urgent-too", 1000, 9, "Queued"),
+            LIMITS,
+            LEASE,
+            now,
+        );
+        s.observe(
+            tenant_job("team-b", "b-low", -5, 5, "Queued"),
+            LIMITS,
+            LEASE,
+            now,
+        );
+        s.observe(
+            tenant_job("team-b", "b-high", 5, 8, "Queued"),
+            LIMITS,
+            LEASE,
+            now,
+        );
+        let taken = s.take(&pool(), "p1", "v1", 2, &SharingSpec::default(), now);
+        assert_eq!(names(&taken), ["a-urgent", "b-high"]);
+    }
+
+    #[test]
+    fn a_capped_namespace_runs_no_more_than_its_cap_even_with_idle_slots() {
+        let now = Instant::now();
+        let mut s = State::default();
+        for i in 0..6 {
+            s.observe(
+                tenant_job("team-a", &format!("a{i}"), 0, i, "Queued"),
+                LIMITS,
+                LEASE,
+                now,
+            );
+        }
+        s.observe(
+            tenant_job("team-b", "b0", 0, 30, "Queued"),
+            LIMITS,
+            LEASE,
+            now,
+        );
+        let sharing = weights(json!([{"namespace": "team-a", "maxRunning": 2}]));
+        let taken = s.take(&pool(), "p1", "v1", 8, &sharing, now);
+        assert_eq!(
+            tenants_of(&taken),
+            BTreeMap::from([("team-a".into(), 2), ("team-b".into(), 1)])
+        );
+        assert_eq!(
+            s.next_ready_in(&pool(), "v1", &sharing, now),
+            None,
+            "team-a's queued jobs wait for its running ones; a long poll does not spin on them"
+        );
+        succeed(&mut s, &taken[0], now);
+        assert_eq!(
+            s.next_ready_in(&pool(), "v1", &sharing, now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(s.take(&pool(), "p1", "v1", 8, &sharing, now).len(), 1);
+    }
+
     #[test]
     fn jobs_leave_by_priority_then_age() {
         let now = Instant::now();
@@ -743,10 +1238,13 @@ mod tests {
         s.observe(job("urgent", 3, 10, 9, "Queued"), LIMITS, LEASE, now);
         s.observe(job("pending", 4, 99, 0, "Pending"), LIMITS, LEASE, now);
         assert_eq!(s.load(&pool()), (3, 0));
-        let taken = s.take(&pool(), "p1", "v1", 2, now);
+        let taken = s.take(&pool(), "p1", "v1", 2, &SharingSpec::default(), now);
         assert_eq!(names(&taken), ["urgent", "old"]);
         assert_eq!(s.load(&pool()), (1, 2), "taken jobs count as running");
-        assert_eq!(names(&s.take(&pool(), "p2", "v1", 5, now)), ["new"]);
+        assert_eq!(
+            names(&s.take(&pool(), "p2", "v1", 5, &SharingSpec::default(), now)),
+            ["new"]
+        );
     }
 
     #[test]
@@ -760,9 +1258,18 @@ mod tests {
             now,
         );
         s.observe(job("any", 2, 0, 1, "Queued"), LIMITS, LEASE, now);
-        assert_eq!(names(&s.take(&pool(), "p1", "v1", 5, now)), ["any"]);
-        assert!(s.take(&pool(), "p1", "v1", 5, now).is_empty());
-        assert_eq!(names(&s.take(&pool(), "p2", "v2", 5, now)), ["v2-job"]);
+        assert_eq!(
+            names(&s.take(&pool(), "p1", "v1", 5, &SharingSpec::default(), now)),
+            ["any"]
+        );
+        assert!(
+            s.take(&pool(), "p1", "v1", 5, &SharingSpec::default(), now)
+                .is_empty()
+        );
+        assert_eq!(
+            names(&s.take(&pool(), "p2", "v2", 5, &SharingSpec::default(), now)),
+            ["v2-job"]
+        );
     }
 
     #[test]
@@ -770,7 +1277,7 @@ mod tests {
         let now = Instant::now();
         let mut s = State::default();
         s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
-        let taken = s.take(&pool(), "p1", "v1", 1, now);
+        let taken = s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now);
         let mut running = (*taken[0]).clone();
         running.metadata.resource_version = Some("2".into());
         running.status.as_mut().unwrap().phase = Some(JobPhase::Running);
@@ -806,7 +1313,7 @@ mod tests {
         let now = Instant::now();
         let mut s = State::default();
         s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
-        let a = s.take(&pool(), "p1", "v1", 1, now)[0].clone();
+        let a = s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now)[0].clone();
         s.granted((*a).clone(), held("p1", 1, now));
         let later = now + Duration::from_secs(25);
         let revoked = s.heartbeat(
@@ -856,23 +1363,31 @@ mod tests {
         let now = Instant::now();
         let mut s = State::default();
         s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
-        let a = s.take(&pool(), "p1", "v1", 1, now)[0].clone();
+        let a = s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now)[0].clone();
         s.granted((*a).clone(), held("p1", 1, now));
         let mut requeued = (*a).clone();
         requeued.metadata.resource_version = Some("3".into());
         s.attempt_recorded(requeued, Duration::from_secs(2), Some("p1"), now);
         assert_eq!(s.load(&pool()), (1, 0));
-        assert!(s.take(&pool(), "p2", "v1", 1, now).is_empty(), "backoff");
+        assert!(
+            s.take(&pool(), "p2", "v1", 1, &SharingSpec::default(), now)
+                .is_empty(),
+            "backoff"
+        );
         assert_eq!(
-            s.next_ready_in(&pool(), "v1", now),
+            s.next_ready_in(&pool(), "v1", &SharingSpec::default(), now),
             Some(Duration::from_secs(2))
         );
         let after = now + Duration::from_secs(2);
         assert!(
-            s.take(&pool(), "p1", "v1", 1, after).is_empty(),
+            s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), after)
+                .is_empty(),
             "avoids p1"
         );
-        assert_eq!(names(&s.take(&pool(), "p2", "v1", 1, after)), ["a"]);
+        assert_eq!(
+            names(&s.take(&pool(), "p2", "v1", 1, &SharingSpec::default(), after)),
+            ["a"]
+        );
     }
 
     #[test]
@@ -880,16 +1395,22 @@ mod tests {
         let now = Instant::now();
         let mut s = State::default();
         s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
-        let a = s.take(&pool(), "p1", "v1", 1, now)[0].clone();
+        let a = s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now)[0].clone();
         s.granted((*a).clone(), held("p1", 1, now));
         let mut requeued = (*a).clone();
         requeued.metadata.resource_version = Some("3".into());
         s.attempt_recorded(requeued, Duration::from_secs(1), Some("p1"), now);
         // p1 is the pool's only pod: the job does not wait for another one for good.
         let soon = now + Duration::from_secs(2);
-        assert!(s.take(&pool(), "p1", "v1", 1, soon).is_empty());
+        assert!(
+            s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), soon)
+                .is_empty()
+        );
         let later = now + Duration::from_secs(1) + AVOID_FOR;
-        assert_eq!(names(&s.take(&pool(), "p1", "v1", 1, later)), ["a"]);
+        assert_eq!(
+            names(&s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), later)),
+            ["a"]
+        );
     }
 
     #[test]
@@ -922,9 +1443,15 @@ mod tests {
         let mut s = State::default();
         s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
         s.observe(job("b", 2, 0, 1, "Queued"), LIMITS, LEASE, now);
-        assert_eq!(names(&s.take(&pool(), "p1", "v1", 1, now)), ["a"]);
+        assert_eq!(
+            names(&s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now)),
+            ["a"]
+        );
         s.grant_abandoned("uid-a", now);
-        assert_eq!(names(&s.take(&pool(), "p1", "v1", 2, now)), ["a", "b"]);
+        assert_eq!(
+            names(&s.take(&pool(), "p1", "v1", 2, &SharingSpec::default(), now)),
+            ["a", "b"]
+        );
     }
 
     #[test]
@@ -934,7 +1461,10 @@ mod tests {
         s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
         s.observe(job("a", 2, 0, 0, "Succeeded"), LIMITS, LEASE, now);
         assert_eq!(s.load(&pool()), (0, 0));
-        assert!(s.take(&pool(), "p1", "v1", 1, now).is_empty());
+        assert!(
+            s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -942,7 +1472,7 @@ mod tests {
         let now = Instant::now();
         let mut s = State::default();
         s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
-        let a = s.take(&pool(), "p1", "v1", 1, now)[0].clone();
+        let a = s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now)[0].clone();
         s.granted((*a).clone(), held("p1", 1, now));
         let lease = LeaseRef {
             uid: "uid-a".into(),
@@ -1020,7 +1550,7 @@ mod tests {
                 now,
             );
         }
-        for j in s.take(&pool(), "p1", "v1", 2, now) {
+        for j in s.take(&pool(), "p1", "v1", 2, &SharingSpec::default(), now) {
             s.granted((*j).clone(), held("p1", 1, now));
         }
         assert_eq!(s.held_by(&pool(), "p1"), 2);
@@ -1093,7 +1623,7 @@ mod tests {
                 2 => {
                     let pod = pods[next(2) as usize];
                     let key = PoolKey::new("team", pool_name);
-                    for taken in s.take(&key, pod, "v1", 2, now) {
+                    for taken in s.take(&key, pod, "v1", 2, &SharingSpec::default(), now) {
                         let mut j = (*taken).clone();
                         j.metadata.resource_version = Some(revision.to_string());
                         if next(2) == 0 {
@@ -1210,7 +1740,8 @@ mod tests {
         assert!(s.heartbeat(&caller("p1"), leases, LEASE, now).is_empty());
         assert_eq!(s.heartbeat(&caller("p2"), leases, LEASE, now).len(), 1);
         assert!(
-            s.take(&pool(), "p2", "v1", 1, now).is_empty(),
+            s.take(&pool(), "p2", "v1", 1, &SharingSpec::default(), now)
+                .is_empty(),
             "not granted twice"
         );
     }

@@ -46,11 +46,29 @@ impl Dispatcher {
         public_signals: &[String],
         public_outputs: Option<&serde_json::Value>,
     ) -> Result<(Verdict, String), NoVerdict> {
+        let version = job
+            .status
+            .as_ref()
+            .and_then(|s| s.parameters_version.clone())
+            .unwrap_or_else(|| pool.spec.parameters.version.clone());
+        self.verdict_on(pool, &version, proof, public_signals, public_outputs)
+            .await
+    }
+
+    /// The verdict on a proof made with the pool's parameters `version`.
+    pub(super) async fn verdict_on(
+        &self,
+        pool: &ProverPool,
+        version: &str,
+        proof: &serde_json::Value,
+        public_signals: &[String],
+        public_outputs: Option<&serde_json::Value>,
+    ) -> Result<(Verdict, String), NoVerdict> {
         if !pool.spec.backend.proves_groth16() {
             return Ok(self.verify_remote(pool, proof, public_outputs).await?);
         }
         let ok = self
-            .verify_groth16(pool, job, proof, public_signals)
+            .verify_groth16(pool, version, proof, public_signals)
             .await?;
         let verdict = if ok {
             Ok(())
@@ -63,16 +81,11 @@ impl Dispatcher {
     async fn verify_groth16(
         &self,
         pool: &ProverPool,
-        job: &ProofJob,
+        version: &str,
         proof: &serde_json::Value,
         public_signals: &[String],
     ) -> Result<bool, NoVerdict> {
-        let version = job
-            .status
-            .as_ref()
-            .and_then(|s| s.parameters_version.clone())
-            .unwrap_or_else(|| pool.spec.parameters.version.clone());
-        let parameters = self.parameters(pool, &version).await;
+        let parameters = self.parameters(pool, version).await;
         let verifier = match self.keys.get(pool, &parameters).await {
             Ok(v) => v,
             Err(e) if e.is_unreadable() => self.key_from_pods(pool, &parameters).await?,

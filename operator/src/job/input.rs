@@ -251,6 +251,37 @@ pub fn decode(
     }
 }
 
+/// The digest of an input for result reuse: HMAC-SHA-256 under `key` (the pool's dispatcher
+/// token) of what the prover is given, as `hmac-sha256:<hex>`. Keyed, because the digest goes
+/// on the job's status and a plain hash of a low-entropy private input could be reversed by
+/// trying values. A downloaded input counts by its checked sha256, not by its URL.
+pub fn digest(key: &[u8], input: &JobInput) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    let canonical = match input {
+        JobInput::Url { sha256, format, .. } => {
+            serde_json::to_vec(&serde_json::json!({"url-content": sha256, "format": format}))
+        }
+        JobInput::Files { files } => serde_json::to_vec(
+            &files
+                .iter()
+                .map(|f| match &f.content {
+                    FileContent::Url { sha256, .. } => {
+                        serde_json::json!({"name": f.name, "url-content": sha256})
+                    }
+                    FileContent::Inline { base64 } => {
+                        serde_json::json!({"name": f.name, "base64": base64})
+                    }
+                })
+                .collect::<Vec<_>>(),
+        ),
+        // serde_json's maps are sorted, so the same signals give the same bytes.
+        other => serde_json::to_vec(other),
+    };
+    mac.update(&canonical.unwrap_or_default());
+    format!("hmac-sha256:{}", hex(&mac.finalize().into_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +348,39 @@ mod tests {
     fn oversized_inputs_point_to_url() {
         let big = vec![b' '; MAX_INPUT_BYTES + 1];
         assert!(message(decode(InputFormat::CircuitInputs, &big, None, "x")).contains("input.url"));
+    }
+
+    #[test]
+    fn input_digests_are_keyed_and_follow_content_not_spelling() {
+        let signals = |text: &str| JobInput::CircuitInputs {
+            inputs: serde_json::from_str(text).unwrap(),
+        };
+        let a = digest(b"token-1", &signals(r#"{"a": "3", "b": "11"}"#));
+        assert!(a.starts_with("hmac-sha256:") && a.len() == 12 + 64, "{a}");
+        assert_eq!(
+            a,
+            digest(b"token-1", &signals(r#"{ "b":"11","a":"3" }"#)),
+            "the same signals, spaced and ordered differently"
+        );
+        assert_ne!(a, digest(b"token-1", &signals(r#"{"a": "4", "b": "11"}"#)));
+        assert_ne!(
+            a,
+            digest(b"token-2", &signals(r#"{"a": "3", "b": "11"}"#)),
+            "another pool's key gives another digest"
+        );
+        let url = |url: &str, sha256: &str| JobInput::Url {
+            url: url.into(),
+            sha256: sha256.into(),
+            format: lease::InputFormat::Witness,
+        };
+        assert_eq!(
+            digest(b"k", &url("s3://a/w.wtns", "ab")),
+            digest(b"k", &url("https://b/w.wtns", "ab")),
+            "a download counts by its content"
+        );
+        assert_ne!(
+            digest(b"k", &url("s3://a/w.wtns", "ab")),
+            digest(b"k", &url("s3://a/w.wtns", "cd"))
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! retries are the dispatcher's ([`crate::dispatcher`]).
 
 pub mod input;
+pub mod reuse;
 pub mod status;
 pub mod validate;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -56,6 +58,17 @@ pub trait JobQueue: Send + Sync {
     fn observe(&self, job: ProofJob);
     /// Forgets a job being deleted.
     fn forget(&self, job: &ProofJob);
+    /// A succeeded job of `namespace` (or of any namespace, when `across_namespaces`) whose
+    /// verified proof was made on the pool `(namespace, name)` from these parameters and this
+    /// input.
+    fn reusable(
+        &self,
+        pool: (&str, &str),
+        parameters_digest: &str,
+        input_digest: &str,
+        namespace: &str,
+        across_namespaces: bool,
+    ) -> Option<reuse::EarlierResult>;
 }
 
 /// Why a pass failed. All transient: the pass is retried with backoff.
@@ -135,20 +148,61 @@ async fn admit(
     api: &Api<ProofJob>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let pools: Api<ProverPool> = Api::namespaced(ctx.client.clone(), namespace);
-    let pool = pools.get_opt(&job.spec.pool_ref.name).await?;
+    let pool_namespace = job.spec.pool_ref.namespace_for(namespace);
+    let pool = match ctx.watch_namespace.as_deref() {
+        // This operator cannot see pools elsewhere; the check below refuses the job.
+        Some(watched) if watched != pool_namespace => None,
+        _ => {
+            let pools: Api<ProverPool> = Api::namespaced(ctx.client.clone(), pool_namespace);
+            pools.get_opt(&job.spec.pool_ref.name).await?
+        }
+    };
+    // A pool of another namespace runs the job only with that pool's consent, which rests on
+    // the labels of the job's namespace (read here, never the pool's own objects).
+    let consent = if pool_namespace == namespace {
+        Ok(())
+    } else {
+        let labels = match &pool {
+            Some(_) => Api::<Namespace>::all(ctx.client.clone())
+                .get_opt(namespace)
+                .await?
+                .map(|ns| ns.labels().clone()),
+            None => None,
+        };
+        validate::admits(
+            job,
+            namespace,
+            pool.as_ref(),
+            labels.as_ref(),
+            ctx.watch_namespace.as_deref(),
+        )
+    };
     let now = Time(Timestamp::now());
-    let verdict = match validate::spec(job, namespace, pool.as_ref()) {
-        Err(message) => Err((status::INVALID_SPEC, message)),
-        Ok(()) => match input::resolve(&ctx.client, job).await {
-            Ok(_) => Ok(()),
+    let verdict = match consent.map(|()| validate::spec(job, namespace, pool.as_ref())) {
+        Err(message) => Err((status::NAMESPACE_NOT_ADMITTED, message)),
+        Ok(Err(message)) => Err((status::INVALID_SPEC, message)),
+        Ok(Ok(())) => match input::resolve(&ctx.client, job).await {
+            Ok(input) => Ok(input),
             Err(InputError::Invalid(message)) => Err((status::INVALID_INPUT, message)),
             Err(InputError::Api(e)) => return Err(e.into()),
         },
     };
-    let new_status = match &verdict {
-        Ok(()) => status::queued(job, &now),
-        Err((reason, message)) => status::invalid(job, reason, message.clone(), &now),
+    let reused = match (&verdict, &pool) {
+        // Reuse saves work; when it cannot be checked, the job is proved as usual.
+        (Ok(input), Some(pool)) => {
+            reuse::find(&ctx.client, ctx.queue.as_ref(), job, namespace, pool, input)
+                .await
+                .unwrap_or_else(|error| {
+                    warn!(%error, "could not look for a result to reuse; proving the job");
+                    None
+                })
+        }
+        _ => None,
+    };
+    let new_status = match (&verdict, &reused) {
+        (Ok(_), Some(earlier)) => status::reused(job, earlier, &now),
+        (Ok(_), None) => status::queued(job, &now),
+        (Err((reason, message)), _) => status::invalid(job, reason, message.clone(), &now),
     };
     let stored = match status::write(api, job, new_status).await {
         Ok(stored) => stored,
@@ -159,7 +213,14 @@ async fn admit(
         Err(e) => return Err(e.into()),
     };
     match verdict {
-        Ok(()) => {
+        Ok(_) if reused.is_some() => {
+            info!("answered with an earlier job's verified proof");
+            ctx.metrics.job_finished(&stored, "Succeeded");
+            ctx.metrics.result_reused(&stored);
+            job_trace::admitted(&stored, None);
+            job_trace::finished(&stored, "Succeeded");
+        }
+        Ok(_) => {
             info!("queued");
             job_trace::admitted(&stored, None);
         }

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use zkfleet_crds::v1alpha1::conditions::{self, new_condition, status as condition_status};
 use zkfleet_crds::v1alpha1::{
     Attempt, AttemptOutcome, JobPhase, JobUsage, Pricing, ProofJob, ProofJobStatus, ProofResult,
-    Verification,
+    ReusedFrom, Verification,
 };
 
 /// Most attempts kept on the status (the CRD's bound); `attemptCount` keeps the total.
@@ -26,6 +26,8 @@ pub const FAILED: &str = "Failed";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// `reason` of a job whose input is missing, too large or malformed.
 pub const INVALID_INPUT: &str = "InvalidInput";
+/// Reason of a job whose pool is in another namespace that does not admit the job's own.
+pub const NAMESPACE_NOT_ADMITTED: &str = "NamespaceNotAdmitted";
 
 /// A job that entered the queue.
 pub fn queued(job: &ProofJob, now: &Time) -> ProofJobStatus {
@@ -54,6 +56,8 @@ pub struct Grant {
     pub deadline: Time,
     pub parameters_version: Option<String>,
     pub parameters_digest: Option<String>,
+    /// Keyed digest of the input handed to the pod (see [`crate::job::input::digest`]).
+    pub input_digest: Option<String>,
 }
 
 /// A job whose next attempt was just leased to a pod.
@@ -64,6 +68,7 @@ pub fn leased(job: &ProofJob, grant: &Grant, now: &Time) -> ProofJobStatus {
     status.start_time.get_or_insert_with(|| now.clone());
     status.parameters_version = grant.parameters_version.clone();
     status.parameters_digest = grant.parameters_digest.clone();
+    status.input_digest = grant.input_digest.clone();
     status.attempts.push(Attempt {
         attempt: grant.attempt as i32,
         pod: Some(grant.pod.clone()),
@@ -179,6 +184,46 @@ pub fn succeeded(job: &ProofJob, attempt: u32, success: Success, now: &Time) -> 
         COMPLETE,
         "ProofVerified",
         "the proof was computed and verified".into(),
+        now,
+    );
+    status
+}
+
+/// A job answered with the verified proof of `earlier` (same pool, parameters and input),
+/// without an attempt. The earlier job is named only when it is in this job's namespace.
+pub fn reused(job: &ProofJob, earlier: &ProofJob, now: &Time) -> ProofJobStatus {
+    let mut status = job.status.clone().unwrap_or_default();
+    let from = earlier.status.clone().unwrap_or_default();
+    let same_namespace = earlier.namespace() == job.namespace();
+    status.observed_generation = job.metadata.generation;
+    status.phase = Some(JobPhase::Succeeded);
+    status.parameters_version = from.parameters_version;
+    status.parameters_digest = from.parameters_digest;
+    status.input_digest = from.input_digest;
+    status.result = from.result.map(|mut result| {
+        result.reused_from = Some(ReusedFrom {
+            uid: earlier.uid().unwrap_or_default(),
+            name: same_namespace.then(|| earlier.name_any()),
+        });
+        result
+    });
+    status.verification = from.verification;
+    status.completion_time = Some(now.clone());
+    status.reason = None;
+    status.message = None;
+    status.retryable = None;
+    let source = if same_namespace {
+        format!("job {}", earlier.name_any())
+    } else {
+        "a job of another namespace".to_string()
+    };
+    set_condition(
+        &mut status,
+        COMPLETE,
+        "ResultReused",
+        format!(
+            "answered with the verified proof of {source}, made from the same parameters and input; nothing was proved again"
+        ),
         now,
     );
     status
@@ -345,6 +390,7 @@ mod tests {
             deadline: at(100),
             parameters_version: Some("v1".into()),
             parameters_digest: Some("sha256:aa".into()),
+            input_digest: None,
         }
     }
 
@@ -522,5 +568,44 @@ mod tests {
         assert_eq!(s.retryable, Some(false));
         let failed = s.conditions.iter().find(|c| c.type_ == FAILED).unwrap();
         assert_eq!(failed.reason, INVALID_INPUT);
+    }
+
+    #[test]
+    fn a_reused_result_names_its_source_only_within_the_namespace() {
+        let mut earlier = job();
+        earlier.metadata.name = Some("first".into());
+        earlier.metadata.uid = Some("uid-first".into());
+        earlier.status = serde_json::from_value(serde_json::json!({
+            "phase": "Succeeded", "parametersVersion": "v1", "parametersDigest": "sha256:aa",
+            "inputDigest": "hmac-sha256:in", "attemptCount": 2,
+            "attempts": [{"attempt": 2, "pod": "p", "outcome": "Succeeded"}],
+            "result": {"proof": {"protocol": "groth16"}, "publicSignals": ["33"]},
+            "verification": {"verified": true, "verifier": "operator"},
+        }))
+        .unwrap();
+        let s = reused(&job(), &earlier, &at(5));
+        assert_eq!(s.phase, Some(JobPhase::Succeeded));
+        assert!(
+            s.attempts.is_empty() && s.attempt_count.is_none(),
+            "nothing was proved"
+        );
+        let result = s.result.unwrap();
+        assert_eq!(result.public_signals, Some(vec!["33".to_string()]));
+        assert_eq!(
+            result.reused_from,
+            Some(ReusedFrom {
+                uid: "uid-first".into(),
+                name: Some("first".into())
+            })
+        );
+        assert_eq!(s.parameters_digest.as_deref(), Some("sha256:aa"));
+        assert!(s.verification.unwrap().verified);
+
+        earlier.metadata.namespace = Some("elsewhere".into());
+        let s = reused(&job(), &earlier, &at(5));
+        assert_eq!(s.result.unwrap().reused_from.unwrap().name, None);
+        let complete = s.conditions.iter().find(|c| c.type_ == COMPLETE).unwrap();
+        assert_eq!(complete.reason, "ResultReused");
+        assert!(!complete.message.contains("first"), "{}", complete.message);
     }
 }

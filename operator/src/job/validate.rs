@@ -1,6 +1,9 @@
 //! Whether a job's spec can run on its pool, without a client: the pool exists, its backend
 //! takes ProofJobs, and a pinned parameters version is one the pool serves.
 
+use std::collections::BTreeMap;
+
+use kube::core::{Selector, SelectorExt as _};
 use zkfleet_crds::v1alpha1::{ExecProfile, ProofJob, ProverPool};
 
 /// Parameters versions a pool can serve a job now or once its rotation finishes: the spec's,
@@ -14,6 +17,43 @@ pub fn servable_versions(pool: &ProverPool) -> Vec<String> {
     versions.sort();
     versions.dedup();
     versions
+}
+
+/// Whether the pool `job` names in another namespace admits jobs of `namespace`, whose labels
+/// are `labels`: its `spec.sharing.namespaceSelector` selects them. A pool that does not
+/// exist gets the same answer as one that refuses, so a tenant cannot probe which pools other
+/// namespaces have.
+pub fn admits(
+    job: &ProofJob,
+    namespace: &str,
+    pool: Option<&ProverPool>,
+    labels: Option<&BTreeMap<String, String>>,
+    watch_namespace: Option<&str>,
+) -> Result<(), String> {
+    let pool_namespace = job.spec.pool_ref.namespace_for(namespace);
+    let name = &job.spec.pool_ref.name;
+    if let Some(watched) = watch_namespace
+        && watched != pool_namespace
+    {
+        return Err(format!(
+            "this zkfleet operator runs the pools of namespace {watched} only, not {pool_namespace}: name a pool of {watched} in spec.poolRef"
+        ));
+    }
+    let selector = pool
+        .and_then(|p| p.spec.sharing.as_ref())
+        .and_then(|s| s.namespace_selector.clone());
+    let selected = match (selector, labels) {
+        (Some(selector), Some(labels)) => Selector::try_from(selector)
+            .map(|s| s.matches(labels))
+            .unwrap_or(false),
+        _ => false,
+    };
+    if selected {
+        return Ok(());
+    }
+    Err(format!(
+        "ProverPool {name} in namespace {pool_namespace} does not exist or does not admit jobs from namespace {namespace}: ask its owners to select {namespace} in its spec.sharing.namespaceSelector, or name a pool of {namespace}"
+    ))
 }
 
 /// The spec problem that keeps `job` from ever running, as a message that says what to fix.
@@ -112,6 +152,71 @@ mod tests {
         assert!(
             e.contains("ProverPool cpu does not exist in namespace team"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_pool_of_another_namespace_admits_only_the_namespaces_it_selects() {
+        let mut shared = pool(json!({"type": "groth16-bn254"}));
+        let mut from_a = job(None);
+        from_a.metadata.namespace = Some("team-a".into());
+        from_a.spec.pool_ref.namespace = Some("team".into());
+        let labels = |tier: &str| BTreeMap::from([("tier".to_string(), tier.to_string())]);
+        let refused = |e: Result<(), String>| e.unwrap_err();
+
+        // No spec.sharing: the pool is its namespace's alone. The message is the same as for a
+        // pool that does not exist, so other namespaces' pools cannot be probed.
+        let e = refused(admits(
+            &from_a,
+            "team-a",
+            Some(&shared),
+            Some(&labels("gold")),
+            None,
+        ));
+        assert_eq!(
+            e,
+            refused(admits(&from_a, "team-a", None, None, None)),
+            "a refusing pool and a missing one read the same"
+        );
+        assert!(
+            e.contains("does not exist or does not admit jobs from namespace team-a")
+                && e.contains("spec.sharing.namespaceSelector"),
+            "{e}"
+        );
+
+        shared.spec.sharing = Some(
+            serde_json::from_value(json!({"namespaceSelector": {"matchLabels": {"tier": "gold"}}}))
+                .unwrap(),
+        );
+        assert!(
+            admits(
+                &from_a,
+                "team-a",
+                Some(&shared),
+                Some(&labels("gold")),
+                None
+            )
+            .is_ok()
+        );
+        refused(admits(
+            &from_a,
+            "team-a",
+            Some(&shared),
+            Some(&labels("bronze")),
+            None,
+        ));
+        refused(admits(&from_a, "team-a", Some(&shared), None, None));
+
+        let e = refused(admits(
+            &from_a,
+            "team-a",
+            Some(&shared),
+            Some(&labels("gold")),
+            Some("team-a"),
+        ));
+        assert!(
+            e.contains("runs the pools of namespace team-a only"),
+            "an operator that watches one namespace cannot serve another's pool: {e}"
         );
     }
 

@@ -6,6 +6,7 @@ use kube::runtime::events::{Event, EventType};
 use zkfleet_crds::v1alpha1::{ProverPoolStatus, find_condition, pool_condition, status as cond};
 
 use super::rollout::{Decision, RolloutEvent};
+use super::status::QUARANTINED_REASON;
 
 /// Events for what changed between `prior` and `next`.
 pub fn transitions(
@@ -34,6 +35,24 @@ pub fn transitions(
             message.clone(),
         )),
         None => {}
+    }
+    for quarantined in next
+        .flagged_pods
+        .iter()
+        .filter(|f| f.reason == QUARANTINED_REASON)
+    {
+        let known = prior.is_some_and(|p| p.flagged_pods.iter().any(|f| f == quarantined));
+        if !known {
+            events.push(event(
+                EventType::Warning,
+                "PodQuarantined",
+                "CheckProvers",
+                quarantined
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("pod {} was quarantined", quarantined.pod)),
+            ));
+        }
     }
     if let (None, Some(now_short)) = (capacity_short(prior), capacity_short(Some(next))) {
         events.push(event(
@@ -114,6 +133,32 @@ mod tests {
         assert!(transitions(None, &capacity(false), &decision(None)).len() == 1);
         assert!(transitions(Some(&capacity(false)), &capacity(false), &decision(None)).is_empty());
         assert!(transitions(Some(&capacity(false)), &capacity(true), &decision(None)).is_empty());
+    }
+
+    #[test]
+    fn a_quarantined_pod_is_announced_once() {
+        let ok = capacity(true);
+        let mut quarantined = ok.clone();
+        quarantined
+            .flagged_pods
+            .push(zkfleet_crds::v1alpha1::FlaggedPod {
+                pod: "gpu-7".into(),
+                node: None,
+                reason: QUARANTINED_REASON.into(),
+                message: Some(
+                    "pod gpu-7 was quarantined: its known-answer proof was rejected".into(),
+                ),
+                time: Some(Time(Timestamp::from_second(5).unwrap())),
+            });
+        let events = transitions(Some(&ok), &quarantined, &decision(None));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "PodQuarantined");
+        assert_eq!(events[0].type_, EventType::Warning);
+        assert!(events[0].note.as_ref().unwrap().contains("gpu-7"));
+        assert!(
+            transitions(Some(&quarantined), &quarantined, &decision(None)).is_empty(),
+            "not again at the next pass"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod scaling;
 pub mod status;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,8 +32,8 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 use zkfleet_crds::v1alpha1::{
-    ProofJob, ProverPool, RolloutState, find_condition, new_condition, pool_condition,
-    set_condition, status as cond,
+    ProverPool, RolloutState, find_condition, new_condition, pool_condition, set_condition,
+    status as cond,
 };
 
 use crate::FIELD_MANAGER;
@@ -51,8 +52,8 @@ pub const CONTROLLER: &str = "proverpool";
 /// How often a rotating pool is looked at even when nothing it watches changes, so the
 /// rollout deadline is noticed on time.
 const ROLLOUT_RECHECK: Duration = Duration::from_secs(10);
-/// Quiet time before a pool is reconciled after a change, so bursts of job updates fold into
-/// one pass.
+/// Quiet time before a pool is reconciled after a change, so bursts of updates (its pods,
+/// its children) fold into one pass.
 const QUEUE_DEBOUNCE: Duration = Duration::from_millis(500);
 /// How often a settled pool is re-checked anyway (drift the watches missed).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -80,6 +81,11 @@ pub trait QueueView: Send + Sync {
     fn flagged(&self, namespace: &str, pool: &str) -> Vec<zkfleet_crds::v1alpha1::FlaggedPod>;
     /// How long the pool has had no queued or running job.
     fn idle_for(&self, namespace: &str, pool: &str) -> Duration;
+    /// The pools whose queued or running counts changed, as (namespace, name), each at most
+    /// about once a second; taken once.
+    fn load_changes(&self) -> futures::stream::BoxStream<'static, (String, String)>;
+    /// Queued and running jobs of a pool, per namespace of the jobs.
+    fn namespace_loads(&self, namespace: &str, pool: &str) -> BTreeMap<String, (usize, usize)>;
 }
 
 /// Why a pass failed. All transient: the pass is retried with backoff.
@@ -123,7 +129,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let ours =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
     let pod_owner = resource.clone();
-    let job_owner = resource.clone();
+    let load_owner = resource.clone();
+    let load_changes = ctx.queues.load_changes();
     Controller::new_with(pools, watcher::Config::default(), resource)
         .owns(api::<Deployment>(&client, ns), ours.clone())
         .owns(api::<Service>(&client, ns), ours.clone())
@@ -139,16 +146,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             let pool = pod.labels().get(POOL_LABEL)?.clone();
             Some(ObjectRef::new_with(&pool, pod_owner.clone()).within(&ns))
         })
-        // Jobs moving through a pool's queue change its queue counts; debounced, so a burst
-        // of jobs costs one status write.
-        .watches(
-            api::<ProofJob>(&client, ns),
-            watcher::Config::default(),
-            move |job: ProofJob| {
-                let ns = job.namespace()?;
-                Some(ObjectRef::new_with(&job.spec.pool_ref.name, job_owner.clone()).within(&ns))
-            },
-        )
+        // Jobs moving through a pool's queue change its queue counts: the dispatcher names
+        // each pool whose counts changed, at most once a second. (A watch of every ProofJob
+        // here would be a second copy of them in memory, and under a steady stream of job
+        // updates its debounced triggers would never fall quiet long enough to fire.)
+        .reconcile_on(load_changes.map(move |(namespace, name)| {
+            ObjectRef::new_with(&name, load_owner.clone()).within(&namespace)
+        }))
         .with_config(kube::runtime::controller::Config::default().debounce(QUEUE_DEBOUNCE))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -276,8 +280,22 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
             queued,
             running,
             flagged: ctx.queues.flagged(&namespace, &name),
+            namespaces: pool
+                .spec
+                .sharing
+                .as_ref()
+                .map(|sharing| {
+                    status::namespace_queues(
+                        sharing,
+                        &ctx.queues.namespace_loads(&namespace, &name),
+                    )
+                })
+                .unwrap_or_default(),
         },
     );
+    if pool.spec.known_answer.is_some() || pool.spec.quarantine.is_some() {
+        status::set_provers_healthy(&mut next, &Time(now));
+    }
     // scaling: to zero when idle, back to one when jobs wait (minReplicas 0)
     let idle_for = if queued + running > 0 {
         Duration::ZERO

@@ -1,14 +1,16 @@
 //! The pool's status, computed purely from the pool, its Deployment, its pods and the rollout
 //! decision, and written (server-side apply on the status subresource) only when it changed.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use zkfleet_crds::v1alpha1::{
-    CapacityStatus, FlaggedPod, ProverPool, ProverPoolStatus, QueueStatus, RolloutState,
-    new_condition, pool_condition, set_condition, status as cond,
+    CapacityStatus, FlaggedPod, NamespaceQueue, ProverPool, ProverPoolStatus, QueueStatus,
+    RolloutState, SharingSpec, new_condition, pool_condition, set_condition, status as cond,
 };
 
 use super::rollout::{Decision, deployment_complete};
@@ -23,6 +25,47 @@ pub struct Load {
     pub running: usize,
     /// Pods whose proofs failed verification, newest last.
     pub flagged: Vec<FlaggedPod>,
+    /// Each namespace's jobs, for a shared pool (empty otherwise).
+    pub namespaces: Vec<NamespaceQueue>,
+}
+
+/// Most namespaces listed in `status.queue.namespaces`.
+pub const MAX_LISTED_NAMESPACES: usize = 50;
+
+/// The per-namespace queue of a pool with `spec.sharing`, from each namespace's (queued,
+/// running) jobs: weight, counts and the share of slots due to it among the namespaces with
+/// jobs; the busiest first, at most [`MAX_LISTED_NAMESPACES`].
+pub fn namespace_queues(
+    sharing: &SharingSpec,
+    loads: &BTreeMap<String, (usize, usize)>,
+) -> Vec<NamespaceQueue> {
+    let busy: Vec<_> = loads.iter().filter(|(_, (q, r))| q + r > 0).collect();
+    let total_weight: u64 = busy
+        .iter()
+        .map(|(ns, _)| u64::from(sharing.share_of(ns).0))
+        .sum();
+    let mut listed: Vec<NamespaceQueue> = busy
+        .into_iter()
+        .map(|(namespace, (queued, running))| {
+            let weight = sharing.share_of(namespace).0;
+            NamespaceQueue {
+                namespace: namespace.clone(),
+                weight: weight as i32,
+                queued: *queued as i32,
+                running: *running as i32,
+                share_percent: (u64::from(weight) * 100)
+                    .checked_div(total_weight)
+                    .unwrap_or(0) as i32,
+            }
+        })
+        .collect();
+    listed.sort_by(|a, b| {
+        (b.queued + b.running)
+            .cmp(&(a.queued + a.running))
+            .then_with(|| a.namespace.cmp(&b.namespace))
+    });
+    listed.truncate(MAX_LISTED_NAMESPACES);
+    listed
 }
 
 /// Most pods listed in `status.flaggedPods`.
@@ -34,6 +77,7 @@ pub fn apply_load(status: &mut ProverPoolStatus, load: &Load) {
     status.queue = Some(QueueStatus {
         queued: load.queued as i32,
         running: load.running as i32,
+        namespaces: load.namespaces.clone(),
     });
     if let Some(capacity) = status.capacity.as_mut() {
         capacity.free_slots = (capacity.slots - load.running as i32).max(0);
@@ -48,6 +92,50 @@ pub fn apply_load(status: &mut ProverPoolStatus, load: &Load) {
     let excess = status.flagged_pods.len().saturating_sub(MAX_FLAGGED_PODS);
     status.flagged_pods.drain(..excess);
 }
+
+/// How long a quarantined pod keeps the pool's `ProversHealthy` condition `False`.
+pub const QUARANTINE_SHOWN_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Sets `ProversHealthy` (pools with a known-answer check or quarantine): `False` while a pod
+/// was quarantined within [`QUARANTINE_SHOWN_FOR`], naming the latest and why.
+pub fn set_provers_healthy(status: &mut ProverPoolStatus, now: &Time) {
+    let recent: Vec<&FlaggedPod> = status
+        .flagged_pods
+        .iter()
+        .filter(|f| f.reason == QUARANTINED_REASON)
+        .filter(|f| {
+            f.time.as_ref().is_some_and(|t| {
+                now.0.duration_since(t.0).as_secs() < QUARANTINE_SHOWN_FOR.as_secs() as i64
+            })
+        })
+        .collect();
+    let condition = match recent.last() {
+        Some(latest) => new_condition(
+            pool_condition::PROVERS_HEALTHY,
+            cond::FALSE,
+            "PodQuarantined",
+            format!(
+                "{} pod(s) quarantined in the last hour; the latest: {}",
+                recent.len(),
+                latest.message.clone().unwrap_or_else(|| latest.pod.clone())
+            ),
+            status.observed_generation,
+            now.clone(),
+        ),
+        None => new_condition(
+            pool_condition::PROVERS_HEALTHY,
+            cond::TRUE,
+            "NoneQuarantined",
+            "no pod was quarantined in the last hour",
+            status.observed_generation,
+            now.clone(),
+        ),
+    };
+    set_condition(&mut status.conditions, condition);
+}
+
+/// `reason` of a quarantined pod in `status.flaggedPods`.
+pub use zkfleet_crds::v1alpha1::QUARANTINED as QUARANTINED_REASON;
 
 /// Why a status write failed.
 #[derive(Debug, thiserror::Error)]
@@ -561,6 +649,7 @@ mod tests {
             queue: Some(zkfleet_crds::v1alpha1::QueueStatus {
                 queued: 3,
                 running: 1,
+                ..QueueStatus::default()
             }),
             ..ProverPoolStatus::default()
         });
@@ -590,6 +679,7 @@ mod tests {
             pod: pod.into(),
             node: None,
             reason: "VerificationFailed".into(),
+            message: None,
             time: Some(at(t)),
         };
         s.flagged_pods = vec![flag("a", 0)];
@@ -597,13 +687,15 @@ mod tests {
             queued: 5,
             running: 1,
             flagged: vec![flag("a", 9), flag("b", 9)],
+            namespaces: Vec::new(),
         };
         apply_load(&mut s, &load);
         assert_eq!(
             s.queue,
             Some(QueueStatus {
                 queued: 5,
-                running: 1
+                running: 1,
+                namespaces: Vec::new(),
             })
         );
         assert_eq!(s.capacity.as_ref().unwrap().free_slots, slots - 1);
@@ -616,5 +708,83 @@ mod tests {
         let before = s.clone();
         apply_load(&mut s, &load);
         assert_eq!(s, before, "applying the same load again changes nothing");
+    }
+
+    #[test]
+    fn a_shared_pool_lists_each_busy_namespace_with_its_due_share() {
+        let sharing: SharingSpec = serde_json::from_value(serde_json::json!({
+            "namespaces": [{"namespace": "team-a", "weight": 3}]
+        }))
+        .unwrap();
+        let loads = BTreeMap::from([
+            ("team-a".to_string(), (10, 6)),
+            ("team-b".to_string(), (4, 2)),
+            ("idle".to_string(), (0, 0)),
+        ]);
+        let listed = namespace_queues(&sharing, &loads);
+        let rows: Vec<_> = listed
+            .iter()
+            .map(|n| {
+                (
+                    n.namespace.as_str(),
+                    n.weight,
+                    n.queued,
+                    n.running,
+                    n.share_percent,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [("team-a", 3, 10, 6, 75), ("team-b", 1, 4, 2, 25)],
+            "namespaces without jobs are not listed and take no share"
+        );
+        let alone = BTreeMap::from([("team-b".to_string(), (4, 2))]);
+        assert_eq!(namespace_queues(&sharing, &alone)[0].share_percent, 100);
+    }
+
+    #[test]
+    fn provers_are_unhealthy_for_an_hour_after_a_quarantine() {
+        let mut s = ProverPoolStatus::default();
+        set_provers_healthy(&mut s, &at(0));
+        assert_eq!(
+            cond(&s, "ProversHealthy"),
+            ("True", "NoneQuarantined"),
+            "no quarantine yet"
+        );
+        s.flagged_pods.push(FlaggedPod {
+            pod: "gpu-7".into(),
+            node: None,
+            reason: "VerificationFailed".into(),
+            message: None,
+            time: Some(at(10)),
+        });
+        set_provers_healthy(&mut s, &at(20));
+        assert_eq!(
+            cond(&s, "ProversHealthy").0,
+            "True",
+            "flagged is not quarantined"
+        );
+        s.flagged_pods.push(FlaggedPod {
+            pod: "gpu-8".into(),
+            node: None,
+            reason: QUARANTINED_REASON.into(),
+            message: Some("pod gpu-8 was quarantined: its known-answer proof was rejected".into()),
+            time: Some(at(30)),
+        });
+        set_provers_healthy(&mut s, &at(40));
+        assert_eq!(cond(&s, "ProversHealthy"), ("False", "PodQuarantined"));
+        let message = &s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ProversHealthy")
+            .unwrap()
+            .message;
+        assert!(
+            message.contains("gpu-8") && message.contains("known-answer"),
+            "{message}"
+        );
+        set_provers_healthy(&mut s, &at(30 + 3600));
+        assert_eq!(cond(&s, "ProversHealthy").0, "True", "an hour later");
     }
 }

@@ -1,0 +1,533 @@
+//! Pods that prove they still prove right. A pool with `spec.knownAnswer` hands each pod its
+//! known-answer input as an ordinary lease before the pod gets any job, and again every
+//! `everySeconds` or `everyProofs`; the proof must verify and carry the known public signals
+//! or outputs. A pod that gets it wrong, or (with `spec.quarantine`) whose proofs are rejected
+//! too often, is quarantined: it takes no more leases, the pool lists it in `flaggedPods`
+//! (whence its `ProversHealthy` condition and a `PodQuarantined` Event), and it is deleted so
+//! that its Deployment replaces it.
+//!
+//! The check is a lease like any other (its own lease UID, one attempt), so a pod cannot tell
+//! it from a user's job and answer it alone correctly. Its state is in memory only: after a
+//! failover every pod is checked again, which costs one proof per pod.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams};
+use tracing::{info, warn};
+use zkfleet_contract::lease::{
+    Caller, CompleteRequest, CompleteResponse, LeaseRef, LeasedJob, Outcome,
+};
+use zkfleet_crds::v1alpha1::{FlaggedPod, KnownAnswer, ProofJob, ProverPool, QUARANTINED};
+
+use super::state::PoolKey;
+use super::verify::NoVerdict;
+use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS};
+use crate::job::input;
+
+/// Lease UIDs of known-answer checks start with this; a ProofJob's UID never does.
+pub const CHECK_PREFIX: &str = "known-answer/";
+
+/// Where a pod stands with its known-answer check.
+#[derive(Clone, Debug, PartialEq)]
+enum Standing {
+    /// A check is out: the pod gets no jobs until it answers.
+    Checking { uid: String, deadline: Instant },
+    /// It answered right at `at`, and has made `proofs` proofs since.
+    Passed { at: Instant, proofs: u32 },
+    /// It takes no more leases.
+    Quarantined,
+}
+
+/// What a lease request of a pod may get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Jobs, as usual.
+    Open,
+    /// Its known-answer check first (a new one is due).
+    Check,
+    /// Nothing until its check is answered.
+    Wait,
+    /// Nothing ever.
+    Quarantined,
+}
+
+/// Every pod's standing, and how many of its proofs were rejected.
+#[derive(Default)]
+pub struct Checks {
+    standing: Mutex<HashMap<(String, String), Standing>>,
+    rejected: Mutex<HashMap<(String, String), u32>>,
+    issued: Mutex<u64>,
+}
+
+fn pod_key(namespace: &str, pod: &str) -> (String, String) {
+    (namespace.to_string(), pod.to_string())
+}
+
+impl Checks {
+    /// What `pod` may get now, given its pool's check (`None`: the pool has none, or the pod
+    /// serves other parameters than the check's).
+    pub fn gate(
+        &self,
+        namespace: &str,
+        pod: &str,
+        check: Option<&KnownAnswer>,
+        now: Instant,
+    ) -> Gate {
+        let standing = self
+            .standing
+            .lock()
+            .expect("lock")
+            .get(&pod_key(namespace, pod))
+            .cloned();
+        match (standing, check) {
+            (Some(Standing::Quarantined), _) => Gate::Quarantined,
+            (_, None) => Gate::Open,
+            (None, Some(_)) => Gate::Check,
+            (Some(Standing::Checking { deadline, .. }), Some(_)) => {
+                // A check the pod never answered (it restarted, or lost it) is handed out anew.
+                if deadline <= now {
+                    Gate::Check
+                } else {
+                    Gate::Wait
+                }
+            }
+            (Some(Standing::Passed { at, proofs }), Some(check)) => {
+                let every = Duration::from_secs(check.every_seconds.max(0) as u64);
+                let stale = check.every_seconds > 0 && now.saturating_duration_since(at) >= every;
+                let counted = check.every_proofs > 0 && proofs >= check.every_proofs as u32;
+                if stale || counted {
+                    Gate::Check
+                } else {
+                    Gate::Open
+                }
+            }
+        }
+    }
+
+    /// Records a check handed to `pod`; returns its lease UID.
+    pub fn issue(&self, namespace: &str, pod: &str, deadline: Instant) -> String {
+        let n = {
+            let mut issued = self.issued.lock().expect("lock");
+            *issued += 1;
+            *issued
+        };
+        let uid = format!("{CHECK_PREFIX}{pod}/{n}");
+        self.standing.lock().expect("lock").insert(
+            pod_key(namespace, pod),
+            Standing::Checking {
+                uid: uid.clone(),
+                deadline,
+            },
+        );
+        uid
+    }
+
+    /// Whether `lease` is the check `caller` holds now; if so its deadline is renewed.
+    pub fn renew(&self, caller: &Caller, lease: &LeaseRef, deadline: Instant) -> bool {
+        let mut standing = self.standing.lock().expect("lock");
+        match standing.get_mut(&pod_key(&caller.namespace, &caller.pod)) {
+            Some(Standing::Checking { uid, deadline: d }) if *uid == lease.uid => {
+                *d = deadline;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn holds(&self, caller: &Caller, lease: &LeaseRef) -> bool {
+        matches!(
+            self.standing.lock().expect("lock").get(&pod_key(&caller.namespace, &caller.pod)),
+            Some(Standing::Checking { uid, .. }) if *uid == lease.uid
+        )
+    }
+
+    fn passed(&self, namespace: &str, pod: &str, now: Instant) {
+        self.standing.lock().expect("lock").insert(
+            pod_key(namespace, pod),
+            Standing::Passed { at: now, proofs: 0 },
+        );
+    }
+
+    /// Counts a proof of `pod` towards its next check.
+    pub fn proved(&self, namespace: &str, pod: &str) {
+        if let Some(Standing::Passed { proofs, .. }) = self
+            .standing
+            .lock()
+            .expect("lock")
+            .get_mut(&pod_key(namespace, pod))
+        {
+            *proofs += 1;
+        }
+    }
+
+    /// Counts a rejected proof of `pod`; returns how many it has had.
+    pub fn rejected(&self, namespace: &str, pod: &str) -> u32 {
+        let mut rejected = self.rejected.lock().expect("lock");
+        let count = rejected.entry(pod_key(namespace, pod)).or_default();
+        *count += 1;
+        *count
+    }
+
+    /// Marks `pod` quarantined; false when it already was.
+    fn quarantine(&self, namespace: &str, pod: &str) -> bool {
+        let previous = self
+            .standing
+            .lock()
+            .expect("lock")
+            .insert(pod_key(namespace, pod), Standing::Quarantined);
+        previous != Some(Standing::Quarantined)
+    }
+
+    /// Forgets pods that no longer exist.
+    pub fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        self.standing
+            .lock()
+            .expect("lock")
+            .retain(|(ns, pod), _| exists(ns, pod));
+        self.rejected
+            .lock()
+            .expect("lock")
+            .retain(|(ns, pod), _| exists(ns, pod));
+    }
+}
+
+/// Whether a proof's public signals and outputs are the known answer.
+pub fn is_known_answer(
+    check: &KnownAnswer,
+    public_signals: &[String],
+    public_outputs: Option<&serde_json::Value>,
+) -> Result<(), String> {
+    if let Some(expected) = &check.public_signals
+        && expected.as_slice() != public_signals
+    {
+        return Err(format!(
+            "its public signals {public_signals:?} are not the known answer {expected:?}"
+        ));
+    }
+    if let Some(expected) = &check.public_outputs {
+        for (key, value) in expected {
+            let got = public_outputs.and_then(|o| o.get(key));
+            if got != Some(value) {
+                return Err(format!(
+                    "its public output {key} is {}, not the known {value}",
+                    got.map_or("missing".to_string(), |g| g.to_string())
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Dispatcher {
+    /// The pool's known-answer check, when it applies to a pod serving `version`.
+    pub(super) fn check_for<'a>(
+        &self,
+        pool: Option<&'a ProverPool>,
+        version: &str,
+    ) -> Option<&'a KnownAnswer> {
+        let pool = pool?;
+        (pool.spec.parameters.version == version)
+            .then_some(pool.spec.known_answer.as_ref())
+            .flatten()
+    }
+
+    /// A new known-answer lease for the caller; `None` when its input cannot be read (the pod
+    /// then waits, and the problem is logged).
+    pub(super) async fn issue_check(
+        &self,
+        check: &KnownAnswer,
+        caller: &Caller,
+    ) -> Option<LeasedJob> {
+        // The input is read as a job of the pool's own namespace would have it read.
+        let mut probe: ProofJob = ProofJob::new(
+            "known-answer",
+            zkfleet_crds::v1alpha1::ProofJobSpec {
+                pool_ref: zkfleet_crds::v1alpha1::PoolRef {
+                    name: caller.pool.clone(),
+                    namespace: None,
+                },
+                input: check.input.clone(),
+                parameters_version: None,
+                priority: 0,
+                timeout_seconds: None,
+                max_retries: None,
+                ttl_seconds_after_finished: None,
+            },
+        );
+        probe.metadata.namespace = Some(caller.namespace.clone());
+        let input = match input::resolve(&self.client, &probe).await {
+            Ok(input) => input,
+            Err(e) => {
+                warn!(pool = %caller.pool, error = %e, "the known-answer input cannot be read; the pod waits");
+                return None;
+            }
+        };
+        let timeout = self.limits(&probe).timeout;
+        let uid = self.checks.issue(
+            &caller.namespace,
+            &caller.pod,
+            Instant::now() + self.settings.lease_duration,
+        );
+        info!(pod = %caller.pod, pool = %caller.pool, "known-answer check handed out");
+        Some(LeasedJob {
+            lease: LeaseRef { uid, attempt: 1 },
+            job: format!("{}/known-answer", caller.namespace),
+            lease_seconds: self.settings.lease_duration.as_secs() as u32,
+            timeout_seconds: timeout.as_secs() as u32,
+            input,
+            traceparent: None,
+        })
+    }
+
+    /// The answer to a known-answer check: verified and compared, the pod passes or is
+    /// quarantined.
+    pub(super) async fn complete_check(
+        &self,
+        request: &CompleteRequest,
+    ) -> Result<CompleteResponse, DispatchError> {
+        let caller = &request.caller;
+        if !self.checks.holds(caller, &request.lease) {
+            return Err(DispatchError::Stale(format!(
+                "check {} is not one pod {} holds",
+                request.lease.uid, caller.pod
+            )));
+        }
+        let key = PoolKey::new(&caller.namespace, &caller.pool);
+        let pool = self.pool(&key).ok_or_else(|| {
+            DispatchError::Unavailable(format!("pool {} is not known yet", key.name))
+        })?;
+        let Some(check) = pool.spec.known_answer.clone() else {
+            // The pool dropped its check meanwhile.
+            self.checks
+                .passed(&caller.namespace, &caller.pod, Instant::now());
+            return Ok(answered("Succeeded"));
+        };
+        let wrong = match &request.outcome {
+            Outcome::Failed { code, message, .. } => Some(format!(
+                "it failed the known-answer check: {code}: {message}"
+            )),
+            Outcome::Proved {
+                proof,
+                public_signals,
+                public_outputs,
+                ..
+            } => {
+                let version = pool.spec.parameters.version.clone();
+                match self
+                    .verdict_on(
+                        &pool,
+                        &version,
+                        proof,
+                        public_signals,
+                        public_outputs.as_ref(),
+                    )
+                    .await
+                {
+                    Ok((Ok(()), _)) => {
+                        is_known_answer(&check, public_signals, public_outputs.as_ref())
+                            .err()
+                            .map(|why| format!("its known-answer proof verified, but {why}"))
+                    }
+                    Ok((Err(why), _)) => {
+                        Some(format!("its known-answer proof was rejected: {why}"))
+                    }
+                    Err(NoVerdict::Unavailable(e)) => return Err(e),
+                    Err(NoVerdict::Misconfigured(why)) => {
+                        // Nothing can be verified on this pool until it is fixed, and every job
+                        // says so; the check cannot tell a good pod from a bad one.
+                        warn!(pool = %key.name, %why, "the known-answer proof cannot be verified; the pod is let through");
+                        None
+                    }
+                }
+            }
+        };
+        match wrong {
+            None => {
+                info!(pod = %caller.pod, pool = %caller.pool, "known-answer check passed");
+                self.metrics
+                    .known_answer_checked(&key.namespace, &key.name, "passed");
+                self.checks
+                    .passed(&caller.namespace, &caller.pod, Instant::now());
+                Ok(answered("Succeeded"))
+            }
+            Some(why) => {
+                self.metrics
+                    .known_answer_checked(&key.namespace, &key.name, "failed");
+                self.quarantine(&key, &caller.pod, why).await;
+                Ok(answered("Failed"))
+            }
+        }
+    }
+
+    /// Counts a rejected proof of `pod`, quarantining it at the pool's limit.
+    pub(super) async fn count_rejection(&self, key: &PoolKey, pod: &str) {
+        let rejected = self.checks.rejected(&key.namespace, pod);
+        let limit = self
+            .pool(key)
+            .and_then(|p| p.spec.quarantine.clone())
+            .map(|q| q.after_rejected_proofs.max(1) as u32);
+        if let Some(limit) = limit
+            && rejected >= limit
+        {
+            let why = format!("{rejected} of its proofs were rejected by verification");
+            self.quarantine(key, pod, why).await;
+        }
+    }
+
+    /// Takes `pod` out of service: no more leases, listed on the pool's status, deleted.
+    async fn quarantine(&self, key: &PoolKey, pod: &str, why: String) {
+        if !self.checks.quarantine(&key.namespace, pod) {
+            return;
+        }
+        warn!(pool = %key.name, %pod, %why, "pod quarantined");
+        let node = self
+            .pod(&key.namespace, pod)
+            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
+        {
+            let mut flagged = self.flagged.lock().expect("lock");
+            let list = flagged.entry(key.clone()).or_default();
+            list.retain(|f| f.pod != pod);
+            list.push(FlaggedPod {
+                pod: pod.into(),
+                node,
+                reason: QUARANTINED.into(),
+                message: Some(format!(
+                    "pod {pod} was quarantined: {why}; it takes no more jobs and was deleted, so the pool replaces it"
+                )),
+                time: Some(Time(Timestamp::now())),
+            });
+            let excess = list.len().saturating_sub(MAX_FLAGGED_PODS);
+            list.drain(..excess);
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
+        if let Err(e) = pods.delete(pod, &DeleteParams::default()).await {
+            // It stays out of service here; its leases end when it stops heartbeating.
+            warn!(%pod, error = %e, "could not delete the quarantined pod");
+        }
+    }
+}
+
+fn answered(phase: &str) -> CompleteResponse {
+    CompleteResponse {
+        phase: phase.into(),
+        duplicate: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(every_seconds: i32, every_proofs: i32) -> KnownAnswer {
+        serde_json::from_value(json!({
+            "input": {"inline": {"json": "{\"a\": \"3\"}"}},
+            "publicSignals": ["33", "3"],
+            "everySeconds": every_seconds, "everyProofs": every_proofs,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_is_checked_before_its_first_job_and_again_when_due() {
+        let checks = Checks::default();
+        let now = Instant::now();
+        let kat = check(600, 2);
+        assert_eq!(
+            checks.gate("ns", "p", None, now),
+            Gate::Open,
+            "no check on the pool"
+        );
+        assert_eq!(checks.gate("ns", "p", Some(&kat), now), Gate::Check);
+        let uid = checks.issue("ns", "p", now + Duration::from_secs(30));
+        assert!(uid.starts_with(CHECK_PREFIX));
+        assert_eq!(checks.gate("ns", "p", Some(&kat), now), Gate::Wait);
+        assert_eq!(
+            checks.gate("ns", "p", Some(&kat), now + Duration::from_secs(31)),
+            Gate::Check,
+            "a check never answered is handed out again"
+        );
+        checks.passed("ns", "p", now);
+        assert_eq!(checks.gate("ns", "p", Some(&kat), now), Gate::Open);
+        checks.proved("ns", "p");
+        assert_eq!(checks.gate("ns", "p", Some(&kat), now), Gate::Open);
+        checks.proved("ns", "p");
+        assert_eq!(
+            checks.gate("ns", "p", Some(&kat), now),
+            Gate::Check,
+            "after 2 proofs"
+        );
+        checks.passed("ns", "p", now);
+        assert_eq!(
+            checks.gate("ns", "p", Some(&kat), now + Duration::from_secs(600)),
+            Gate::Check,
+            "after everySeconds"
+        );
+        assert!(checks.quarantine("ns", "p"));
+        assert!(!checks.quarantine("ns", "p"), "once");
+        assert_eq!(checks.gate("ns", "p", None, now), Gate::Quarantined);
+        assert_eq!(
+            checks.gate("other", "p", Some(&kat), now),
+            Gate::Check,
+            "by namespace"
+        );
+    }
+
+    #[test]
+    fn only_the_held_check_is_renewed() {
+        let checks = Checks::default();
+        let now = Instant::now();
+        let uid = checks.issue("ns", "p", now);
+        let caller = |pod: &str| Caller {
+            namespace: "ns".into(),
+            pool: "gpu".into(),
+            pod: pod.into(),
+        };
+        let lease = |uid: &str| LeaseRef {
+            uid: uid.into(),
+            attempt: 1,
+        };
+        assert!(checks.renew(&caller("p"), &lease(&uid), now + Duration::from_secs(30)));
+        assert_eq!(
+            checks.gate(
+                "ns",
+                "p",
+                Some(&check(600, 0)),
+                now + Duration::from_secs(10)
+            ),
+            Gate::Wait,
+            "renewed"
+        );
+        assert!(
+            !checks.renew(&caller("q"), &lease(&uid), now),
+            "another pod"
+        );
+        assert!(
+            !checks.renew(&caller("p"), &lease("known-answer/p/99"), now),
+            "an old check"
+        );
+    }
+
+    #[test]
+    fn the_answer_must_match_every_known_value() {
+        let kat = check(0, 0);
+        assert!(is_known_answer(&kat, &["33".into(), "3".into()], None).is_ok());
+        let e = is_known_answer(&kat, &["34".into(), "3".into()], None).unwrap_err();
+        assert!(e.contains("34") && e.contains("33"), "{e}");
+        let stark: KnownAnswer = serde_json::from_value(json!({
+            "input": {"inline": {"json": "{}"}},
+            "publicOutputs": {"stackOutputs": ["8"]},
+        }))
+        .unwrap();
+        let outputs = json!({"programHash": "ab", "stackOutputs": ["8"]});
+        assert!(is_known_answer(&stark, &[], Some(&outputs)).is_ok());
+        let e = is_known_answer(&stark, &[], Some(&json!({"stackOutputs": ["9"]}))).unwrap_err();
+        assert!(e.contains("stackOutputs"), "{e}");
+        assert!(is_known_answer(&stark, &[], None).is_err());
+    }
+}
