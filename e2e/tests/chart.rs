@@ -478,7 +478,11 @@ fn expected_cluster_rules() -> Vec<(&'static str, Vec<&'static str>, Vec<&'stati
         // ProofJob inputs and pool parameters held in ConfigMaps.
         ("", vec!["configmaps"], vec!["get"]),
         // pod-deletion-cost annotations (patch); quarantined pods are deleted.
-        ("", vec!["pods"], vec!["get", "list", "watch", "patch", "delete"]),
+        (
+            "",
+            vec!["pods"],
+            vec!["get", "list", "watch", "patch", "delete"],
+        ),
         ("events.k8s.io", vec!["events"], vec!["create", "patch"]),
         ("", vec!["events"], vec!["create", "patch"]),
     ]
