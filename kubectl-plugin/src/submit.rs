@@ -149,6 +149,7 @@ pub fn proof_job(request: &Request, input: ProofInput) -> ProofJob {
         priority: request.priority,
         timeout_seconds: None,
         max_retries: None,
+        fallback: None,
         ttl_seconds_after_finished: None,
     };
     ProofJob {

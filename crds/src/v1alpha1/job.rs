@@ -100,11 +100,50 @@ pub struct ProofJobSpec {
     #[schemars(range(min = 0, max = 10))]
     pub max_retries: Option<i32>,
 
+    /// Pools to move to when `poolRef` cannot serve the job: after it waited `afterSeconds`
+    /// there without starting, or once its retries there are used up. Default: the
+    /// `jobDefaults.fallback` of the pool `poolRef` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+
     /// Delete the job this many seconds after it succeeds or fails (0 to 2592000, 30 days).
     /// Without it, finished jobs are kept until deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 2_592_000))]
     pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// Where a job goes when its pool cannot serve it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fallback {
+    /// The pools to try, in order, after `poolRef` (at most 4). A job moves only to a pool
+    /// that runs the same backend with the same parameters digest as the pool it leaves (the
+    /// proof must be the same proof), and, in another namespace, admits the job's namespace;
+    /// pools that do not are skipped.
+    #[schemars(length(min = 1, max = 4))]
+    pub pools: Vec<PoolRef>,
+
+    /// Move on once the job has waited this many seconds in a pool's queue without starting
+    /// there (1 to 86400). Unset: only when its retries on a pool are used up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub after_seconds: Option<i32>,
+}
+
+/// The pool a job moved to.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentPool {
+    /// Namespace of the pool.
+    pub namespace: String,
+
+    /// Name of the pool.
+    pub name: String,
+
+    /// Attempts the job had made on earlier pools; its retries count afresh here.
+    #[serde(default)]
+    pub since_attempt: i32,
 }
 
 /// Reference to the ProverPool of a job.
@@ -383,6 +422,11 @@ pub struct ProofJobStatus {
     /// Digest of the parameters used (`sha256:<hex>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters_digest: Option<String>,
+
+    /// The pool the job is on, when it moved from `spec.poolRef` to a fallback pool; once it
+    /// succeeded, the pool that proved it. Unset: `spec.poolRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<CurrentPool>,
 
     /// Digest of the input the latest attempt proved (`sha256:<hex>` of the input as read
     /// when it was leased), which a later job with the same input and parameters may reuse.
@@ -676,6 +720,7 @@ mod tests {
             priority: -5,
             timeout_seconds: Some(60),
             max_retries: Some(0),
+            fallback: None,
             ttl_seconds_after_finished: Some(3600),
         };
         let value = serde_json::to_value(&spec).unwrap();

@@ -628,6 +628,10 @@ pub struct JobDefaults {
     /// `verifyCommand`.
     #[serde(default = "default_true")]
     pub verify: bool,
+
+    /// Fallback pools of jobs that set none themselves (see ProofJob `spec.fallback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<super::Fallback>,
 }
 
 impl Default for JobDefaults {
@@ -636,6 +640,7 @@ impl Default for JobDefaults {
             timeout_seconds: default_job_timeout_seconds(),
             max_retries: default_job_max_retries(),
             verify: true,
+            fallback: None,
         }
     }
 }

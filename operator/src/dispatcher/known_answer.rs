@@ -256,6 +256,7 @@ impl Dispatcher {
                 priority: 0,
                 timeout_seconds: None,
                 max_retries: None,
+                fallback: None,
                 ttl_seconds_after_finished: None,
             },
         );

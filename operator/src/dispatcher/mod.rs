@@ -27,6 +27,7 @@
 
 pub mod auth;
 pub mod complete;
+pub mod fallback;
 pub mod grant;
 pub mod known_answer;
 pub mod reaper;
@@ -265,9 +266,15 @@ impl Dispatcher {
             .max_retries
             .or(defaults.as_ref().map(|d| d.max_retries))
             .unwrap_or(DEFAULT_JOB_MAX_RETRIES);
+        // On a fallback pool the retries count afresh: those used on earlier pools are added.
+        let earlier = job
+            .status
+            .as_ref()
+            .and_then(|s| s.pool.as_ref())
+            .map_or(0, |p| p.since_attempt.max(0) as u32);
         Limits {
             timeout: Duration::from_secs(timeout.max(1) as u64),
-            max_retries: retries.max(0) as u32,
+            max_retries: retries.max(0) as u32 + earlier,
         }
     }
 

@@ -195,17 +195,45 @@ impl Dispatcher {
         avoid_pod: Option<&str>,
     ) -> Result<String, DispatchError> {
         let now = Time(Timestamp::now());
+        // A job about to fail for good for want of retries moves to its next fallback pool
+        // instead, if it has one that can take it.
+        let used_up = failure.retryable
+            && job_status::current_attempt(&job.status.clone().unwrap_or_default())
+                .saturating_sub(1)
+                >= limits.max_retries;
+        let next = if used_up {
+            self.next_pool(job).await
+        } else {
+            None
+        };
         let stored = self
             .write_attempt(job, held, |j| {
-                job_status::attempt_failed(
+                let (status, requeued) = job_status::attempt_failed(
                     j,
                     held.attempt,
                     failure,
                     charge,
                     limits.max_retries,
                     &now,
-                )
-                .0
+                );
+                match &next {
+                    Some(to) if !requeued && failure.retryable => {
+                        let mut failed = j.clone();
+                        failed.status = Some(status);
+                        let from = PoolKey::of(j);
+                        job_status::moved(
+                            &failed,
+                            (&to.namespace, &to.name),
+                            held.attempt,
+                            format!(
+                                "attempt {} failed ({}) with the retries on ProverPool {}/{} used up; moved to its fallback pool {}/{}",
+                                held.attempt, failure.message, from.namespace, from.name, to.namespace, to.name
+                            ),
+                            &now,
+                        )
+                    }
+                    _ => status,
+                }
             })
             .await?;
         let phase = stored.status.as_ref().and_then(|s| s.phase);
@@ -226,12 +254,17 @@ impl Dispatcher {
         let key = PoolKey::of(&stored);
         self.metrics
             .attempt_charged(&key.namespace, &key.name, charge);
-        self.state.lock().expect("lock").attempt_recorded(
-            stored,
-            backoff,
-            avoid_pod,
-            Instant::now(),
-        );
+        if key != PoolKey::of(job) {
+            // Moved to a fallback pool: the job leaves this pool's queue for that one's.
+            self.observe(stored);
+        } else {
+            self.state.lock().expect("lock").attempt_recorded(
+                stored,
+                backoff,
+                avoid_pod,
+                Instant::now(),
+            );
+        }
         self.wake(&key);
         Ok(phase_name(phase))
     }

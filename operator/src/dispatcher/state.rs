@@ -26,8 +26,12 @@ impl PoolKey {
         }
     }
 
-    /// The pool `job` names: in `spec.poolRef.namespace`, or else the job's own namespace.
+    /// The pool `job` is on: the fallback pool it moved to (`status.pool`), else the one
+    /// `spec.poolRef` names (in `poolRef.namespace`, or else the job's own namespace).
     pub fn of(job: &ProofJob) -> Self {
+        if let Some(current) = job.status.as_ref().and_then(|s| s.pool.as_ref()) {
+            return Self::new(&current.namespace, &current.name);
+        }
         let job_namespace = job.namespace().unwrap_or_default();
         Self {
             namespace: job.spec.pool_ref.namespace_for(&job_namespace).to_string(),
@@ -764,6 +768,14 @@ impl State {
             running += r;
         }
         (queued, running)
+    }
+
+    /// Every queued job.
+    pub fn queued(&self) -> Vec<Arc<ProofJob>> {
+        self.all_active()
+            .filter(|e| matches!(e.tracked, Tracked::Queued { .. }))
+            .map(|e| e.job.clone())
+            .collect()
     }
 
     /// Queued jobs pinned to a parameters version.

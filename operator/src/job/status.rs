@@ -10,8 +10,8 @@ use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use zkfleet_crds::v1alpha1::conditions::{self, new_condition, status as condition_status};
 use zkfleet_crds::v1alpha1::{
-    Attempt, AttemptOutcome, JobPhase, JobUsage, Pricing, ProofJob, ProofJobStatus, ProofResult,
-    ReusedFrom, Verification,
+    Attempt, AttemptOutcome, CurrentPool, JobPhase, JobUsage, Pricing, ProofJob, ProofJobStatus,
+    ProofResult, ReusedFrom, Verification,
 };
 
 /// Most attempts kept on the status (the CRD's bound); `attemptCount` keeps the total.
@@ -228,6 +228,37 @@ pub fn reused(job: &ProofJob, earlier: &ProofJob, now: &Time) -> ProofJobStatus 
     );
     status
 }
+
+/// A queued job moved to the fallback pool `to` (namespace, name), after `since_attempt`
+/// attempts elsewhere: queued there afresh, with `why` as its message.
+pub fn moved(
+    job: &ProofJob,
+    to: (&str, &str),
+    since_attempt: u32,
+    why: String,
+    now: &Time,
+) -> ProofJobStatus {
+    let mut status = job.status.clone().unwrap_or_default();
+    status.phase = Some(JobPhase::Queued);
+    status.pool = Some(CurrentPool {
+        namespace: to.0.to_string(),
+        name: to.1.to_string(),
+        since_attempt: since_attempt as i32,
+    });
+    // The wait on the new pool starts now.
+    status.queued_at = Some(now.clone());
+    status.completion_time = None;
+    status.reason = Some(MOVED_TO_FALLBACK_POOL.into());
+    status.message = Some(why);
+    status.retryable = Some(true);
+    status
+        .conditions
+        .retain(|c| c.type_ != COMPLETE && c.type_ != FAILED);
+    status
+}
+
+/// `reason` of a job that moved to a fallback pool.
+pub const MOVED_TO_FALLBACK_POOL: &str = "MovedToFallbackPool";
 
 /// How an attempt failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -607,5 +638,31 @@ mod tests {
         let complete = s.conditions.iter().find(|c| c.type_ == COMPLETE).unwrap();
         assert_eq!(complete.reason, "ResultReused");
         assert!(!complete.message.contains("first"), "{}", complete.message);
+    }
+
+    #[test]
+    fn a_moved_job_is_queued_on_its_fallback_pool_afresh() {
+        let mut failed = job();
+        failed.status = Some(ProofJobStatus {
+            phase: Some(JobPhase::Failed),
+            queued_at: Some(at(0)),
+            completion_time: Some(at(9)),
+            attempt_count: Some(2),
+            ..ProofJobStatus::default()
+        });
+        let s = moved(&failed, ("team", "cpu"), 2, "moved".into(), &at(10));
+        assert_eq!(s.phase, Some(JobPhase::Queued));
+        assert_eq!(
+            s.pool,
+            Some(CurrentPool {
+                namespace: "team".into(),
+                name: "cpu".into(),
+                since_attempt: 2
+            })
+        );
+        assert_eq!(s.queued_at, Some(at(10)), "its wait starts again");
+        assert_eq!(s.completion_time, None);
+        assert_eq!(s.reason.as_deref(), Some(MOVED_TO_FALLBACK_POOL));
+        assert_eq!(s.attempt_count, Some(2), "earlier attempts stay on record");
     }
 }

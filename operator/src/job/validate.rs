@@ -39,21 +39,27 @@ pub fn admits(
             "this zkfleet operator runs the pools of namespace {watched} only, not {pool_namespace}: name a pool of {watched} in spec.poolRef"
         ));
     }
-    let selector = pool
-        .and_then(|p| p.spec.sharing.as_ref())
-        .and_then(|s| s.namespace_selector.clone());
-    let selected = match (selector, labels) {
-        (Some(selector), Some(labels)) => Selector::try_from(selector)
-            .map(|s| s.matches(labels))
-            .unwrap_or(false),
-        _ => false,
-    };
-    if selected {
+    if pool.is_some_and(|p| selects(p, labels)) {
         return Ok(());
     }
     Err(format!(
         "ProverPool {name} in namespace {pool_namespace} does not exist or does not admit jobs from namespace {namespace}: ask its owners to select {namespace} in its spec.sharing.namespaceSelector, or name a pool of {namespace}"
     ))
+}
+
+/// Whether `pool`'s `spec.sharing.namespaceSelector` selects a namespace with these labels.
+pub fn selects(pool: &ProverPool, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let selector = pool
+        .spec
+        .sharing
+        .as_ref()
+        .and_then(|s| s.namespace_selector.clone());
+    match (selector, labels) {
+        (Some(selector), Some(labels)) => Selector::try_from(selector)
+            .map(|s| s.matches(labels))
+            .unwrap_or(false),
+        _ => false,
+    }
 }
 
 /// The spec problem that keeps `job` from ever running, as a message that says what to fix.
