@@ -119,6 +119,13 @@ pub struct Cli {
     #[arg(long, env = "ZKFLEET_EXTERNAL_METRICS_ADDR")]
     pub external_metrics_addr: Option<SocketAddr>,
 
+    /// Address of KEDA's external scaler gRPC interface (each pool's queued and running jobs,
+    /// for a ScaledObject trigger of type `external`), for example 0.0.0.0:9090; only the
+    /// leader serves it. Unset: not served. For clusters where KEDA already serves
+    /// external.metrics.k8s.io.
+    #[arg(long, env = "ZKFLEET_KEDA_SCALER_ADDR")]
+    pub keda_scaler_addr: Option<SocketAddr>,
+
     /// PEM certificate (chain) the external metrics API serves; read again when it changes.
     #[arg(
         long,
@@ -242,6 +249,7 @@ mod tests {
         assert_eq!(cli.lease_seconds, 30);
         assert!(cli.prover_env.0.is_empty());
         assert_eq!(cli.external_metrics_addr, None);
+        assert_eq!(cli.keda_scaler_addr, None);
         assert!(
             Cli::try_parse_from(["zkfleet-operator", "--namespace", "x"]).is_err(),
             "--prover-image is required"

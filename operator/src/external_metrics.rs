@@ -378,23 +378,9 @@ impl RequestHeaderConfig {
 
 /// Decodes `%XX` escapes (extra keys are escaped by the API server); others stay as they are.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// One authorization question: may `user` read `metric` in `namespace`?
@@ -1062,70 +1048,9 @@ fn read_certified_key(
 /// The subject common name of a DER certificate, the last one if several, as Go's crypto/x509
 /// (and so the API server) reads it.
 fn common_name(certificate: &[u8]) -> Option<String> {
-    const SEQUENCE: u8 = 0x30;
-    const SET: u8 = 0x31;
-    const OID: u8 = 0x06;
-    const VERSION: u8 = 0xa0;
-    const COMMON_NAME: [u8; 3] = [0x55, 0x04, 0x03];
-    let (SEQUENCE, certificate, _) = der(certificate)? else {
-        return None;
-    };
-    let (SEQUENCE, tbs, _) = der(certificate)? else {
-        return None;
-    };
-    let mut fields = tbs;
-    if fields.first() == Some(&VERSION) {
-        fields = der(fields)?.2;
-    }
-    // serialNumber, signature, issuer, validity, then subject.
-    for _ in 0..4 {
-        fields = der(fields)?.2;
-    }
-    let (SEQUENCE, mut names, _) = der(fields)? else {
-        return None;
-    };
-    let mut common_name = None;
-    while !names.is_empty() {
-        let (SET, mut attributes, rest) = der(names)? else {
-            return None;
-        };
-        names = rest;
-        while !attributes.is_empty() {
-            let (SEQUENCE, attribute, rest) = der(attributes)? else {
-                return None;
-            };
-            attributes = rest;
-            let (tag, oid, value) = der(attribute)?;
-            if tag == OID && oid == COMMON_NAME {
-                // UTF8String, PrintableString or IA5String; other string types are not UTF-8.
-                let (0x0c | 0x13 | 0x16, text, _) = der(value)? else {
-                    return None;
-                };
-                common_name = Some(std::str::from_utf8(text).ok()?.to_string());
-            }
-        }
-    }
-    common_name
-}
-
-/// Splits one DER element off `input`: (tag, contents, rest).
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let (len, rest) = rest.split_at(count);
-        (
-            len.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b)),
-            rest,
-        )
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    let name = parsed.subject().iter_common_name().last()?;
+    name.as_str().ok().map(str::to_string)
 }
 
 #[cfg(test)]

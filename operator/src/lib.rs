@@ -14,6 +14,7 @@ pub mod dispatcher;
 pub mod external_metrics;
 pub mod job;
 pub mod job_trace;
+pub mod keda_scaler;
 pub mod leader;
 pub mod metrics;
 pub mod params;

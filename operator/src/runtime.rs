@@ -19,7 +19,7 @@ use crate::config::Cli;
 use crate::dispatcher::{self, Dispatcher};
 use crate::leader::{Elector, Timing};
 use crate::metrics::Metrics;
-use crate::{external_metrics, job, pool, telemetry};
+use crate::{external_metrics, job, keda_scaler, pool, telemetry};
 
 /// Runs the operator until SIGTERM/SIGINT, or until it loses the leader Lease (then it exits
 /// with an error so that Kubernetes restarts it as a standby).
@@ -165,9 +165,19 @@ async fn operate(cli: Cli) -> anyhow::Result<()> {
             error!(error = %e, "external metrics API failed: autoscaled ProverPools get no metrics");
         }
     };
+    let keda_scaler = async {
+        let Some(addr) = cli.keda_scaler_addr else {
+            return;
+        };
+        let pools: Arc<dyn keda_scaler::PoolScalings> = dispatcher.clone();
+        if let Err(e) = keda_scaler::serve(addr, pools, shutdown(shutdown_rx.clone())).await {
+            error!(error = %e, "KEDA external scaler failed: ScaledObjects get no metrics");
+        }
+    };
     let controllers = async {
         tokio::join!(
             metrics_api,
+            keda_scaler,
             pool::run(pool_ctx, shutdown(shutdown_rx.clone())),
             job::run(job_ctx, shutdown(shutdown_rx.clone())),
             dispatcher.clone().run(shutdown(shutdown_rx.clone())),
