@@ -410,19 +410,34 @@ pub async fn wait_job_finished(
     .unwrap()
 }
 
+/// The mulchain fixture's circuit inputs, inline, as a ProofJob's `spec.input`.
+pub fn mulchain_input() -> serde_json::Value {
+    let inputs = std::fs::read_to_string(fixtures().join("input.json")).unwrap();
+    json!({"inline": {"json": inputs}})
+}
+
+/// ProofJob `name` proving the mulchain fixture's inputs; `spec` (a JSON object: `poolRef`
+/// and any other fields, `input` too) is merged over that input.
+pub fn mulchain_job(name: &str, spec: serde_json::Value) -> zkfleet_crds::v1alpha1::ProofJob {
+    let mut merged = json!({"input": mulchain_input()});
+    for (key, value) in spec.as_object().into_iter().flatten() {
+        merged[key] = value.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+        "metadata": {"name": name},
+        "spec": merged,
+    }))
+    .unwrap()
+}
+
 /// Submits ProofJob `name` to `pool` with the mulchain fixture's circuit inputs inline.
 pub async fn submit_mulchain_job(
     ns: &TestNamespace,
     name: &str,
     pool: &str,
 ) -> zkfleet_crds::v1alpha1::ProofJob {
-    let inputs = std::fs::read_to_string(fixtures().join("input.json")).unwrap();
-    let job: zkfleet_crds::v1alpha1::ProofJob = serde_json::from_value(json!({
-        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-        "metadata": {"name": name},
-        "spec": {"poolRef": {"name": pool}, "input": {"inline": {"json": inputs}}},
-    }))
-    .unwrap();
+    let job = mulchain_job(name, json!({"poolRef": {"name": pool}}));
     ns.api::<zkfleet_crds::v1alpha1::ProofJob>()
         .create(&PostParams::default(), &job)
         .await
@@ -448,6 +463,23 @@ pub async fn prove_mulchain_job(
         status.message
     );
     status
+}
+
+/// Waits until the job finishes and checks it succeeded with a verified proof.
+pub async fn wait_verified(ns: &TestNamespace, name: &str) -> zkfleet_crds::v1alpha1::ProofJob {
+    let job = wait_job_finished(ns, name, 3 * MINUTE).await;
+    let status = job.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(zkfleet_crds::v1alpha1::JobPhase::Succeeded),
+        "{name}: {:?}",
+        status.message
+    );
+    assert!(
+        status.verification.as_ref().is_some_and(|v| v.verified),
+        "{name}: its proof was verified"
+    );
+    job
 }
 
 /// A plain HTTP/1.1 GET of `path` from `address` (host:port); the status code and body.

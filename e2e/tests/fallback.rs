@@ -9,35 +9,21 @@ use zkfleet_e2e::fleet::*;
 
 /// Submits ProofJob `name` to `pool` with `extra` merged into its spec.
 async fn submit(ns: &zkfleet_e2e::TestNamespace, name: &str, pool: &str, extra: serde_json::Value) {
-    let inputs = std::fs::read_to_string(fixtures().join("input.json")).unwrap();
-    let mut spec = json!({"poolRef": {"name": pool}, "input": {"inline": {"json": inputs}}});
+    let mut spec = json!({"poolRef": {"name": pool}});
     for (key, value) in extra.as_object().into_iter().flatten() {
         spec[key] = value.clone();
     }
-    let job: ProofJob = serde_json::from_value(json!({
-        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
     ns.api::<ProofJob>()
-        .create(&PostParams::default(), &job)
+        .create(&PostParams::default(), &mulchain_job(name, spec))
         .await
         .unwrap();
 }
 
 /// Waits until the job succeeded; returns the pool its status says proved it.
 async fn proved_by(ns: &zkfleet_e2e::TestNamespace, name: &str) -> (String, ProofJob) {
-    let job = wait_job_finished(ns, name, 3 * MINUTE).await;
-    let status = job.status.clone().unwrap_or_default();
-    assert_eq!(
-        status.phase,
-        Some(JobPhase::Succeeded),
-        "{name}: {:?}",
-        status.message
-    );
-    assert!(status.verification.as_ref().is_some_and(|v| v.verified));
-    let pool = status.pool.map(|p| p.name).unwrap_or_default();
-    (pool, job)
+    let job = wait_verified(ns, name).await;
+    let pool = job.status.as_ref().and_then(|s| s.pool.clone());
+    (pool.map(|p| p.name).unwrap_or_default(), job)
 }
 
 #[tokio::test]

@@ -5,9 +5,9 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
+use zkfleet_crds::v1alpha1::{JobPhase, ProverPool};
 use zkfleet_e2e::fleet::*;
 use zkfleet_e2e::poll_until;
 
@@ -54,7 +54,6 @@ async fn a_pod_that_proves_wrong_is_quarantined_by_the_known_answer_check_before
     .await
     .unwrap();
 
-    let jobs = ns.api::<ProofJob>();
     for i in 0..JOBS {
         submit_mulchain_job(ns, &format!("job-{i}"), POOL).await;
     }
@@ -126,18 +125,7 @@ async fn a_pod_that_proves_wrong_is_quarantined_by_the_known_answer_check_before
         );
     }
     // A job submitted now still runs: the pool's own pod passed its check.
-    let after = jobs
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-                "metadata": {"name": "after"},
-                "spec": {"poolRef": {"name": POOL}, "input": {"inline": {"json": inputs}}},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let after = submit_mulchain_job(ns, "after", POOL).await;
     let done = wait_job_finished(ns, &after.metadata.name.unwrap(), 3 * MINUTE).await;
     assert_eq!(done.status.unwrap().phase, Some(JobPhase::Succeeded));
 }

@@ -36,19 +36,12 @@ async fn admit(ns: &TestNamespace, key: &str, value: &str) {
         .unwrap();
 }
 
-/// A ProofJob of `tenant` for the shared pool in `pool_namespace`.
+/// A ProofJob for the shared pool in `pool_namespace`, with `input`.
 fn shared_job(name: &str, pool_namespace: &str, input: serde_json::Value) -> ProofJob {
-    serde_json::from_value(json!({
-        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-        "metadata": {"name": name},
-        "spec": {"poolRef": {"namespace": pool_namespace, "name": POOL}, "input": input},
-    }))
-    .unwrap()
-}
-
-fn mulchain_input() -> serde_json::Value {
-    let inputs = std::fs::read_to_string(fixtures().join("input.json")).unwrap();
-    json!({"inline": {"json": inputs}})
+    mulchain_job(
+        name,
+        json!({"poolRef": {"namespace": pool_namespace, "name": POOL}, "input": input}),
+    )
 }
 
 /// Creates `count` jobs in `ns`, from 4 clients at once.
@@ -316,16 +309,7 @@ async fn submit_and_finish(ns: &TestNamespace, name: &str, pool_namespace: &str)
         )
         .await
         .unwrap();
-    let job = wait_job_finished(ns, name, 3 * MINUTE).await;
-    let status = job.status.clone().unwrap_or_default();
-    assert_eq!(
-        status.phase,
-        Some(JobPhase::Succeeded),
-        "{name}: {:?}",
-        status.message
-    );
-    assert!(status.verification.is_some_and(|v| v.verified));
-    job
+    wait_verified(ns, name).await
 }
 
 fn reused_from(job: &ProofJob) -> Option<ReusedFrom> {

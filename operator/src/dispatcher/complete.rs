@@ -165,7 +165,7 @@ impl Dispatcher {
                     );
                     if let Err(why) = verdict {
                         self.metrics.proof_rejected(&key.namespace, &key.name);
-                        self.flag(&key, pod);
+                        self.flag(&key, pod, "VerificationFailed", None);
                         self.count_rejection(&key, pod).await;
                         warn!(job = %job.name_any(), %pod, %verifier, "proof did not verify; the pod is flagged and the job retried elsewhere");
                         let failure = AttemptFailure {
@@ -269,7 +269,8 @@ impl Dispatcher {
         )))
     }
 
-    fn flag(&self, pool: &PoolKey, pod: &str) {
+    /// Lists `pod` on its pool's `status.flaggedPods` (one entry per pod, the newest kept).
+    pub(super) fn flag(&self, pool: &PoolKey, pod: &str, reason: &str, message: Option<String>) {
         let node = self
             .pod(&pool.namespace, pod)
             .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
@@ -279,8 +280,8 @@ impl Dispatcher {
         list.push(FlaggedPod {
             pod: pod.into(),
             node,
-            reason: "VerificationFailed".into(),
-            message: None,
+            reason: reason.into(),
+            message,
             time: Some(Time(Timestamp::now())),
         });
         let excess = list.len().saturating_sub(MAX_FLAGGED_PODS);

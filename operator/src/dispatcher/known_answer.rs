@@ -15,18 +15,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
 use tracing::{info, warn};
 use zkfleet_contract::lease::{
     Caller, CompleteRequest, CompleteResponse, LeaseRef, LeasedJob, Outcome,
 };
-use zkfleet_crds::v1alpha1::{FlaggedPod, KnownAnswer, ProofJob, ProverPool, QUARANTINED};
+use zkfleet_crds::v1alpha1::{KnownAnswer, ProofJob, ProverPool, QUARANTINED};
 
 use super::state::PoolKey;
 use super::verify::NoVerdict;
-use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS};
+use super::{DispatchError, Dispatcher};
 use crate::job::input;
 
 /// Lease UIDs of known-answer checks start with this; a ProofJob's UID never does.
@@ -386,25 +384,14 @@ impl Dispatcher {
             return;
         }
         warn!(pool = %key.name, %pod, %why, "pod quarantined");
-        let node = self
-            .pod(&key.namespace, pod)
-            .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
-        {
-            let mut flagged = self.flagged.lock().expect("lock");
-            let list = flagged.entry(key.clone()).or_default();
-            list.retain(|f| f.pod != pod);
-            list.push(FlaggedPod {
-                pod: pod.into(),
-                node,
-                reason: QUARANTINED.into(),
-                message: Some(format!(
-                    "pod {pod} was quarantined: {why}; it takes no more jobs and was deleted, so the pool replaces it"
-                )),
-                time: Some(Time(Timestamp::now())),
-            });
-            let excess = list.len().saturating_sub(MAX_FLAGGED_PODS);
-            list.drain(..excess);
-        }
+        self.flag(
+            key,
+            pod,
+            QUARANTINED,
+            Some(format!(
+                "pod {pod} was quarantined: {why}; it takes no more jobs and was deleted, so the pool replaces it"
+            )),
+        );
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         if let Err(e) = pods.delete(pod, &DeleteParams::default()).await {
             // It stays out of service here; its leases end when it stops heartbeating.
