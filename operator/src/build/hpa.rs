@@ -19,6 +19,21 @@ use super::{BuildContext, COMPONENT_PROVER, metadata, prover_name};
 /// (label `pool`), served by [`crate::external_metrics`].
 pub use crate::external_metrics::{QUEUED_JOBS as QUEUED_METRIC, RUNNING_JOBS as RUNNING_METRIC};
 
+/// Queued jobs and running jobs one replica should have: `targetQueuePerReplica` (default
+/// the pool's slots per replica) and `slotsPerReplica`. Every scaler of a pool (this HPA,
+/// KEDA's external scaler) divides by these.
+pub fn targets_per_replica(pool: &ProverPool) -> (i32, i32) {
+    let slots = pool.spec.slots_per_replica.max(1);
+    let queue = pool
+        .spec
+        .autoscaling
+        .as_ref()
+        .and_then(|a| a.target_queue_per_replica)
+        .unwrap_or(slots)
+        .max(1);
+    (queue, slots)
+}
+
 /// The HPA, or `None` when the pool does not autoscale (the operator then prunes it).
 ///
 /// Two targets, the HPA taking the larger answer: queued jobs per pod
@@ -31,8 +46,7 @@ pub use crate::external_metrics::{QUEUED_JOBS as QUEUED_METRIC, RUNNING_JOBS as 
 /// replicas and takes over again once the operator wakes the pool to one.
 pub fn hpa(pool: &ProverPool, _ctx: &BuildContext) -> Option<HorizontalPodAutoscaler> {
     let autoscaling = pool.spec.autoscaling.as_ref()?;
-    let slots = pool.spec.slots_per_replica.max(1);
-    let per_replica = autoscaling.target_queue_per_replica.unwrap_or(slots);
+    let (per_replica, slots) = targets_per_replica(pool);
     let selector = LabelSelector {
         match_labels: Some(BTreeMap::from([(
             crate::external_metrics::POOL_LABEL.to_string(),

@@ -4,6 +4,7 @@
 //! same proof) and, in another namespace, admits the job's namespace. The move is a status
 //! write (`status.pool`) at the job's `resourceVersion`, like every other.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -68,6 +69,8 @@ impl Dispatcher {
         let current_key = PoolKey::of(job);
         let current = self.pool(&current_key)?;
         let namespace = job.namespace().unwrap_or_default();
+        // Read once, and only when a pool of another namespace is considered.
+        let mut labels: Option<Option<BTreeMap<String, String>>> = None;
         for key in later_pools(job, &fallback, &current_key) {
             let Some(candidate) = self.pool(&key) else {
                 debug!(pool = %key.name, "fallback pool does not exist; skipped");
@@ -78,13 +81,17 @@ impl Dispatcher {
                 continue;
             }
             if key.namespace != namespace {
-                let labels = Api::<Namespace>::all(self.client.clone())
-                    .get_opt(&namespace)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|ns| ns.labels().clone());
-                if !validate::selects(&candidate, labels.as_ref()) {
+                if labels.is_none() {
+                    labels = Some(
+                        Api::<Namespace>::all(self.client.clone())
+                            .get_opt(&namespace)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|ns| ns.labels().clone()),
+                    );
+                }
+                if !validate::selects(&candidate, labels.clone().flatten().as_ref()) {
                     debug!(pool = %key.name, "fallback pool does not admit the job's namespace; skipped");
                     continue;
                 }

@@ -466,16 +466,8 @@ impl crate::pool::QueueView for Dispatcher {
 impl crate::keda_scaler::PoolScalings for Dispatcher {
     fn scaling(&self, namespace: &str, pool: &str) -> Option<crate::keda_scaler::PoolScaling> {
         let key = PoolKey::new(namespace, pool);
-        let spec = self.pool(&key)?.spec.clone();
+        let (target, slots) = crate::build::hpa::targets_per_replica(&*self.pool(&key)?);
         let (queued, running) = self.state.lock().expect("lock").load(&key);
-        // The same targets as the HPA the pool controller builds (build::hpa).
-        let slots = spec.slots_per_replica.max(1);
-        let target = spec
-            .autoscaling
-            .as_ref()
-            .and_then(|a| a.target_queue_per_replica)
-            .unwrap_or(slots)
-            .max(1);
         Some(crate::keda_scaler::PoolScaling {
             queued: queued as u64,
             running: running as u64,

@@ -547,13 +547,10 @@ impl State {
 
     /// Jobs of each namespace being granted or leased on `pool`.
     fn running_by_tenant(&self, pool: &PoolKey) -> HashMap<String, usize> {
-        let mut running: HashMap<String, usize> = HashMap::new();
-        for entry in self.active_in(pool) {
-            if entry.tracked.load().1 > 0 {
-                *running.entry(entry.tenant.clone()).or_default() += 1;
-            }
-        }
-        running
+        self.tenant_loads(pool)
+            .into_iter()
+            .map(|(tenant, (_, running))| (tenant, running))
+            .collect()
     }
 
     /// Each namespace's queued and running jobs on `pool`.
