@@ -1,6 +1,6 @@
-//! Fallback pools on the real cluster: a job waiting on a pool with no capacity moves to its
-//! fallback pool after its wait, a job whose retries run out on a pool of bad provers moves
-//! too, and each status records the pool that proved it.
+//! Fallback pools on the real cluster: a job waiting on a full pool moves to its fallback pool
+//! after its wait, a job whose retries run out on a pool of bad provers moves too, and each
+//! status records the pool that proved it.
 
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -34,19 +34,17 @@ async fn jobs_move_to_their_fallback_pool_when_theirs_cannot_serve_them() {
     // The fallback: one pod, serving the same parameters.
     create_pool_with(ns, "cpu", 1, &v1, json!({})).await;
     wait_serving(ns, "cpu", 1).await;
-    // A pool with no pods at all (a GPU pool out of capacity), and one whose only pod proves
-    // wrong.
+    // A full pool (its one pod, with one slot, takes ten minutes per proof), and a pool whose
+    // only pod proves wrong.
     create_pool_with(ns, "gpu", 0, &v1, json!({})).await;
+    let busy = start_faulty_pod(ns, "gpu", "delay-ms=600000").await;
     create_pool_with(ns, "flaky", 0, &v1, json!({})).await;
     let faulty = start_faulty_pod(ns, "flaky", "corrupt-proofs").await;
-    ns.wait_for::<k8s_openapi::api::core::v1::Pod>(
-        &faulty,
-        "the corrupt pod Ready",
-        2 * MINUTE,
-        pod_ready,
-    )
-    .await
-    .unwrap();
+    for pod in [&busy, &faulty] {
+        ns.wait_for::<k8s_openapi::api::core::v1::Pod>(pod, "Ready", 2 * MINUTE, pod_ready)
+            .await
+            .unwrap();
+    }
     // The pools' parameters digests are known once a pod loaded them; an empty pool reports
     // the digest of its spec.
     for pool in ["gpu", "flaky"] {
@@ -61,7 +59,15 @@ async fn jobs_move_to_their_fallback_pool_when_theirs_cannot_serve_them() {
         .unwrap();
     }
 
-    // Waits on the empty pool 5 s, then moves.
+    // The job that fills the pool: it runs on the busy pod for as long as the test does.
+    submit(ns, "fills-the-pool", "gpu", json!({"timeoutSeconds": 3600})).await;
+    ns.wait_for::<ProofJob>("fills-the-pool", "Running", 2 * MINUTE, |job| {
+        job.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Running)
+    })
+    .await
+    .unwrap();
+
+    // Waits on the full pool 5 s, then moves.
     submit(
         ns,
         "waits",
@@ -69,7 +75,7 @@ async fn jobs_move_to_their_fallback_pool_when_theirs_cannot_serve_them() {
         json!({"fallback": {"pools": [{"name": "cpu"}], "afterSeconds": 5}}),
     )
     .await;
-    // No fallback: stays queued on the empty pool.
+    // No fallback: stays queued on the full pool.
     submit(ns, "stays", "gpu", json!({})).await;
     // Its only attempt on the corrupt pod is rejected, and with no retry left it moves.
     submit(
@@ -124,4 +130,12 @@ async fn jobs_move_to_their_fallback_pool_when_theirs_cannot_serve_them() {
         .unwrap();
     let (pool, _) = proved_by(ns, "stays").await;
     assert_eq!(pool, "cpu", "moved by the pool's default");
+
+    // Nothing running was moved or preempted, by its wait or by the new defaults.
+    let filler = ns.api::<ProofJob>().get("fills-the-pool").await.unwrap();
+    let status = filler.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(JobPhase::Running));
+    assert_eq!(status.attempts.len(), 1, "{:?}", status.attempts);
+    assert_eq!(status.attempts[0].pod.as_deref(), Some(busy.as_str()));
+    assert!(status.pool.is_none(), "{:?}", status.pool);
 }

@@ -21,14 +21,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::IncomingStream;
 use axum::{Extension, Json, Router};
+use axum_server::tls::TlsInfo;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use futures::future::BoxFuture;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -44,13 +44,10 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
 /// The API group served.
@@ -74,6 +71,8 @@ pub const AUTHENTICATION_CONFIG_MAP: (&str, &str) =
 const ALLOWED_DECISION_TTL: Duration = Duration::from_secs(10);
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connections get to finish their requests once the server stops.
+const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(5);
 /// How often the serving certificate files are checked for a new version (a Secret volume is
 /// updated in place when the chart's Secret changes).
 const CERTIFICATE_RECHECK: Duration = Duration::from_secs(10);
@@ -512,15 +511,6 @@ pub enum Access {
     },
 }
 
-/// A connection's peer: its address and, when it presented a client certificate that the
-/// front-proxy CA signed, that certificate's common name. Handlers see it as
-/// `ConnectInfo<Peer>`.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub client_cn: Option<String>,
-}
-
 #[derive(Clone)]
 struct ApiState {
     loads: Arc<dyn PoolLoads>,
@@ -528,7 +518,7 @@ struct ApiState {
 }
 
 /// The API's router. `/apis/...` needs the front proxy's authentication when `access` is
-/// [`Access::Delegated`] (the peer comes from a `ConnectInfo<Peer>` extension); the OpenAPI
+/// [`Access::Delegated`] (the client certificate comes from an `Arc<TlsInfo>` extension); the OpenAPI
 /// documents and the health endpoints answer anyone.
 pub fn router(loads: Arc<dyn PoolLoads>, access: Access) -> Router {
     let state = ApiState { loads, access };
@@ -553,10 +543,12 @@ pub fn router(loads: Arc<dyn PoolLoads>, access: Access) -> Router {
 
 async fn authenticate(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     if let Access::Delegated { requestheader, .. } = &state.access {
+        // axum-server's rustls has verified any certificate the client presented.
         let client_cn = request
             .extensions()
-            .get::<ConnectInfo<Peer>>()
-            .and_then(|peer| peer.0.client_cn.clone());
+            .get::<Arc<TlsInfo>>()
+            .and_then(|tls| tls.peer_certificates.first())
+            .and_then(|cert| common_name(cert));
         match requestheader.authenticate(client_cn.as_deref(), request.headers()) {
             Ok(user) => {
                 request.extensions_mut().insert(user);
@@ -769,8 +761,8 @@ pub enum Error {
 }
 
 /// Serves the API on `addr` over HTTPS until `shutdown` resolves: the certificate and key are
-/// PEM files (reloaded when they change), callers are authenticated by the cluster's front-proxy
-/// configuration and authorized with SubjectAccessReviews.
+/// PEM files (served anew when they change), callers are authenticated by the cluster's
+/// front-proxy configuration and authorized with SubjectAccessReviews.
 pub async fn serve(
     addr: SocketAddr,
     cert_path: PathBuf,
@@ -779,222 +771,147 @@ pub async fn serve(
     loads: Arc<dyn PoolLoads>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certificate = CertificateFiles::load(cert_path, key_path, provider.clone())?;
     let requestheader = RequestHeaderConfig::fetch(&client).await?;
-    let tls = tls_config(
-        Arc::new(certificate),
-        &requestheader.client_ca_pem,
-        provider,
-    )?;
-    let tcp = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
+    let tls = ServingTls::load(cert_path, key_path, &requestheader.client_ca_pem)?;
+    let tcp = std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     info!(%addr, allowed_names = ?requestheader.allowed_names, "external metrics API listening");
     let access = Access::Delegated {
         requestheader: Arc::new(requestheader),
         review: Arc::new(SubjectAccessReviewer::new(client)),
     };
-    serve_tls(tcp, tls, router(loads, access), shutdown)
-        .await
-        .map_err(Error::Serve)
+    let config = tls.config.clone();
+    let reload = tokio::spawn(reload_when_changed(tls));
+    let served = serve_tls(tcp, config, router(loads, access), shutdown).await;
+    reload.abort();
+    served.map_err(Error::Serve)
 }
 
-/// The server's TLS: its certificate, and client certificates requested and verified against
-/// the front-proxy CA but not required, so that health probes work without one. HTTP/1.1 only.
-fn tls_config(
-    certificate: Arc<dyn ResolvesServerCert>,
-    client_ca_pem: &str,
-    provider: Arc<CryptoProvider>,
-) -> Result<ServerConfig, Error> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
-        let cert = cert.map_err(|e| {
-            Error::InvalidAuthenticationConfig(format!("requestheader-client-ca-file: {e}"))
-        })?;
-        roots.add(cert).map_err(|e| {
-            Error::InvalidAuthenticationConfig(format!("requestheader-client-ca-file: {e}"))
-        })?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| {
-            Error::InvalidAuthenticationConfig(format!("requestheader-client-ca-file: {e}"))
-        })?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(certificate);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// Serves `app` on `tcp` with TLS; handlers get the peer as `ConnectInfo<Peer>`.
+/// Serves `app` on `tcp` with TLS until `shutdown` resolves. axum-server runs each handshake in
+/// the connection's own task with a timeout, so a slow or silent client holds up no other, and
+/// hands handlers the verified client certificate as an `Arc<TlsInfo>` extension.
 async fn serve_tls(
-    tcp: TcpListener,
-    tls: ServerConfig,
+    tcp: std::net::TcpListener,
+    config: RustlsConfig,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let listener = TlsListener::new(tcp, Arc::new(tls))?;
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown)
+    tcp.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
+    });
+    let acceptor = RustlsAcceptor::new(config).handshake_timeout(HANDSHAKE_TIMEOUT);
+    axum_server::from_tcp(tcp)?
+        .acceptor(acceptor)
+        .handle(handle)
+        // A client that finished its handshake but never sends a request is let go too.
+        .first_request_timeout(HANDSHAKE_TIMEOUT)
+        .serve(app.into_make_service())
         .await
 }
 
-/// Connections whose TLS handshake is done. Handshakes run in tasks of their own, so a slow
-/// or silent client holds up no other.
-struct TlsListener {
-    local: SocketAddr,
-    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
-}
-
-impl TlsListener {
-    fn new(tcp: TcpListener, tls: Arc<ServerConfig>) -> io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, handshaken) = mpsc::channel(64);
-        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(tls), tx));
-        Ok(Self { local, handshaken })
-    }
-}
-
-/// Accepts TCP connections until the listener is dropped.
-async fn accept_loop(
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshaken: mpsc::Sender<(TlsStream<TcpStream>, Peer)>,
-) {
-    loop {
-        let (stream, addr) = tokio::select! {
-            () = handshaken.closed() => return,
-            accepted = tcp.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, for example: wait rather than spin.
-                    warn!(error = %e, "external metrics API: accept failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let handshaken = handshaken.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    // rustls has verified any certificate the client presented.
-                    let client_cn = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(|cert| common_name(cert));
-                    let _ = handshaken.send((tls, Peer { addr, client_cn })).await;
-                }
-                Ok(Err(e)) => debug!(%addr, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(%addr, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = Peer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.handshaken.recv().await {
-            Some(connection) => connection,
-            // The accept loop only ends once this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(Peer {
-            addr: self.local,
-            client_cn: None,
-        })
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-/// The serving certificate, read from PEM files and read again when they change, so that a
-/// renewed Secret is served without a restart.
-#[derive(Debug)]
-struct CertificateFiles {
+/// The server's TLS: the certificate read from PEM files, and client certificates requested and
+/// verified against the front-proxy CA but not required, so that health probes work without
+/// one. axum-server serves `config`; a renewed certificate is swapped into it.
+struct ServingTls {
     cert_path: PathBuf,
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
-    recheck: Duration,
-    current: Mutex<LoadedCertificate>,
-}
-
-#[derive(Debug)]
-struct LoadedCertificate {
-    key: Arc<CertifiedKey>,
+    client_verifier: Arc<dyn ClientCertVerifier>,
+    config: RustlsConfig,
+    /// The files' version that `config` was built from.
     version: FilesVersion,
-    checked: Instant,
 }
 
 /// Modification time and length of the certificate and key files.
 type FilesVersion = [Option<(SystemTime, u64)>; 2];
 
-impl CertificateFiles {
-    fn load(
-        cert_path: PathBuf,
-        key_path: PathBuf,
-        provider: Arc<CryptoProvider>,
-    ) -> Result<Self, Error> {
+impl ServingTls {
+    fn load(cert_path: PathBuf, key_path: PathBuf, client_ca_pem: &str) -> Result<Self, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client_verifier = client_verifier(client_ca_pem, provider.clone())?;
         let version = files_version(&cert_path, &key_path);
-        let key = read_certified_key(&cert_path, &key_path, &provider)?;
+        let config = server_config(&cert_path, &key_path, &provider, client_verifier.clone())?;
         Ok(Self {
+            config: RustlsConfig::from_config(Arc::new(config)),
             cert_path,
             key_path,
             provider,
-            recheck: CERTIFICATE_RECHECK,
-            current: Mutex::new(LoadedCertificate {
-                key: Arc::new(key),
-                version,
-                checked: Instant::now(),
-            }),
+            client_verifier,
+            version,
         })
     }
 
-    fn current(&self) -> Arc<CertifiedKey> {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.checked.elapsed() >= self.recheck {
-            current.checked = Instant::now();
-            let version = files_version(&self.cert_path, &self.key_path);
-            if version != current.version {
-                match read_certified_key(&self.cert_path, &self.key_path, &self.provider) {
-                    Ok(key) => {
-                        info!(cert = %self.cert_path.display(), "external metrics API: serving a new certificate");
-                        current.key = Arc::new(key);
-                        current.version = version;
-                    }
-                    // Half-updated files, for example: keep the old one and look again later.
-                    Err(e) => {
-                        warn!(error = %e, "external metrics API: keeping the previous certificate")
-                    }
-                }
-            }
+    /// Serves the files' certificate from now on if they changed since it was read. A pair
+    /// that does not load (half-updated files, for example) leaves the old one served, and is
+    /// looked at again next time.
+    fn reload_if_changed(&mut self) {
+        let version = files_version(&self.cert_path, &self.key_path);
+        if version == self.version {
+            return;
         }
-        current.key.clone()
+        match server_config(
+            &self.cert_path,
+            &self.key_path,
+            &self.provider,
+            self.client_verifier.clone(),
+        ) {
+            Ok(config) => {
+                info!(cert = %self.cert_path.display(), "external metrics API: serving a new certificate");
+                self.config.reload_from_config(Arc::new(config));
+                self.version = version;
+            }
+            Err(e) => warn!(error = %e, "external metrics API: keeping the previous certificate"),
+        }
     }
 }
 
-impl ResolvesServerCert for CertificateFiles {
-    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+/// Looks at the certificate files every [`CERTIFICATE_RECHECK`], so that a renewed Secret is
+/// served without a restart (the kubelet updates a mounted Secret's files in place).
+async fn reload_when_changed(mut tls: ServingTls) {
+    let mut every = tokio::time::interval(CERTIFICATE_RECHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        tls.reload_if_changed();
     }
+}
+
+fn client_verifier(
+    client_ca_pem: &str,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, Error> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        Error::InvalidAuthenticationConfig(format!("requestheader-client-ca-file: {e}"))
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| invalid(&e))?;
+        roots.add(cert).map_err(|e| invalid(&e))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| invalid(&e))
+}
+
+/// HTTP/1.1 only, as the aggregator and probes speak it.
+fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &Arc<CryptoProvider>,
+    client_verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<ServerConfig, Error> {
+    let certificate = read_certified_key(cert_path, key_path, provider)?;
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_client_cert_verifier(client_verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certificate)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 fn files_version(cert_path: &Path, key_path: &Path) -> FilesVersion {
@@ -1399,9 +1316,11 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
         }
     }
 
+    /// A request as the TLS layer hands it on: `client_cert` is the PEM certificate the caller
+    /// presented, if any.
     fn from_proxy(
         path: &str,
-        cn: Option<&str>,
+        client_cert: Option<&str>,
         headers: &[(&str, &str)],
     ) -> axum::http::Request<Body> {
         let mut request = axum::http::Request::get(path);
@@ -1409,10 +1328,12 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
             request = request.header(*name, *value);
         }
         let mut request = request.body(Body::empty()).unwrap();
-        request.extensions_mut().insert(ConnectInfo(Peer {
-            addr: "10.0.0.1:40000".parse().unwrap(),
-            client_cn: cn.map(String::from),
-        }));
+        let mut tls = TlsInfo::default();
+        if let Some(pem) = client_cert {
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            tls.peer_certificates.push(der.to_vec());
+        }
+        request.extensions_mut().insert(Arc::new(tls));
         request
     }
 
@@ -1425,18 +1346,14 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
 
         for (cn, why) in [
             (None, "no client certificate"),
-            (Some("mallory"), "a CN not in requestheader-allowed-names"),
+            (Some(SERVER_CRT), "a CN not in requestheader-allowed-names"),
         ] {
             let (code, body) = call(app.clone(), from_proxy(&path, cn, &alice)).await;
             assert_eq!(code, StatusCode::UNAUTHORIZED, "{why}");
             assert_eq!(body["reason"], "Unauthorized", "{why}");
             assert_eq!(body["code"], 401, "{why}");
         }
-        let (code, body) = call(
-            app.clone(),
-            from_proxy(&path, Some("front-proxy-client"), &[]),
-        )
-        .await;
+        let (code, body) = call(app.clone(), from_proxy(&path, Some(CLIENT_CRT), &[])).await;
         assert_eq!(code, StatusCode::UNAUTHORIZED);
         assert!(body["message"].as_str().unwrap().contains("X-Remote-User"));
         // Discovery is authenticated too.
@@ -1455,7 +1372,7 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
             app.clone(),
             from_proxy(
                 &path,
-                Some("front-proxy-client"),
+                Some(CLIENT_CRT),
                 &[
                     (
                         "X-Remote-User",
@@ -1493,11 +1410,7 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
 
         let (code, body) = call(
             app.clone(),
-            from_proxy(
-                &path,
-                Some("front-proxy-client"),
-                &[("X-Remote-User", "bob")],
-            ),
+            from_proxy(&path, Some(CLIENT_CRT), &[("X-Remote-User", "bob")]),
         )
         .await;
         assert_eq!(code, StatusCode::FORBIDDEN);
@@ -1518,7 +1431,7 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
             app.clone(),
             from_proxy(
                 "/apis/external.metrics.k8s.io/v1beta1",
-                Some("front-proxy-client"),
+                Some(CLIENT_CRT),
                 &[("X-Remote-User", "system:kube-aggregator")],
             ),
         )
@@ -1668,41 +1581,146 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
         (cert_path, key_path)
     }
 
-    #[test]
-    fn the_certificate_is_reloaded_when_its_files_change() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Accepts whatever certificate the server shows: the reload test looks at which one.
+    #[derive(Debug)]
+    struct AnyServerCertificate(Arc<CryptoProvider>);
+
+    impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &rustls::pki_types::ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// The common name of the certificate the server at `addr` shows a new connection.
+    async fn served_common_name(addr: SocketAddr) -> Option<String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)))
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        common_name(tls.get_ref().1.peer_certificates()?.first()?)
+    }
+
+    /// Serves `app` with `tls` on a free local port until the sender is dropped or sent to.
+    fn start_server(
+        tls: &ServingTls,
+        app: Router,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_tls(tcp, tls.config.clone(), app, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop, server)
+    }
+
+    #[tokio::test]
+    async fn a_renewed_certificate_is_served_to_new_connections() {
+        let dir = tempfile::tempdir().unwrap();
         let (cert_path, key_path) = write_pair(dir.path(), SERVER_CRT, SERVER_KEY);
-        let mut files = CertificateFiles::load(cert_path, key_path, provider.clone()).unwrap();
-        files.recheck = Duration::ZERO;
-        let serving = |files: &CertificateFiles| common_name(&files.current().cert[0]);
-        assert_eq!(serving(&files).as_deref(), Some("localhost"));
+        let mut tls = ServingTls::load(cert_path, key_path, CA_CRT).unwrap();
+        let (addr, stop, server) = start_server(&tls, router(Arc::new(FakeLoads), Access::Open));
+        assert_eq!(served_common_name(addr).await.as_deref(), Some("localhost"));
 
         // A half-written update (new certificate, old key) keeps the old pair.
         std::fs::write(dir.path().join("tls.crt"), CLIENT_CRT).unwrap();
-        assert_eq!(serving(&files).as_deref(), Some("localhost"));
+        tls.reload_if_changed();
+        assert_eq!(served_common_name(addr).await.as_deref(), Some("localhost"));
+        // Once both files are written, the next look serves the new pair.
         write_pair(dir.path(), CLIENT_CRT, CLIENT_KEY);
-        assert_eq!(serving(&files).as_deref(), Some("front-proxy-client"));
+        tls.reload_if_changed();
+        assert_eq!(
+            served_common_name(addr).await.as_deref(),
+            Some("front-proxy-client")
+        );
 
-        let missing = CertificateFiles::load(
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn unusable_certificate_files_are_refused_with_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pair(dir.path(), SERVER_CRT, SERVER_KEY);
+        let missing = ServingTls::load(
             dir.path().join("nope.crt"),
             dir.path().join("tls.key"),
-            provider.clone(),
+            CA_CRT,
         )
-        .unwrap_err();
+        .err()
+        .unwrap();
         assert!(
             missing.to_string().contains("certificate") && missing.to_string().contains("nope.crt"),
             "{missing}"
         );
         let (cert_path, key_path) = write_pair(dir.path(), SERVER_CRT, CLIENT_KEY);
-        let mismatch = CertificateFiles::load(cert_path, key_path, provider.clone()).unwrap_err();
+        let mismatch = ServingTls::load(cert_path, key_path, CA_CRT).err().unwrap();
         assert!(
             matches!(mismatch, Error::CertificateKey { .. }),
             "{mismatch}"
         );
         let (cert_path, key_path) = write_pair(dir.path(), SERVER_CRT, "");
-        let no_key = CertificateFiles::load(cert_path, key_path, provider).unwrap_err();
+        let no_key = ServingTls::load(cert_path, key_path, CA_CRT).err().unwrap();
         assert!(no_key.to_string().contains("PRIVATE KEY"), "{no_key}");
+        let (cert_path, key_path) = write_pair(dir.path(), SERVER_CRT, SERVER_KEY);
+        let bad_ca = ServingTls::load(cert_path, key_path, "not a CA")
+            .err()
+            .unwrap();
+        assert!(
+            bad_ca.to_string().contains("requestheader-client-ca-file"),
+            "{bad_ca}"
+        );
     }
 
     /// GET over TLS as the front proxy would (with `client` as its certificate) or as a probe.
@@ -1730,7 +1748,7 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
                 .unwrap(),
             None => builder.with_no_client_auth(),
         };
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect("localhost".try_into().unwrap(), tcp)
             .await
@@ -1755,15 +1773,8 @@ GUfuyJrV63EwTPuaBAQoX9g1qmShRANCAASwDCv5ynyzX+bKIbiulD+X802IzvT6
     async fn https_passes_the_verified_client_certificate_to_authentication() {
         let dir = tempfile::tempdir().unwrap();
         let (cert_path, key_path) = write_pair(dir.path(), SERVER_CRT, SERVER_KEY);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certificate = CertificateFiles::load(cert_path, key_path, provider.clone()).unwrap();
-        let tls = tls_config(Arc::new(certificate), CA_CRT, provider).unwrap();
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_tls(tcp, tls, delegated(Arc::default()), async {
-            let _ = stopped.await;
-        }));
+        let tls = ServingTls::load(cert_path, key_path, CA_CRT).unwrap();
+        let (addr, stop, server) = start_server(&tls, delegated(Arc::default()));
 
         let path = format!("{QUEUED_PATH}?labelSelector=pool%3Dsmall");
         let proxy = Some((CLIENT_CRT, CLIENT_KEY));
