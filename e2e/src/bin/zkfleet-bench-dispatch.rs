@@ -12,11 +12,13 @@
 //!    watch), API writes per job after its create (the API server's own request counters).
 //! 3. Memory: jobs are added until the namespace holds `MANY_JOBS` ProofJobs, all proved, and the
 //!    operator's memory is read (kubelet stats).
+//!    Beside the ceiling and the throughput, the CPU time each part of the cluster used (from
+//!    /proc: everything runs on this one machine), which says who the cores went to.
 //! 4. Fleet overhead: K real proofs, one at a time, on a warm pool, as apply -> Succeeded minus
 //!    the proving time on the status, against the same proof asked of a pod directly
 //!    (`POST /v1/prove`) in the same run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -148,10 +150,99 @@ async fn create_jobs(
     .await
 }
 
+/// CPU seconds used so far by each part of the cluster, and by the whole machine, read from
+/// /proc. Processes that end between two readings are not counted; none of the parts here do.
+#[derive(Clone, Debug, Default)]
+struct CpuTime {
+    by_part: BTreeMap<&'static str, f64>,
+    machine_busy: f64,
+}
+
+/// The part of the cluster a process (by its `comm`, cut at 15 characters) belongs to.
+fn cluster_part(comm: &str) -> &'static str {
+    match comm {
+        "kube-apiserver" => "kube-apiserver",
+        "etcd" => "etcd",
+        c if c.starts_with("zkfleet-operat") => "zkfleet operator",
+        c if c.starts_with("zkfleet-prover") => "prover pods",
+        c if c.starts_with("zkfleet-bench") => "this bench (clients, watch)",
+        "kubelet" | "kube-proxy" | "kube-controller" | "kube-scheduler" => {
+            "kubelet, controllers, scheduler"
+        }
+        c if c.starts_with("containerd") || c == "runc" => "containerd",
+        _ => "other",
+    }
+}
+
+impl CpuTime {
+    fn now() -> Self {
+        // USER_HZ: 100 on every Linux that this cluster builds for.
+        const TICKS_PER_S: f64 = 100.0;
+        let mut cpu = CpuTime::default();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ... utime stime: the name may hold spaces and parentheses.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+            let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+                continue;
+            };
+            *cpu.by_part
+                .entry(cluster_part(&stat[open + 1..close]))
+                .or_default() += (user + system) / TICKS_PER_S;
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/stat")
+            && let Some(line) = stat.lines().find(|l| l.starts_with("cpu "))
+        {
+            let ticks: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal ...
+            let idle = ticks.get(3).unwrap_or(&0.0) + ticks.get(4).unwrap_or(&0.0);
+            cpu.machine_busy = (ticks.iter().take(8).sum::<f64>() - idle) / TICKS_PER_S;
+        }
+        cpu
+    }
+
+    /// Prints the CPU each part used since `before`, over `wall_s` seconds, in cores.
+    fn print_since(&self, before: &CpuTime, wall_s: f64) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!(
+            "CPU used, in cores of {cores} ({:.0} s): machine busy {:.2}",
+            wall_s,
+            (self.machine_busy - before.machine_busy) / wall_s
+        );
+        for (part, seconds) in &self.by_part {
+            let used = seconds - before.by_part.get(part).unwrap_or(&0.0);
+            println!("  {part:<34} {:>6.2}", used / wall_s);
+        }
+    }
+
+    /// CPU seconds the API server and etcd used since `before`.
+    fn api_server_since(&self, before: &CpuTime) -> f64 {
+        ["kube-apiserver", "etcd"]
+            .into_iter()
+            .map(|part| {
+                self.by_part.get(part).unwrap_or(&0.0) - before.by_part.get(part).unwrap_or(&0.0)
+            })
+            .sum()
+    }
+}
+
 /// What the API server sustains on this machine with nobody acting on the objects.
 struct Ceiling {
     creates_per_s: f64,
     status_writes_per_s: f64,
+    /// CPU time the API server and etcd spent per write, reads and watches included.
+    api_cpu_ms_per_write: f64,
 }
 
 impl Ceiling {
@@ -166,6 +257,7 @@ async fn api_ceiling(inputs: &str) -> anyhow::Result<Ceiling> {
     // No operator watches this namespace: the jobs stay as written.
     let ns = TestNamespace::new("bench-ceiling").await?;
     let api: Api<ProofJob> = ns.api();
+    let cpu_before = CpuTime::now();
     let create_s = create_jobs(&api, "c", OBJECTS, inputs).await?;
     let status_s = in_parallel(OBJECTS, {
         let api = api.clone();
@@ -185,9 +277,12 @@ async fn api_ceiling(inputs: &str) -> anyhow::Result<Ceiling> {
         }
     })
     .await?;
+    let cpu_after = CpuTime::now();
     let ceiling = Ceiling {
         creates_per_s: OBJECTS as f64 / create_s,
         status_writes_per_s: OBJECTS as f64 / status_s,
+        api_cpu_ms_per_write: cpu_after.api_server_since(&cpu_before) * 1000.0
+            / (2 * OBJECTS) as f64,
     };
     println!("== API server ceiling: {CLIENTS} clients, {OBJECTS} ProofJobs nobody acts on");
     println!(
@@ -197,6 +292,11 @@ async fn api_ceiling(inputs: &str) -> anyhow::Result<Ceiling> {
     println!(
         "status writes/s                    {:>10.1}",
         ceiling.status_writes_per_s
+    );
+    cpu_after.print_since(&cpu_before, create_s + status_s);
+    println!(
+        "API server + etcd CPU per write    {:>10.2} ms",
+        ceiling.api_cpu_ms_per_write
     );
     drop(ns);
     Ok(ceiling)
@@ -241,6 +341,7 @@ async fn throughput(inputs: &str, ceiling: &Ceiling) -> anyhow::Result<()> {
     let api: Api<ProofJob> = ns.api();
     let mut events = Box::pin(watcher(api.clone(), watcher::Config::default()));
     let writes_before = api_writes(&ns).await?;
+    let cpu_before = CpuTime::now();
     let started = Instant::now();
     let creator = tokio::spawn({
         let (api, inputs) = (api.clone(), inputs.to_string());
@@ -284,6 +385,7 @@ async fn throughput(inputs: &str, ceiling: &Ceiling) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = CpuTime::now();
     creator.await??;
     // The kubelet refreshes its stats every few seconds; new pods appear after a while.
     for _ in 0..30 {
@@ -319,6 +421,14 @@ async fn throughput(inputs: &str, ceiling: &Ceiling) -> anyhow::Result<()> {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.len()
+    );
+    cpu_after.print_since(&cpu_before, elapsed);
+    let writes = (writes_after.creates - writes_before.creates)
+        + (writes_after.others - writes_before.others);
+    println!(
+        "API server + etcd CPU per write    {:>10.2} ms  ({:.2} ms at the ceiling)",
+        cpu_after.api_server_since(&cpu_before) * 1000.0 / writes,
+        ceiling.api_cpu_ms_per_write
     );
     println!(
         "operator memory during the run (largest pod, working set) {:.1} MiB",
