@@ -654,7 +654,8 @@ async fn kill_prover(setup: &Setup, faulty: Option<&str>, turn: usize) -> anyhow
 /// Restarts one control plane component with `e2e/cluster restart`, which returns once the
 /// cluster answers again.
 async fn restart_component(component: &str) -> anyhow::Result<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster");
+    // This checkout's, not the one the binary was compiled in (see `repo_dir`).
+    let script = crate::helm::repo_dir().join("e2e/cluster");
     let out = tokio::process::Command::new(&script)
         .args(["restart", component])
         .output()
@@ -878,7 +879,7 @@ async fn snarkjs_verify(proofs: &[ToVerify]) -> anyhow::Result<Vec<(String, bool
     if proofs.is_empty() {
         return Ok(Vec::new());
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/verify-groth16.cjs");
+    let script = crate::helm::repo_dir().join("e2e/scripts/verify-groth16.cjs");
     let mut child = tokio::process::Command::new("node")
         .arg(&script)
         .arg(fixtures().join("verification_key.json"))

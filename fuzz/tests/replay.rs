@@ -13,7 +13,7 @@ const CIRCUITS: [&str; 2] = ["mulchain", "merkle"];
 
 /// The files of `dir` under the fuzz crate, sorted; none when it does not exist.
 fn files(dir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let dir = crate_dir().join(dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -41,7 +41,14 @@ fn replay(target: &str, body: fn(&[u8])) -> usize {
 }
 
 fn seed(target: &str, name: &str) -> Vec<u8> {
-    read(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("corpus/{target}/{name}")))
+    read(&crate_dir().join(format!("corpus/{target}/{name}")))
+}
+
+/// The fuzz crate, read when the test runs: the binary may have been compiled in another
+/// checkout, and a directory that is gone would silently replay nothing.
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// The fixtures directory; fails the test with instructions when missing.
