@@ -286,6 +286,10 @@ impl Dispatcher {
         });
         let excess = list.len().saturating_sub(MAX_FLAGGED_PODS);
         list.drain(..excess);
+        drop(flagged);
+        // The job that was rejected may go back to Queued within the reaper's second, leaving
+        // the pool's counts as they were: the flag itself asks for the pool's status.
+        self.load_changed(pool);
     }
 }
 

@@ -349,15 +349,17 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Names a pool whose counts changed to the pool controller. Sent at most once per pool
-    /// per reaper pass (a second), so the channel stays short.
+    /// Names a pool whose status the pool controller should write again: its counts changed
+    /// (sent at most once per pool per reaper pass, a second, so the channel stays short), or
+    /// one of its pods was flagged (rare: one rejected proof or failed check each).
     fn load_changed(&self, pool: &PoolKey) {
         let _ = self
             .load_changes_tx
             .send((pool.namespace.clone(), pool.name.clone()));
     }
 
-    /// The pools whose queued or running counts changed, as the reaper finds them each second.
+    /// The pools whose queued or running counts changed, as the reaper finds them each second,
+    /// and those with a newly flagged pod.
     /// Taken once (by the pool controller); later calls get an empty stream.
     pub fn load_changes(&self) -> futures::stream::BoxStream<'static, (String, String)> {
         match self.load_changes_rx.lock().expect("lock").take() {

@@ -82,7 +82,7 @@ pub trait QueueView: Send + Sync {
     /// How long the pool has had no queued or running job.
     fn idle_for(&self, namespace: &str, pool: &str) -> Duration;
     /// The pools whose queued or running counts changed, as (namespace, name), each at most
-    /// about once a second; taken once.
+    /// about once a second, and those with a newly flagged pod; taken once.
     fn load_changes(&self) -> futures::stream::BoxStream<'static, (String, String)>;
     /// Queued and running jobs of a pool, per namespace of the jobs.
     fn namespace_loads(&self, namespace: &str, pool: &str) -> BTreeMap<String, (usize, usize)>;
@@ -147,7 +147,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             Some(ObjectRef::new_with(&pool, pod_owner.clone()).within(&ns))
         })
         // Jobs moving through a pool's queue change its queue counts: the dispatcher names
-        // each pool whose counts changed, at most once a second. (A watch of every ProofJob
+        // each pool whose counts changed, at most once a second, and each pool with a newly
+        // flagged pod. (A watch of every ProofJob
         // here would be a second copy of them in memory, and under a steady stream of job
         // updates its debounced triggers would never fall quiet long enough to fire.)
         .reconcile_on(load_changes.map(move |(namespace, name)| {
