@@ -74,13 +74,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 struct Writes {
     creates: f64,
     others: f64,
+    /// Watch events the API server sent about ProofJobs, and their bytes: each write is
+    /// delivered to every watcher (the operator's, the garbage collector's, this bench's).
+    job_watch_events: f64,
+    job_watch_bytes: f64,
 }
 
 async fn api_writes(ns: &TestNamespace) -> anyhow::Result<Writes> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = ns.client.request_text(request).await?;
     let mut writes = Writes::default();
+    let value = |line: &str| {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     for line in text.lines() {
+        if line.contains("resource=\"proofjobs\"") {
+            if line.starts_with("apiserver_watch_events_total{") {
+                writes.job_watch_events += value(line);
+            } else if line.starts_with("apiserver_watch_events_sizes_sum{") {
+                writes.job_watch_bytes += value(line);
+            }
+        }
         if !line.starts_with("apiserver_request_total{") {
             continue;
         }
@@ -92,11 +109,7 @@ async fn api_writes(ns: &TestNamespace) -> anyhow::Result<Writes> {
         let (Some(verb), true) = (verb, ours) else {
             continue;
         };
-        let n = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let n = value(line);
         let create = verb == "POST" && jobs && line.contains("subresource=\"\"");
         if create {
             writes.creates += n;
@@ -429,6 +442,14 @@ async fn throughput(inputs: &str, ceiling: &Ceiling) -> anyhow::Result<()> {
         "API server + etcd CPU per write    {:>10.2} ms  ({:.2} ms at the ceiling)",
         cpu_after.api_server_since(&cpu_before) * 1000.0 / writes,
         ceiling.api_cpu_ms_per_write
+    );
+    let job_writes =
+        writes_after.creates - writes_before.creates + (writes_after.others - writes_before.others);
+    let events = writes_after.job_watch_events - writes_before.job_watch_events;
+    println!(
+        "ProofJob watch events per write    {:>10.2}  ({:.1} KiB each)",
+        events / job_writes,
+        (writes_after.job_watch_bytes - writes_before.job_watch_bytes) / events.max(1.0) / 1024.0
     );
     println!(
         "operator memory during the run (largest pod, working set) {:.1} MiB",
