@@ -743,7 +743,28 @@ async fn check(
                 }
             });
             if overlaps {
-                report.overlapping.push(name.clone());
+                // Its attempts go in the report: the job is gone once the run's namespace is.
+                let shown: Vec<String> = attempts
+                    .iter()
+                    .map(|a| {
+                        let time =
+                            |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+                                t.as_ref().map_or("-".to_string(), |t| t.0.to_string())
+                            };
+                        format!(
+                            "#{} on {} {}..{} {:?} {:?}",
+                            a.attempt,
+                            a.pod.as_deref().unwrap_or("-"),
+                            time(&a.start_time),
+                            time(&a.end_time),
+                            a.outcome,
+                            a.message.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                report
+                    .overlapping
+                    .push(format!("{name} [{}]", shown.join("; ")));
                 break;
             }
         }
