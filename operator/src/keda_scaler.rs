@@ -57,6 +57,13 @@ pub struct PoolScaling {
     pub slots_per_replica: f64,
 }
 
+impl PoolScaling {
+    /// Whether the pool has work: KEDA scales it from zero while it has.
+    fn active(&self) -> bool {
+        self.queued + self.running > 0
+    }
+}
+
 /// What the scaler reads of the operator.
 pub trait PoolScalings: Send + Sync {
     /// The pool's load and targets; `None` when there is no such pool.
@@ -116,9 +123,7 @@ impl ExternalScaler for Scaler {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
         let s = self.scaling(request.get_ref())?;
-        Ok(Response::new(IsActiveResponse {
-            result: s.queued + s.running > 0,
-        }))
+        Ok(Response::new(IsActiveResponse { result: s.active() }))
     }
 
     type StreamIsActiveStream = ActiveStream;
@@ -131,20 +136,23 @@ impl ExternalScaler for Scaler {
         // Refused at once when the trigger is wrong, rather than in the stream.
         self.scaling(&object)?;
         let scaler = self.clone();
-        let stream = futures::stream::unfold(None, move |last: Option<bool>| {
+        // The state is the last answer sent (`Some(None)` before the first), or `None` once
+        // the stream has ended.
+        let stream = futures::stream::unfold(Some(None), move |state: Option<Option<bool>>| {
             let (scaler, object) = (scaler.clone(), object.clone());
             async move {
+                let last = state?;
                 loop {
                     if last.is_some() {
                         tokio::time::sleep(STREAM_EVERY).await;
                     }
                     let active = match scaler.scaling(&object) {
-                        Ok(s) => s.queued + s.running > 0,
+                        Ok(s) => s.active(),
                         // The pool went away: say so and end the stream.
-                        Err(status) => return Some((Err(status), last)),
+                        Err(status) => return Some((Err(status), None)),
                     };
                     if last != Some(active) {
-                        return Some((Ok(IsActiveResponse { result: active }), Some(active)));
+                        return Some((Ok(IsActiveResponse { result: active }), Some(Some(active))));
                     }
                 }
             }
@@ -347,6 +355,12 @@ mod tests {
             .unwrap()
             .queued = 1;
         assert!(stream.next().await.unwrap().unwrap().result);
+
+        // The pool is deleted: one NotFound, then the stream ends.
+        pools.0.lock().unwrap().clear();
+        let gone = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(gone.code(), tonic::Code::NotFound);
+        assert!(stream.next().await.is_none());
     }
 
     #[test]
