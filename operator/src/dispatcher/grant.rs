@@ -33,13 +33,19 @@ const CHECK_POLL: Duration = Duration::from_secs(1);
 pub struct Granting<'a> {
     state: &'a Mutex<State>,
     uids: Vec<String>,
+    lease_duration: Duration,
 }
 
 impl<'a> Granting<'a> {
-    pub fn new(state: &'a Mutex<State>, jobs: &[std::sync::Arc<ProofJob>]) -> Self {
+    pub fn new(
+        state: &'a Mutex<State>,
+        jobs: &[std::sync::Arc<ProofJob>],
+        lease_duration: Duration,
+    ) -> Self {
         Self {
             state,
             uids: jobs.iter().filter_map(|j| j.uid()).collect(),
+            lease_duration,
         }
     }
 }
@@ -52,7 +58,7 @@ impl Drop for Granting<'_> {
         let now = Instant::now();
         for uid in &self.uids {
             // A no-op for jobs already granted or already put back.
-            state.grant_abandoned(uid, now);
+            state.grant_abandoned(uid, now, self.lease_duration);
         }
     }
 }
@@ -128,7 +134,7 @@ impl Dispatcher {
                     Instant::now(),
                 )
             };
-            let granting = Granting::new(&self.state, &taken);
+            let granting = Granting::new(&self.state, &taken, self.settings.lease_duration);
             // Each lease is its own status write, on its own job: write them together, so a
             // pod asking for many slots waits for one round trip, not one per job.
             let jobs: Vec<LeasedJob> = futures::future::join_all(
@@ -215,10 +221,11 @@ impl Dispatcher {
             }
             Err(e) => {
                 warn!(error = %e, "could not read a job's input; leaving it queued");
-                self.state
-                    .lock()
-                    .expect("lock")
-                    .grant_abandoned(&uid, Instant::now() + Duration::from_secs(1));
+                self.state.lock().expect("lock").grant_abandoned(
+                    &uid,
+                    Instant::now() + Duration::from_secs(1),
+                    self.settings.lease_duration,
+                );
                 return None;
             }
         };
@@ -290,10 +297,11 @@ impl Dispatcher {
                 if job_status::is_conflict(&e) {
                     debug!(job = %job.name_any(), "lease lost a write race; re-reading the job");
                     // Put back first: the fresh copy then moves it wherever it now belongs.
-                    self.state
-                        .lock()
-                        .expect("lock")
-                        .grant_abandoned(&uid, Instant::now());
+                    self.state.lock().expect("lock").grant_abandoned(
+                        &uid,
+                        Instant::now(),
+                        self.settings.lease_duration,
+                    );
                     if let Ok(fresh) = api.get(&job.name_any()).await {
                         self.observe(fresh);
                     }

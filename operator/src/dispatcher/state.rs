@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use zkfleet_contract::lease::{Caller, LeaseRef};
-use zkfleet_crds::v1alpha1::{JobPhase, ProofInput, ProofJob, SharingSpec};
+use zkfleet_crds::v1alpha1::{AttemptOutcome, JobPhase, ProofInput, ProofJob, SharingSpec};
 
 /// A pool: namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -280,14 +280,16 @@ impl State {
             name: job.name_any(),
             uid: uid.clone(),
         };
+        let mut same_pool = false;
         let previous = self.jobs.remove(&uid).map(|e| {
             self.unindex(&uid, &e.pool);
             if let Some(queue) = self.queues.get_mut(&e.pool) {
                 queue.remove(&e.tenant, &e.order);
             }
+            same_pool = e.pool == pool;
             e.tracked
         });
-        let avoid = previous
+        let mut avoid = previous
             .clone()
             .map(Tracked::into_avoid)
             .unwrap_or_default();
@@ -296,6 +298,30 @@ impl State {
                 Some(JobPhase::Queued),
                 Some(t @ (Tracked::Queued { .. } | Tracked::Granting { .. })),
             ) => t,
+            // The end of the attempt this dispatcher leased, seen here before the answer to the
+            // write that recorded it (a watch event can be quicker): the job waits the same
+            // backoff and avoids the same pod as [`State::attempt_recorded`] makes it, or a pod
+            // polling meanwhile would take it at once, the pod whose proof was just rejected
+            // included.
+            (Some(JobPhase::Queued), Some(Tracked::Leased(held, _))) if same_pool => {
+                let outcome = job
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.attempts.iter().find(|a| a.attempt == held.attempt as i32))
+                    .and_then(|a| a.outcome);
+                let backoff = if outcome.is_some() {
+                    super::reaper::retry_backoff(held.attempt)
+                } else {
+                    Duration::ZERO
+                };
+                if outcome == Some(AttemptOutcome::VerificationFailed) {
+                    avoid.insert(held.pod.clone(), now + backoff + AVOID_FOR);
+                }
+                Tracked::Queued {
+                    not_before: now + backoff,
+                    avoid,
+                }
+            }
             (Some(JobPhase::Queued), _) => Tracked::Queued {
                 not_before: now,
                 avoid,
@@ -577,20 +603,42 @@ impl State {
     }
 
     /// Writing the lease failed: the job goes back where it was in the queue, unless a newer
-    /// copy of the job already moved it elsewhere.
-    pub fn grant_abandoned(&mut self, uid: &str, now: Instant) {
-        if let Some(entry) = self.jobs.get_mut(uid)
-            && let Tracked::Granting { avoid } = &entry.tracked
-        {
+    /// copy of the job, seen while the lease was being written, says it is no longer queued.
+    ///
+    /// That copy may show the very lease whose write "failed": a write can take effect and
+    /// its answer still be lost (the API server restarting, a connection cut). The job is
+    /// then running on the pod the lease named, which never heard of it, and is tracked as
+    /// that lease, which lapses unless the pod renews it; putting it back in the queue
+    /// would lease it again on top of the first attempt.
+    pub fn grant_abandoned(&mut self, uid: &str, now: Instant, lease_duration: Duration) {
+        let Some(entry) = self.jobs.get_mut(uid) else {
+            return;
+        };
+        let Tracked::Granting { avoid } = &entry.tracked else {
+            return;
+        };
+        let avoid = avoid.clone();
+        let still_queued =
+            entry.job.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Queued);
+        if still_queued {
             entry.tracked = Tracked::Queued {
                 not_before: now,
-                avoid: avoid.clone(),
+                avoid,
             };
             self.queues
                 .entry(entry.pool.clone())
                 .or_default()
                 .insert(&entry.tenant, entry.order.clone());
             self.index(uid);
+        } else {
+            // Not in the queue, so observing the copy again starts from nothing but the pods
+            // the job avoids.
+            entry.tracked = Tracked::Queued {
+                not_before: now,
+                avoid,
+            };
+            let (job, limits) = ((*entry.job).clone(), entry.limits);
+            self.observe(job, limits, lease_duration, now);
         }
     }
 
@@ -604,7 +652,12 @@ impl State {
         now: Instant,
     ) {
         let Some(uid) = job.uid() else { return };
-        if !self.jobs.contains_key(&uid) {
+        let Some(entry) = self.jobs.get(&uid) else {
+            return;
+        };
+        // The watch already brought this copy or a newer one, and observing it decided where
+        // the job is (perhaps granted again since): the answer to our write is old news.
+        if revision(&job) != 0 && revision(&entry.job) >= revision(&job) {
             return;
         }
         if let Some(key) = reuse_key(&job) {
@@ -1399,6 +1452,99 @@ mod tests {
         );
     }
 
+    /// `job("a", rv, ..)` running attempt `attempt` on `pod`, which ended with `outcome`
+    /// (and the job queued again) when one is given.
+    fn attempt_of_a(rv: u64, attempt: i32, pod: &str, outcome: Option<&str>) -> ProofJob {
+        let phase = if outcome.is_some() {
+            "Queued"
+        } else {
+            "Running"
+        };
+        let mut j = job("a", rv, 0, 0, phase);
+        j.status = Some(
+            serde_json::from_value(json!({
+                "phase": phase, "attemptCount": attempt,
+                "attempts": [{"attempt": attempt, "pod": pod, "outcome": outcome}],
+            }))
+            .unwrap(),
+        );
+        j
+    }
+
+    #[test]
+    fn a_lease_whose_write_took_effect_but_failed_is_not_leased_again_on_top() {
+        // The lease write to p1 took effect, the watch brought it, and the write's answer was
+        // lost: the job is p1's attempt 1 (which lapses if p1 never heard of it), not queued.
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        assert_eq!(
+            names(&s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now)),
+            ["a"]
+        );
+        s.observe(attempt_of_a(2, 1, "p1", None), LIMITS, LEASE, now);
+        s.grant_abandoned("uid-a", now, LEASE);
+        assert!(
+            s.take(&pool(), "p2", "v1", 1, &SharingSpec::default(), now)
+                .is_empty(),
+            "a running job is not leased again"
+        );
+        assert_eq!(s.load(&pool()), (0, 1));
+        assert_eq!(s.held_by(&pool(), "p1"), 1);
+        let lapsed = s.lapsed(now + LEASE, &|_, _| false);
+        assert_eq!(lapsed.len(), 1, "the lease nobody renews lapses");
+        assert_eq!(
+            (lapsed[0].held.pod.as_str(), lapsed[0].held.attempt),
+            ("p1", 1)
+        );
+    }
+
+    #[test]
+    fn a_rejected_attempt_seen_on_the_watch_first_still_backs_off_and_avoids_its_pod() {
+        let now = Instant::now();
+        let mut s = State::default();
+        s.observe(job("a", 1, 0, 0, "Queued"), LIMITS, LEASE, now);
+        s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now);
+        let leased = attempt_of_a(2, 1, "p1", None);
+        s.granted(leased, held("p1", 1, now));
+        // The rejection, seen on the watch before the answer to the write that made it.
+        let rejected = attempt_of_a(3, 1, "p1", Some("VerificationFailed"));
+        s.observe(rejected.clone(), LIMITS, LEASE, now);
+        assert_eq!(s.load(&pool()), (1, 0));
+        let backoff = super::super::reaper::retry_backoff(1);
+        for pod in ["p1", "p2"] {
+            assert!(
+                s.take(&pool(), pod, "v1", 1, &SharingSpec::default(), now)
+                    .is_empty(),
+                "{pod} waits out the backoff"
+            );
+        }
+        let after = now + backoff;
+        assert!(
+            s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), after)
+                .is_empty(),
+            "the pod whose proof was rejected does not get the job again"
+        );
+        assert_eq!(
+            names(&s.take(&pool(), "p2", "v1", 1, &SharingSpec::default(), after)),
+            ["a"]
+        );
+        // The write's answer arrives now, with p2's lease being written: the job stays p2's.
+        s.attempt_recorded(rejected, backoff, Some("p1"), after);
+        assert_eq!(s.load(&pool()), (0, 1), "the later lease is kept");
+        assert!(
+            s.take(
+                &pool(),
+                "p3",
+                "v1",
+                1,
+                &SharingSpec::default(),
+                after + backoff
+            )
+            .is_empty()
+        );
+    }
+
     #[test]
     fn a_job_every_pod_failed_goes_back_to_them_after_a_while() {
         let now = Instant::now();
@@ -1456,7 +1602,7 @@ mod tests {
             names(&s.take(&pool(), "p1", "v1", 1, &SharingSpec::default(), now)),
             ["a"]
         );
-        s.grant_abandoned("uid-a", now);
+        s.grant_abandoned("uid-a", now, LEASE);
         assert_eq!(
             names(&s.take(&pool(), "p1", "v1", 2, &SharingSpec::default(), now)),
             ["a", "b"]
@@ -1633,16 +1779,24 @@ mod tests {
                     let pod = pods[next(2) as usize];
                     let key = PoolKey::new("team", pool_name);
                     for taken in s.take(&key, pod, "v1", 2, &SharingSpec::default(), now) {
+                        // Leasing a copy that is not queued would add an attempt on top of
+                        // one that is still running.
+                        assert_eq!(
+                            taken.status.as_ref().and_then(|st| st.phase),
+                            Some(JobPhase::Queued),
+                            "step {step}: only a queued copy is leased"
+                        );
                         let mut j = (*taken).clone();
                         j.metadata.resource_version = Some(revision.to_string());
-                        if next(2) == 0 {
-                            s.granted(j, held(pod, 1, now));
-                        } else {
-                            s.grant_abandoned(&taken.uid().unwrap(), now);
+                        // Written, failed, or still in flight while other changes come in.
+                        match next(3) {
+                            0 => s.granted(j, held(pod, 1, now)),
+                            1 => s.grant_abandoned(&taken.uid().unwrap(), now, LEASE),
+                            _ => {}
                         }
                     }
                 }
-                3 => s.grant_abandoned(&uid, now),
+                3 => s.grant_abandoned(&uid, now, LEASE),
                 4 => {
                     if let Some(current) = s.job(&uid) {
                         let phase = if next(2) == 0 { "Queued" } else { "Succeeded" };
