@@ -188,6 +188,15 @@ pub struct Report {
     pub extra_outcomes: BTreeMap<(&'static str, String), usize>,
     /// One message of each cause and outcome, for the reader of the table.
     pub extra_examples: BTreeMap<(&'static str, String), String>,
+    /// Attempts lost to a prover kill, by how they ended: how long each had run when its
+    /// prover was killed, in seconds. An attempt older than its timeout less one lease at the
+    /// kill reaches its timeout before its lease runs out, so it ends `TimedOut`.
+    pub age_at_kill: BTreeMap<String, Vec<f64>>,
+    /// Attempts lost to a prover kill that ended `TimedOut`: in all, and those whose lease ran
+    /// out while the operator could not act on it (a leader kill or control-plane restart was
+    /// under way, in the windows `explain` uses); the rest reached their timeout for another
+    /// reason.
+    pub timed_out_on_killed: (usize, usize),
     /// Attempts beyond the first that no injected fault explains.
     pub unexplained: Vec<String>,
     /// Jobs with more or fewer than one successful attempt while Succeeded.
@@ -310,6 +319,29 @@ impl Report {
             row(
                 &format!("extra attempts explained by: {cause}"),
                 format!("{n} ({})", outcomes.join(", ")),
+            );
+        }
+        for (outcome, ages) in &self.age_at_kill {
+            let mut ages = ages.clone();
+            ages.sort_by(f64::total_cmp);
+            let at = |q: f64| ages[((ages.len() - 1) as f64 * q).round() as usize];
+            row(
+                &format!("age at the prover kill of attempts then {outcome}"),
+                format!(
+                    "{:.1} / {:.1} / {:.1} s (min / median / max)",
+                    at(0.0),
+                    at(0.5),
+                    at(1.0)
+                ),
+            );
+        }
+        if self.timed_out_on_killed.0 > 0 {
+            row(
+                "of those TimedOut, lease ran out while a leader kill or control-plane restart was under way",
+                format!(
+                    "{} of {}",
+                    self.timed_out_on_killed.1, self.timed_out_on_killed.0
+                ),
             );
         }
         row(
@@ -787,6 +819,23 @@ async fn check(
                         .extra_outcomes
                         .entry((cause, outcome.clone()))
                         .or_default() += 1;
+                    if cause == Fault::ProverKill.describe()
+                        && attempt.outcome == Some(AttemptOutcome::TimedOut)
+                    {
+                        report.timed_out_on_killed.0 += 1;
+                        if lease_ran_out_unattended(attempt, injected) {
+                            report.timed_out_on_killed.1 += 1;
+                        }
+                    }
+                    if cause == Fault::ProverKill.describe()
+                        && let Some(age) = age_at_kill(attempt, injected)
+                    {
+                        report
+                            .age_at_kill
+                            .entry(outcome.clone())
+                            .or_default()
+                            .push(age);
+                    }
                     report
                         .extra_examples
                         .entry((cause, outcome))
@@ -884,6 +933,45 @@ fn explain(
         return Some(fault.fault.describe());
     }
     None
+}
+
+/// How long `attempt` had run when the prover kill that ended it began, in seconds.
+fn age_at_kill(attempt: &zkfleet_crds::v1alpha1::Attempt, injected: &[Injected]) -> Option<f64> {
+    let start = attempt.start_time.as_ref()?.0;
+    let pod = attempt.pod.as_deref()?;
+    injected
+        .iter()
+        .filter(|f| f.fault == Fault::ProverKill && f.target == pod && f.started >= start)
+        .map(|f| f.started.duration_since(start).as_secs_f64())
+        .reduce(f64::min)
+}
+
+/// Whether the lease of `attempt`, lost to a prover kill, ran out (one lease after the kill)
+/// while no operator could end it: a leader kill or a control-plane restart was under way,
+/// widened as [`explain`] widens them.
+fn lease_ran_out_unattended(
+    attempt: &zkfleet_crds::v1alpha1::Attempt,
+    injected: &[Injected],
+) -> bool {
+    let (Some(start), Some(pod)) = (attempt.start_time.as_ref(), attempt.pod.as_deref()) else {
+        return false;
+    };
+    let Some(kill) = injected
+        .iter()
+        .filter(|f| f.fault == Fault::ProverKill && f.target == pod && f.started >= start.0)
+        .min_by_key(|f| f.started)
+    else {
+        return false;
+    };
+    let ran_out = kill.started + SignedDuration::from_secs(LEASE_SECONDS);
+    injected.iter().any(|f| {
+        let widened = match f.fault {
+            Fault::LeaderKill => LEADER_LEASE_SECONDS + LEASE_SECONDS + 10,
+            Fault::ApiServerRestart | Fault::EtcdRestart => LEASE_SECONDS + 10,
+            Fault::ProverKill | Fault::Rotation => return false,
+        };
+        f.started <= ran_out && ran_out <= f.ended + SignedDuration::from_secs(widened)
+    })
 }
 
 /// An accepted proof and the job it answers.
@@ -1039,6 +1127,50 @@ mod tests {
             running: 1,
             queued: 1,
         }
+    }
+
+    #[test]
+    fn a_lost_lease_that_ran_out_without_a_leader_is_told_apart_with_its_age_at_the_kill() {
+        let kill = injected(
+            Fault::ProverKill,
+            "pool-a",
+            "2026-01-01T00:00:10Z",
+            "2026-01-01T00:00:10Z",
+        );
+        let timed_out = attempt(
+            "pool-a",
+            AttemptOutcome::TimedOut,
+            "2026-01-01T00:00:08Z",
+            "2026-01-01T00:00:38Z",
+        );
+        assert_eq!(
+            age_at_kill(&timed_out, std::slice::from_ref(&kill)),
+            Some(2.0)
+        );
+        // Its lease ran out at 00:20, with no other fault under way.
+        assert!(!lease_ran_out_unattended(
+            &timed_out,
+            std::slice::from_ref(&kill)
+        ));
+        // A leader killed at 00:15 leaves nobody to end it until a new one took over.
+        let leader = injected(
+            Fault::LeaderKill,
+            "operator-0",
+            "2026-01-01T00:00:15Z",
+            "2026-01-01T00:00:15Z",
+        );
+        assert!(lease_ran_out_unattended(
+            &timed_out,
+            &[kill.clone(), leader]
+        ));
+        // A leader killed long after the lease ran out does not count.
+        let late = injected(
+            Fault::LeaderKill,
+            "operator-0",
+            "2026-01-01T00:01:00Z",
+            "2026-01-01T00:01:00Z",
+        );
+        assert!(!lease_ran_out_unattended(&timed_out, &[kill, late]));
     }
 
     #[test]

@@ -91,7 +91,7 @@ impl Dispatcher {
                             .map(|ns| ns.labels().clone()),
                     );
                 }
-                if !validate::selects(&candidate, labels.clone().flatten().as_ref()) {
+                if !validate::selects(&candidate, labels.as_ref().and_then(Option::as_ref)) {
                     debug!(pool = %key.name, "fallback pool does not admit the job's namespace; skipped");
                     continue;
                 }
