@@ -32,6 +32,7 @@ use tokio_stream::StreamExt as _;
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob};
 use zkfleet_e2e::TestNamespace;
 use zkfleet_e2e::fleet::{Parameters, Setup, create_pool_with, fixtures, setup, wait_serving};
+use zkfleet_e2e::helm::apply_crds;
 
 const PODS: i32 = 4;
 const SLOTS: i32 = 8;
@@ -269,6 +270,8 @@ async fn api_ceiling(inputs: &str) -> anyhow::Result<Ceiling> {
     const OBJECTS: usize = 2000;
     // No operator watches this namespace: the jobs stay as written.
     let ns = TestNamespace::new("bench-ceiling").await?;
+    // On a fresh cluster nothing has installed the chart yet, and the CRDs come with it.
+    apply_crds(&ns).await?;
     let api: Api<ProofJob> = ns.api();
     let cpu_before = CpuTime::now();
     let create_s = create_jobs(&api, "c", OBJECTS, inputs).await?;
