@@ -99,6 +99,7 @@ async fn operate(cli: Cli) -> anyhow::Result<()> {
             lease_duration: Duration::from_secs(cli.lease_seconds),
             max_wait: Duration::from_secs(25),
             inline_result_max_bytes: cli.inline_result_max_bytes as usize,
+            verifier_url: None,
         },
         metrics.clone(),
         artifacts.clone(),

@@ -77,6 +77,9 @@ pub enum Fault {
     /// Prove nothing: answer every lease at once with a placeholder proof (which does not
     /// verify). For benchmarks of the dispatcher with verification off.
     SkipProving,
+    /// Answer every job after the first with the first proof this pod made: a valid proof of
+    /// another statement, as a pod that mixes up jobs (or lies) would send.
+    WrongStatement,
 }
 
 impl FromStr for Fault {
@@ -89,6 +92,9 @@ impl FromStr for Fault {
         if s == "skip-proving" {
             return Ok(Fault::SkipProving);
         }
+        if s == "wrong-statement" {
+            return Ok(Fault::WrongStatement);
+        }
         if let Some(ms) = s.strip_prefix("delay-ms=") {
             return ms
                 .parse()
@@ -96,7 +102,7 @@ impl FromStr for Fault {
                 .map_err(|_| format!("delay-ms wants a number of milliseconds, not {ms:?}"));
         }
         Err(format!(
-            "unknown fault {s:?}: use corrupt-proofs, skip-proving or delay-ms=<N>"
+            "unknown fault {s:?}: use corrupt-proofs, wrong-statement, skip-proving or delay-ms=<N>"
         ))
     }
 }
@@ -107,6 +113,7 @@ pub struct Faults {
     pub corrupt_proofs: bool,
     pub delay: Option<Duration>,
     pub skip_proving: bool,
+    pub wrong_statement: bool,
 }
 
 impl Faults {
@@ -117,6 +124,7 @@ impl Faults {
                 Fault::CorruptProofs => out.corrupt_proofs = true,
                 Fault::DelayMs(ms) => out.delay = Some(Duration::from_millis(ms)),
                 Fault::SkipProving => out.skip_proving = true,
+                Fault::WrongStatement => out.wrong_statement = true,
             }
         }
         out
@@ -361,6 +369,8 @@ struct Shared {
     faults: Faults,
     /// CPU time of each attempt, for its job's usage.
     cpu: CpuMeter,
+    /// The first proof made, for the `wrong-statement` fault.
+    first_proof: std::sync::Mutex<Option<ProofOutput>>,
 }
 
 /// Stops the heartbeat thread when dropped.
@@ -400,6 +410,7 @@ impl Agent {
             lease_wait_seconds: config.lease_wait_seconds.max(1),
             faults: config.faults,
             cpu: CpuMeter::default(),
+            first_proof: std::sync::Mutex::new(None),
         });
         let (stop, stop_rx) = watch::channel(false);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -584,10 +595,10 @@ impl Agent {
 
 /// A failed attempt as reported to the dispatcher.
 #[derive(Debug)]
-struct JobFailure {
-    code: String,
-    message: String,
-    retryable: bool,
+pub(crate) struct JobFailure {
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) retryable: bool,
     /// Whether the runner already counted it in the proofs metric.
     counted: bool,
 }
@@ -693,7 +704,20 @@ async fn run_job(
     prove_span.end();
     let usage = Some(usage);
     let outcome = match result {
-        Ok((out, digest)) => {
+        Ok((mut out, digest)) => {
+            if shared.faults.wrong_statement {
+                let mut first = shared.first_proof.lock().expect("lock");
+                match first.as_ref() {
+                    Some(kept) => {
+                        tracing::warn!(
+                            job = job.job,
+                            "fault injection: uploading the proof of another job"
+                        );
+                        out = kept.clone();
+                    }
+                    None => *first = Some(out.clone()),
+                }
+            }
             // Witness and proof only: the fault delay and input download are not proving.
             let proving_millis = (out.timings.witness_ms + out.timings.prove_ms).round() as u64;
             let mut proof = out.proof;
@@ -860,8 +884,9 @@ async fn prove(
     Ok((out, digest))
 }
 
-/// Turns the lease's input into what the backend proves.
-async fn resolve(input: JobInput) -> Result<ProofInput, JobFailure> {
+/// Turns the lease's input into what the backend proves (the verifier derives its statement
+/// from the same input, resolved the same way).
+pub(crate) async fn resolve(input: JobInput) -> Result<ProofInput, JobFailure> {
     match input {
         JobInput::CircuitInputs { inputs } => Ok(ProofInput::Inputs(inputs)),
         JobInput::Witness { witness_base64 } => base64::engine::general_purpose::STANDARD

@@ -277,7 +277,8 @@ pub struct ServeArgs {
 
     /// FOR TESTS ONLY: make the agent misbehave on purpose, as a comma-separated list of
     /// `corrupt-proofs` (every uploaded proof is tampered with, so the operator's verifier
-    /// must reject it), `delay-ms=<N>` (each leased job waits N ms before proving,
+    /// must reject it), `wrong-statement` (every job after the first is answered with the
+    /// first proof: valid, but of another statement), `delay-ms=<N>` (each leased job waits N ms before proving,
     /// cancelled by a revoked lease) and `skip-proving` (answer each lease at once with a
     /// placeholder proof: dispatcher benchmarks with verification off). A warning is logged at
     /// start when any is set.

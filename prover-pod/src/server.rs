@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::backend::{Backend, BackendError, ParamsError, ProofInput, stone};
+use crate::backend::{Backend, BackendError, ParamsError, ProofInput, Verdict, stone};
 use crate::metrics::Metrics;
 use crate::params::Fetched;
 use crate::runner::{self, RunError, Slot};
@@ -589,16 +589,62 @@ async fn verify(
     let req: VerifyRequest = serde_json::from_slice(&raw).map_err(ApiError::bad_json)?;
     check_backend(&state, req.backend.as_deref())?;
     let started = Instant::now();
-    let verdict = tokio::task::spawn_blocking(move || {
-        backend.verify(&req.proof, &req.public_signals, req.public_outputs.as_ref())
+    let answer =
+        |verdict: Verdict, statement: Option<Value>, input_rejected: bool| VerifyResponse {
+            valid: verdict.is_ok(),
+            verifier_ms: started.elapsed().as_secs_f64() * 1e3,
+            reason: verdict.err(),
+            // The downward API names the pod; the operator records who verified.
+            verifier: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
+            statement,
+            input_rejected,
+        };
+    let VerifyRequest {
+        proof,
+        public_signals,
+        public_outputs,
+        input,
+        ..
+    } = req;
+    let Some(input) = input else {
+        let verdict = tokio::task::spawn_blocking(move || {
+            backend.verify(&proof, &public_signals, public_outputs.as_ref())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("verifier task failed: {e}")))??;
+        return Ok(Json(answer(verdict, None, false)));
+    };
+    // The job's input: a statement that cannot be derived from it is the input's fault, and
+    // the answer says so, so that no pod is blamed for it.
+    let input = match crate::agent::resolve(input).await {
+        Ok(input) => input,
+        Err(f) if !f.retryable => {
+            return Ok(Json(answer(
+                Err(format!("the job's input gives no statement: {}", f.message)),
+                None,
+                true,
+            )));
+        }
+        Err(f) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "input_unavailable",
+                f.message,
+            ));
+        }
+    };
+    let judged = tokio::task::spawn_blocking(move || {
+        backend.verify_input(&proof, &public_signals, public_outputs.as_ref(), input)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("verifier task failed: {e}")))??;
-    Ok(Json(VerifyResponse {
-        valid: verdict.is_ok(),
-        verifier_ms: started.elapsed().as_secs_f64() * 1e3,
-        reason: verdict.err(),
-        // The downward API names the pod; the operator records who verified.
-        verifier: std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()),
-    }))
+    .map_err(|e| ApiError::internal(format!("verifier task failed: {e}")))?;
+    match judged {
+        Ok(j) => Ok(Json(answer(j.verdict, Some(j.statement), false))),
+        Err(e) if e.is_client_error() => Ok(Json(answer(
+            Err(format!("the job's input gives no statement: {e}")),
+            None,
+            true,
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use zkfleet_prover::agent::{Agent, AgentConfig, Faults};
 use zkfleet_prover::backend::{
-    Backend, BackendError, Groth16Backend, Groth16Files, ProofInput, ProofOutput, Verdict,
+    Backend, BackendError, Groth16Backend, Groth16Files, Judged, ProofInput, ProofOutput, Verdict,
 };
 use zkfleet_prover::cancel::Cancel;
 use zkfleet_prover::groth16::json::ProofJson;
@@ -295,6 +295,16 @@ impl Backend for EndlessProof {
 
     fn verify(&self, _: &Value, _: &[String], _: Option<&Value>) -> Result<Verdict, BackendError> {
         Ok(Err("an endless proof never ends".into()))
+    }
+
+    fn verify_input(
+        &self,
+        _: &Value,
+        _: &[String],
+        _: Option<&Value>,
+        _: ProofInput,
+    ) -> Result<Judged, BackendError> {
+        Err(BackendError::NoVerifier("endless"))
     }
 }
 

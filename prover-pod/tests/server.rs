@@ -514,3 +514,65 @@ async fn a_proof_past_its_timeout_is_stopped_and_gives_its_slot_back() {
     }
     panic!("the timed-out proof still holds the pod's only slot");
 }
+
+/// The pool's verifier derives a job's public signals from the job's own input: a valid proof
+/// of another input is refused with its claims untold, the proof of the job's own input passes
+/// with the statement on the answer, and an input that gives no statement is the input's fault.
+#[tokio::test]
+async fn a_valid_proof_of_another_input_is_refused_against_the_jobs_own_statement() {
+    let app = router(state_with(&files("mulchain"), 2));
+    let proved = |inputs: Value| {
+        let app = app.clone();
+        async move {
+            let (s, v) = post(&app, "/v1/prove", json!({"inputs": inputs})).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    let own = proved(json!({"a": "3", "b": "5"})).await;
+    let other = proved(json!({"a": "7", "b": "11"})).await;
+    assert_ne!(own["public_signals"], other["public_signals"]);
+    let job_input = json!({"type": "circuit-inputs", "inputs": {"a": "3", "b": "5"}});
+    let ask = |proved: &Value, input: Value| json!({"proof": proved["proof"], "public_signals": proved["public_signals"], "input": input});
+
+    // The other input's proof is valid for its own claims (a plain verify accepts it) ...
+    let (s, v) = post(
+        &app,
+        "/v1/verify",
+        json!({"proof": other["proof"], "public_signals": other["public_signals"]}),
+    )
+    .await;
+    assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(true)), "{v}");
+    // ... but not for this job.
+    let (s, v) = post(&app, "/v1/verify", ask(&other, job_input.clone())).await;
+    assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(false)), "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("another statement"), "{reason}");
+    let theirs = other["public_signals"][0].as_str().unwrap();
+    assert!(
+        !reason.contains(theirs),
+        "{reason} names the other proof's signals"
+    );
+    assert_eq!(v["statement"]["publicSignals"], own["public_signals"]);
+    assert_eq!(v.get("input_rejected"), None, "{v}");
+    // Claims copied from the job's statement do not make the other proof pass either.
+    let forged = json!({"proof": other["proof"], "public_signals": own["public_signals"], "input": job_input});
+    let (_, v) = post(&app, "/v1/verify", forged).await;
+    assert_eq!(v["valid"], json!(false), "{v}");
+
+    // The job's own proof passes, from circuit inputs and from its witness alike.
+    let (s, v) = post(&app, "/v1/verify", ask(&own, job_input)).await;
+    assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(true)), "{v}");
+    assert_eq!(v["statement"]["publicSignals"], own["public_signals"]);
+    let wtns = std::fs::read(circuit("mulchain").join("witness.wtns")).unwrap();
+    let witness = json!({"type": "witness",
+        "witnessBase64": base64::engine::general_purpose::STANDARD.encode(&wtns)});
+    let (_, v) = post(&app, "/v1/verify", ask(&own, witness)).await;
+    assert_eq!(v["valid"], json!(true), "{v}");
+
+    // An input the circuit does not take gives no statement: refused as the input's fault.
+    let bad = json!({"type": "circuit-inputs", "inputs": {"a": "3", "nope": "5"}});
+    let (s, v) = post(&app, "/v1/verify", ask(&own, bad)).await;
+    assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(false)), "{v}");
+    assert_eq!(v["input_rejected"], json!(true), "{v}");
+}

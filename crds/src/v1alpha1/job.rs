@@ -679,6 +679,14 @@ pub struct Verification {
     /// Milliseconds verification took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifier_millis: Option<i64>,
+
+    /// What the proof was checked to prove, as the pool's verifier derived it from this job's
+    /// own input and the pool's parameters (never from the proof): Groth16 `publicSignals`;
+    /// Miden `programHash` and `operandStack`; Stone the `output`, `nSteps` and `layout` of
+    /// the job's public input. A proof of any other statement is rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::json_object")]
+    pub statement: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[cfg(test)]
@@ -785,6 +793,7 @@ mod tests {
                 verifier_millis: Some(8),
                 verifier: Some("operator".into()),
                 skipped: false,
+                statement: None,
             }),
             ..ProofJobStatus::default()
         };

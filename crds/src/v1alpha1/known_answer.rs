@@ -56,19 +56,34 @@ fn default_every_seconds() -> i32 {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct QuarantineSpec {
-    /// Quarantine a pod once this many of its proofs were rejected by verification (1 to
-    /// 1000, default 3). A pod that fails the known-answer check is quarantined at once.
+    /// Quarantine a pod once this many of its proofs were rejected by verification within
+    /// `windowSeconds` (1 to 1000, default 3). A rejected proof counts against a pod only on
+    /// evidence that isolates the pod: the same job later verified from another pod. A job
+    /// whose proofs are rejected on two different pods is the input's fault (`InputRejected`)
+    /// and counts against no pod. A pod that fails the known-answer check is quarantined at
+    /// once.
     #[serde(default = "default_after_rejected_proofs")]
     #[schemars(range(min = 1, max = 1000))]
     pub after_rejected_proofs: i32,
+
+    /// Rejections older than this many seconds no longer count (60 to 604800, default 3600),
+    /// so rare faults spread over a long time never add up to a quarantine.
+    #[serde(default = "default_window_seconds")]
+    #[schemars(range(min = 60, max = 604_800))]
+    pub window_seconds: i32,
 }
 
 impl Default for QuarantineSpec {
     fn default() -> Self {
         Self {
             after_rejected_proofs: default_after_rejected_proofs(),
+            window_seconds: default_window_seconds(),
         }
     }
+}
+
+fn default_window_seconds() -> i32 {
+    3600
 }
 
 fn default_after_rejected_proofs() -> i32 {

@@ -39,13 +39,54 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The dispatcher's settings in these tests: short leases, so expiry is seen quickly.
+/// The dispatcher's settings in these tests: short leases, so expiry is seen quickly, and the
+/// pools' verifier served in this process by [`verifier`]. Call it inside the test's runtime.
 pub fn settings() -> Settings {
     Settings {
         lease_duration: Duration::from_secs(30),
         max_wait: Duration::from_secs(5),
         inline_result_max_bytes: 64 << 10,
+        verifier_url: Some(verifier()),
     }
+}
+
+/// Starts the pools' verifier: the real prover server with the mulchain fixture's parameters
+/// loaded, answering `POST /v1/verify` as a pool's verifier Deployment does (it derives each
+/// job's public signals from the job's input with the circuit's wasm). Returns its base URL.
+pub fn verifier() -> String {
+    use zkfleet_prover::backend::{Backend, Groth16Backend, Groth16Files};
+    use zkfleet_prover::server::{AppState, router};
+    static BACKEND: std::sync::OnceLock<Arc<dyn Backend>> = std::sync::OnceLock::new();
+    let backend = BACKEND
+        .get_or_init(|| {
+            let dir = circuit("mulchain");
+            Groth16Backend::load(&Groth16Files {
+                zkey: dir.join("circuit.zkey"),
+                zkey_sha256: None,
+                wasm: Some(dir.join("circuit.wasm")),
+                wasm_sha256: None,
+                cache_dir: None,
+            })
+            .expect("the mulchain fixture loads") as Arc<dyn Backend>
+        })
+        .clone();
+    let state = AppState::new(
+        "groth16-bn254",
+        "v1".into(),
+        2,
+        Duration::from_secs(60),
+        8 << 20,
+    )
+    .expect("a verifier's state");
+    state.set_params(Ok((backend, String::new())), 0.0);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener
+        .set_nonblocking(true)
+        .expect("a nonblocking listener");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let listener = tokio::net::TcpListener::from_std(listener).expect("inside a tokio runtime");
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    url
 }
 
 /// A running dispatcher over a fake API, serving HTTP on loopback.

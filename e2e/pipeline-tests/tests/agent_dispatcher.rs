@@ -4,6 +4,7 @@
 //! deleted under it, when the API server refuses to record its result for a while, and when
 //! the pod drains.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -349,19 +350,22 @@ async fn a_proof_that_does_not_verify_flags_its_pod_and_the_job_succeeds_on_anot
         status(&fleet, "product").reason.as_deref(),
         Some("ProofRejected")
     );
-    let flagged = fleet.dispatcher.flagged(NS, POOL);
-    assert_eq!(flagged.len(), 1, "{flagged:?}");
-    assert_eq!(flagged[0].pod, liar.name());
-    assert_eq!(flagged[0].reason, "VerificationFailed");
-    assert_eq!(flagged[0].node.as_deref(), Some("node-1"));
+    // One rejection does not tell the pod from the input: nobody is flagged yet.
+    assert_eq!(fleet.dispatcher.flagged(NS, POOL), []);
 
-    // The lying pod keeps asking for work; the job goes to the honest one.
+    // The lying pod keeps asking for work; the job goes to the honest one, and that isolates
+    // the liar.
     let honest = ProverPod::start(&fleet, "prover-honest", 1, Faults::default());
     fleet
         .until("the job succeeds", |f| {
             f.phase(NS, "product") == "Succeeded"
         })
         .await;
+    let flagged = fleet.dispatcher.flagged(NS, POOL);
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert_eq!(flagged[0].pod, liar.name());
+    assert_eq!(flagged[0].reason, "VerificationFailed");
+    assert_eq!(flagged[0].node.as_deref(), Some("node-1"));
     assert_eq!(
         attempts(&fleet, "product"),
         [
@@ -389,6 +393,113 @@ async fn a_proof_that_does_not_verify_flags_its_pod_and_the_job_succeeds_on_anot
     assert_eq!(usage.total_cpu_millis, cpu[0] + cpu[1]);
     // No GPUs in this pool, and no prices.
     assert_eq!((usage.gpu_millis, usage.total_cost), (Some(0), None));
+}
+
+/// A job for circuit inputs `a`, `b` of the mulchain fixture.
+fn inputs_ab(a: u32, b: u32) -> Value {
+    json!({"inline": {"json": json!({"a": a.to_string(), "b": b.to_string()}).to_string()}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_proof_of_another_jobs_statement_is_rejected_and_the_job_gets_its_own() {
+    let fleet = Fleet::start(settings()).await;
+    fleet.pool(NS, POOL, CIRCUIT);
+    let liar = ProverPod::start(
+        &fleet,
+        "prover-liar",
+        1,
+        Faults {
+            wrong_statement: true,
+            ..Faults::default()
+        },
+    );
+    // Its first proof is honest ...
+    fleet.job(NS, "first", POOL, inputs_ab(3, 5));
+    fleet
+        .until("the first job succeeds", |f| {
+            f.phase(NS, "first") == "Succeeded"
+        })
+        .await;
+    let first = status(&fleet, "first").result.unwrap().public_signals;
+    // ... and it answers the next job with that same, valid proof.
+    fleet.job(NS, "second", POOL, inputs_ab(7, 11));
+    fleet
+        .until("the liar's answer is rejected", |f| {
+            !attempts(f, "second").is_empty() && f.phase(NS, "second") == "Queued"
+        })
+        .await;
+    let rejected = status(&fleet, "second");
+    let message = rejected.attempts[0].message.clone().unwrap_or_default();
+    assert!(message.contains("another statement"), "{message}");
+    let honest = ProverPod::start(&fleet, "prover-honest", 1, Faults::default());
+    fleet
+        .until("the second job succeeds", |f| {
+            f.phase(NS, "second") == "Succeeded"
+        })
+        .await;
+    let done = status(&fleet, "second");
+    assert_eq!(
+        done.attempts.last().unwrap().pod.as_deref(),
+        Some(honest.name())
+    );
+    let own = done.result.unwrap().public_signals.unwrap();
+    assert_ne!(Some(&own), first.as_ref());
+    // The statement on the status is the one derived from the job's input (whose public
+    // input `a` is 7).
+    let statement = done.verification.unwrap().statement.unwrap();
+    assert_eq!(statement["publicSignals"], json!(own));
+    assert_eq!(own.last().map(String::as_str), Some("7"));
+    let (ok, out) = snarkjs_verifies(&done_proof(&fleet, "second"), &own);
+    assert!(ok, "snarkjs: {out}");
+    let flagged = fleet.dispatcher.flagged(NS, POOL);
+    assert_eq!(
+        flagged.iter().map(|f| f.pod.as_str()).collect::<Vec<_>>(),
+        [liar.name()]
+    );
+}
+
+/// The proof on a succeeded job's status.
+fn done_proof(fleet: &Fleet, job: &str) -> Value {
+    let proof = status(fleet, job).result.unwrap().proof.unwrap();
+    serde_json::to_value(proof).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_that_breaks_the_circuit_fails_input_rejected_and_blames_no_pod() {
+    let fleet = Fleet::start(settings()).await;
+    fleet.pool(NS, POOL, CIRCUIT);
+    let _a = ProverPod::start(&fleet, "prover-a", 1, Faults::default());
+    let _b = ProverPod::start(&fleet, "prover-b", 1, Faults::default());
+    // The fixture's witness, right length and w[0] = 1, with its last (internal) value changed.
+    let mut wtns = std::fs::read(circuit(CIRCUIT).join("witness.wtns")).unwrap();
+    let at = wtns.len() - 32;
+    wtns[at] ^= 1;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&wtns);
+    fleet.job(
+        NS,
+        "broken",
+        POOL,
+        json!({"format": "witness", "inline": {"base64": b64}}),
+    );
+    fleet
+        .until("the job fails", |f| f.phase(NS, "broken") == "Failed")
+        .await;
+    let s = status(&fleet, "broken");
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("InputRejected"),
+        "{:?}",
+        s.message
+    );
+    let pods: BTreeSet<_> = s.attempts.iter().filter_map(|a| a.pod.clone()).collect();
+    assert_eq!(
+        pods.len(),
+        2,
+        "rejected on two different pods: {:?}",
+        s.attempts
+    );
+    assert_eq!(fleet.dispatcher.flagged(NS, POOL), []);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,11 @@
-//! The pool's verifier: for proof systems the operator cannot check itself (Stone, Miden), a
-//! small Deployment of the pool's image that proves nothing and answers `POST /v1/verify` with
-//! the proof system's own verifier (`cpu_air_verifier`, `miden-vm verify`), behind a Service
-//! and a NetworkPolicy that admits only the operator. So a proof's verdict always comes from a
-//! process other than the pod that made it.
+//! The pool's verifier: a small Deployment of the pool's image that proves nothing and answers
+//! `POST /v1/verify`, behind a Service and a NetworkPolicy that admits only the operator. It
+//! derives each job's statement from the job's input and the pool's parameters (Groth16 public
+//! signals with the circuit's wasm, Miden's input stack, Stone's public input) and checks the
+//! proof against it with the proof system's own verifier (`cpu_air_verifier`,
+//! `miden-vm verify`, the circuit's key). So a proof's verdict, and what it was checked to
+//! prove, always come from a process other than the pod that made it; the operator links no
+//! prover and runs no circuit wasm.
 //!
 //! Built from the prover Deployment: same image, parameters and security settings, but no GPU,
 //! no scheduling constraints of GPU nodes, no dispatcher token, no agent mode, one replica, and
@@ -26,10 +29,9 @@ pub fn verifier_name(pool: &ProverPool) -> String {
     format!("{}-verifier", pool.name_any())
 }
 
-/// Whether the pool needs a verifier: its proofs are not Groth16 and verification is on.
+/// Whether the pool needs a verifier: whenever verification is on, whatever the proof system.
 pub fn needed(pool: &ProverPool) -> bool {
-    let verify = pool.spec.job_defaults.as_ref().is_none_or(|d| d.verify);
-    verify && !pool.spec.backend.proves_groth16()
+    pool.spec.job_defaults.as_ref().is_none_or(|d| d.verify)
 }
 
 /// Base URL of the pool's verifier, as the operator reaches it through the Service.
@@ -165,8 +167,8 @@ mod tests {
     }
 
     #[test]
-    fn only_stark_pools_with_verification_on_get_a_verifier() {
-        assert!(!needed(&pool(GPU_POOL)));
+    fn every_pool_with_verification_on_gets_a_verifier() {
+        assert!(needed(&pool(GPU_POOL)));
         let mut p = stone_pool();
         assert!(needed(&p));
         p.spec.job_defaults =

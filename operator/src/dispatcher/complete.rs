@@ -9,14 +9,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
 use tracing::{debug, info, warn};
 use zkfleet_contract::lease::{
-    CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, Outcome,
+    CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, JobInput, Outcome,
 };
-use zkfleet_crds::v1alpha1::{AttemptOutcome, FlaggedPod, ProofJobStatus, Verification};
+use zkfleet_crds::v1alpha1::{AttemptOutcome, FlaggedPod, ProofJob, ProofJobStatus, Verification};
 
 use super::known_answer::CHECK_PREFIX;
 use super::state::PoolKey;
 use super::verify::NoVerdict;
 use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name, usage};
+use crate::job::input;
 use crate::job::status::{self as job_status, AttemptFailure, Success};
 use crate::job_trace;
 
@@ -129,12 +130,32 @@ impl Dispatcher {
                 })?;
                 let verify = pool.spec.job_defaults.as_ref().is_none_or(|d| d.verify);
                 let verification = if verify {
+                    // The statement is derived from the job's input as it was leased.
+                    let input = match self.leased_input(&job, &key).await {
+                        Ok(input) => input,
+                        Err(LeasedInput::Unavailable(e)) => return Err(e),
+                        Err(LeasedInput::Changed(failure)) => {
+                            return Ok(CompleteResponse {
+                                phase: self
+                                    .record_failure(&job, &held, &failure, &charge, limits, None)
+                                    .await?,
+                                duplicate: false,
+                            });
+                        }
+                    };
                     let started = Instant::now();
                     let checked = self
-                        .verdict(&pool, &job, proof, public_signals, public_outputs.as_ref())
+                        .verdict(
+                            &pool,
+                            &job,
+                            &input,
+                            proof,
+                            public_signals,
+                            public_outputs.as_ref(),
+                        )
                         .await;
-                    let (verdict, verifier) = match checked {
-                        Ok(v) => v,
+                    let checked = match checked {
+                        Ok(c) => c,
                         Err(NoVerdict::Unavailable(e)) => return Err(e),
                         Err(NoVerdict::Misconfigured(why)) => {
                             warn!(job = %job.name_any(), %why, "no verifying key: the attempt fails");
@@ -159,21 +180,15 @@ impl Dispatcher {
                     job_trace::verified(
                         &job,
                         held.attempt,
-                        &verifier,
+                        &checked.verifier,
                         took,
-                        verdict.as_ref().err().map(|why| why.to_string()),
+                        checked.verdict.as_ref().err().map(|why| why.to_string()),
                     );
-                    if let Err(why) = verdict {
+                    if let Err(why) = &checked.verdict {
                         self.metrics.proof_rejected(&key.namespace, &key.name);
-                        self.flag(&key, pod, "VerificationFailed", None);
-                        self.count_rejection(&key, pod).await;
-                        warn!(job = %job.name_any(), %pod, %verifier, "proof did not verify; the pod is flagged and the job retried elsewhere");
-                        let failure = AttemptFailure {
-                            outcome: AttemptOutcome::VerificationFailed,
-                            reason: "ProofRejected",
-                            message: format!("the proof from pod {pod} was rejected: {why}"),
-                            retryable: true,
-                        };
+                        let status = job.status.clone().unwrap_or_default();
+                        let failure = rejection(&status, pod, why, checked.input_rejected);
+                        warn!(job = %job.name_any(), %pod, verifier = %checked.verifier, reason = failure.reason, "proof rejected");
                         return Ok(CompleteResponse {
                             phase: self
                                 .record_failure(&job, &held, &failure, &charge, limits, Some(pod))
@@ -184,8 +199,9 @@ impl Dispatcher {
                     Verification {
                         verified: true,
                         verifier_millis: Some(millis),
-                        verifier: Some(verifier),
+                        verifier: Some(checked.verifier),
                         skipped: false,
+                        statement: checked.statement,
                     }
                 } else {
                     Verification {
@@ -201,16 +217,19 @@ impl Dispatcher {
                     proving_millis: *proving_millis as i64,
                     charge,
                 };
-                self.record_success(
-                    &job,
-                    &held,
-                    limits,
-                    success,
-                    proof,
-                    public_signals,
-                    public_outputs.as_ref(),
-                )
-                .await?
+                let phase = self
+                    .record_success(
+                        &job,
+                        &held,
+                        limits,
+                        success,
+                        proof,
+                        public_signals,
+                        public_outputs.as_ref(),
+                    )
+                    .await?;
+                self.blame_rejected_pods(&key, &job, pod).await;
+                phase
             }
             Outcome::Failed {
                 code,
@@ -269,6 +288,75 @@ impl Dispatcher {
         )))
     }
 
+    /// The job's input as it was leased for the attempt now ending: read again, and checked
+    /// against the digest its lease recorded, since the statement is derived from it.
+    async fn leased_input(&self, job: &ProofJob, key: &PoolKey) -> Result<JobInput, LeasedInput> {
+        let changed = |message: String| {
+            LeasedInput::Changed(AttemptFailure {
+                outcome: AttemptOutcome::Failed,
+                reason: "InputChanged",
+                message,
+                retryable: true,
+            })
+        };
+        let input = match input::resolve(&self.client, job).await {
+            Ok(input) => input,
+            Err(input::InputError::Invalid(why)) => {
+                return Err(changed(format!(
+                    "the job's input changed while it was proved and can no longer be read ({why}); it is proved again once it can"
+                )));
+            }
+            Err(e) => {
+                return Err(LeasedInput::Unavailable(DispatchError::Unavailable(
+                    format!(
+                        "cannot read the job's input to check the proof against it ({e}); the result is kept by the pod until it can"
+                    ),
+                )));
+            }
+        };
+        let leased = job.status.as_ref().and_then(|s| s.input_digest.clone());
+        if let (Some(leased), Some(token)) = (leased, self.pool_token(key).await)
+            && input::digest(token.expose().as_bytes(), &input) != leased
+        {
+            return Err(changed(
+                "the job's input (its ConfigMap or Secret) changed while it was proved; it is proved again with the new input".into(),
+            ));
+        }
+        Ok(input)
+    }
+
+    /// The job just verified from `prover`: the pods whose proofs of it were rejected earlier
+    /// are now isolated by evidence, so each is flagged and the rejection counted against it
+    /// (once per attempt) towards the pool's quarantine.
+    async fn blame_rejected_pods(&self, key: &PoolKey, job: &ProofJob, prover: &str) {
+        let uid = job.uid().unwrap_or_default();
+        let status = job.status.clone().unwrap_or_default();
+        for attempt in &status.attempts {
+            let Some(pod) = attempt.pod.as_deref().filter(|p| *p != prover) else {
+                continue;
+            };
+            let in_pool = self
+                .pod(&key.namespace, pod)
+                .is_some_and(|p| p.labels().get(crate::build::POOL_LABEL) == Some(&key.name));
+            if attempt.outcome != Some(AttemptOutcome::VerificationFailed) || !in_pool {
+                continue;
+            }
+            warn!(job = %job.name_any(), %pod, %prover, "a pod's proof was rejected for a job another pod proved: the pod is flagged");
+            self.flag(
+                key,
+                pod,
+                "VerificationFailed",
+                Some(format!(
+                    "its proof of job {}/{} (attempt {}) was rejected, and pod {prover} then proved the same job",
+                    job.namespace().unwrap_or_default(),
+                    job.name_any(),
+                    attempt.attempt
+                )),
+            );
+            self.count_rejection(key, pod, &uid, attempt.attempt).await;
+        }
+    }
+
     /// Lists `pod` on its pool's `status.flaggedPods` (one entry per pod, the newest kept).
     pub(super) fn flag(&self, pool: &PoolKey, pod: &str, reason: &str, message: Option<String>) {
         let node = self
@@ -290,6 +378,55 @@ impl Dispatcher {
         // The job that was rejected may go back to Queued within the reaper's second, leaving
         // the pool's counts as they were: the flag itself asks for the pool's status.
         self.load_changed(pool);
+    }
+}
+
+/// Why the job's input could not give the proof to check against.
+enum LeasedInput {
+    /// For now: the pod keeps the result and uploads it again.
+    Unavailable(DispatchError),
+    /// It changed since the lease: this attempt proved something else; no one is to blame.
+    Changed(AttemptFailure),
+}
+
+/// What a rejected proof from `pod` means for its job. No pod is blamed here: a rejection
+/// counts against a pod only once another pod proves the same job. The input is to blame when
+/// the verifier derives no statement from it, or when a proof of the job from another pod was
+/// rejected before: then the job fails `InputRejected` and is not retried.
+pub fn rejection(
+    status: &ProofJobStatus,
+    pod: &str,
+    why: &str,
+    input_rejected: bool,
+) -> AttemptFailure {
+    let input_fault = |message: String| AttemptFailure {
+        outcome: AttemptOutcome::VerificationFailed,
+        reason: job_status::INPUT_REJECTED,
+        message,
+        retryable: false,
+    };
+    if input_rejected {
+        return input_fault(format!(
+            "{why}; fix the job's input and submit the job again"
+        ));
+    }
+    let other = status.attempts.iter().find_map(|a| {
+        a.pod
+            .as_deref()
+            .filter(|p| *p != pod && a.outcome == Some(AttemptOutcome::VerificationFailed))
+    });
+    if let Some(other) = other {
+        return input_fault(format!(
+            "proofs of this job from two different pods ({other} and {pod}) were rejected, so its input is the likely cause and no pod is blamed: check that the input satisfies the circuit or program (a witness of the right length whose values break a constraint proves to a proof that fails). The last rejection: {why}"
+        ));
+    }
+    AttemptFailure {
+        outcome: AttemptOutcome::VerificationFailed,
+        reason: "ProofRejected",
+        message: format!(
+            "the proof from pod {pod} was rejected: {why}; the job is retried on another pod"
+        ),
+        retryable: true,
     }
 }
 
@@ -358,6 +495,43 @@ mod tests {
             &status("Succeeded"),
             &request("p1", 2)
         ));
+    }
+
+    fn attempts(list: serde_json::Value) -> ProofJobStatus {
+        serde_json::from_value(json!({"phase": "Running", "attemptCount": 2, "attempts": list}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_first_rejection_retries_the_job_elsewhere_and_blames_no_one_yet() {
+        let status = attempts(json!([
+            {"attempt": 1, "pod": "p1", "outcome": "LeaseExpired"},
+            {"attempt": 2, "pod": "p2"},
+        ]));
+        let f = rejection(&status, "p2", "it did not verify", false);
+        assert_eq!((f.reason, f.retryable), ("ProofRejected", true));
+        // The same pod rejected again is no evidence against the input.
+        let status = attempts(json!([
+            {"attempt": 1, "pod": "p2", "outcome": "VerificationFailed"},
+            {"attempt": 2, "pod": "p2"},
+        ]));
+        let f = rejection(&status, "p2", "it did not verify", false);
+        assert_eq!((f.reason, f.retryable), ("ProofRejected", true));
+    }
+
+    #[test]
+    fn rejections_on_two_pods_or_an_input_without_a_statement_fail_the_job_for_its_input() {
+        let status = attempts(json!([
+            {"attempt": 1, "pod": "p1", "outcome": "VerificationFailed"},
+            {"attempt": 2, "pod": "p2"},
+        ]));
+        let f = rejection(&status, "p2", "it did not verify", false);
+        assert_eq!((f.reason, f.retryable), (job_status::INPUT_REJECTED, false));
+        assert_eq!(f.outcome, AttemptOutcome::VerificationFailed);
+        assert!(f.message.contains("p1 and p2"), "{}", f.message);
+        let f = rejection(&ProofJobStatus::default(), "p1", "no signal x", true);
+        assert_eq!((f.reason, f.retryable), (job_status::INPUT_REJECTED, false));
+        assert!(f.message.contains("fix the job's input"), "{}", f.message);
     }
 
     #[test]

@@ -54,12 +54,20 @@ pub enum Gate {
     Quarantined,
 }
 
-/// Every pod's standing, and how many of its proofs were rejected.
+/// Every pod's standing, and its rejected proofs.
 #[derive(Default)]
 pub struct Checks {
     standing: Mutex<HashMap<(String, String), Standing>>,
-    rejected: Mutex<HashMap<(String, String), u32>>,
+    rejected: Mutex<HashMap<(String, String), Vec<Rejection>>>,
     issued: Mutex<u64>,
+}
+
+/// One rejected proof counted against a pod: which attempt, and when it was counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rejection {
+    uid: String,
+    attempt: i32,
+    at: Instant,
 }
 
 fn pod_key(namespace: &str, pod: &str) -> (String, String) {
@@ -163,12 +171,27 @@ impl Checks {
         }
     }
 
-    /// Counts a rejected proof of `pod`; returns how many it has had.
-    pub fn rejected(&self, namespace: &str, pod: &str) -> u32 {
+    /// Counts the rejected proof of attempt `attempt` of job `uid` against `pod`, once however
+    /// often it is reported; returns how many of its proofs were rejected within `window`.
+    pub fn rejected(
+        &self,
+        namespace: &str,
+        pod: &str,
+        (uid, attempt): (&str, i32),
+        now: Instant,
+        window: Duration,
+    ) -> u32 {
         let mut rejected = self.rejected.lock().expect("lock");
-        let count = rejected.entry(pod_key(namespace, pod)).or_default();
-        *count += 1;
-        *count
+        let list = rejected.entry(pod_key(namespace, pod)).or_default();
+        list.retain(|r| now.saturating_duration_since(r.at) < window);
+        if !list.iter().any(|r| r.uid == uid && r.attempt == attempt) {
+            list.push(Rejection {
+                uid: uid.to_string(),
+                attempt,
+                at: now,
+            });
+        }
+        list.len() as u32
     }
 
     /// Marks `pod` quarantined; false when it already was.
@@ -363,17 +386,22 @@ impl Dispatcher {
         }
     }
 
-    /// Counts a rejected proof of `pod`, quarantining it at the pool's limit.
-    pub(super) async fn count_rejection(&self, key: &PoolKey, pod: &str) {
-        let rejected = self.checks.rejected(&key.namespace, pod);
-        let limit = self
-            .pool(key)
-            .and_then(|p| p.spec.quarantine.clone())
-            .map(|q| q.after_rejected_proofs.max(1) as u32);
-        if let Some(limit) = limit
-            && rejected >= limit
-        {
-            let why = format!("{rejected} of its proofs were rejected by verification");
+    /// Counts the rejected proof of `attempt` of job `uid` against `pod`, quarantining the pod
+    /// at the pool's limit.
+    pub(super) async fn count_rejection(&self, key: &PoolKey, pod: &str, uid: &str, attempt: i32) {
+        let Some(quarantine) = self.pool(key).and_then(|p| p.spec.quarantine.clone()) else {
+            return;
+        };
+        let window = Duration::from_secs(quarantine.window_seconds.max(1) as u64);
+        let rejected =
+            self.checks
+                .rejected(&key.namespace, pod, (uid, attempt), Instant::now(), window);
+        let limit = quarantine.after_rejected_proofs.max(1) as u32;
+        if rejected >= limit {
+            let why = format!(
+                "{rejected} of its proofs were rejected by verification within {} s, each of a job another pod then proved",
+                window.as_secs()
+            );
             self.quarantine(key, pod, why).await;
         }
     }
@@ -464,6 +492,25 @@ mod tests {
             Gate::Check,
             "by namespace"
         );
+    }
+
+    #[test]
+    fn a_rejection_counts_once_per_attempt_and_decays_after_the_window() {
+        let checks = Checks::default();
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let count = |job: &str, attempt: i32, at: Instant| {
+            checks.rejected("team", "p1", (job, attempt), at, hour)
+        };
+        assert_eq!(count("j1", 1, t0), 1);
+        // The same attempt reported again (its status write failed, the pod uploaded again).
+        assert_eq!(count("j1", 1, t0 + Duration::from_secs(5)), 1);
+        assert_eq!(count("j1", 2, t0 + Duration::from_secs(10)), 2);
+        assert_eq!(count("j2", 1, t0 + Duration::from_secs(20)), 3);
+        // An hour on, the first two no longer count.
+        assert_eq!(count("j3", 1, t0 + hour + Duration::from_secs(15)), 2);
+        // Another pod's count is its own.
+        assert_eq!(checks.rejected("team", "p2", ("j1", 1), t0, hour), 1);
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct Settings {
     /// Proofs up to this many bytes of JSON go on the job's status; larger ones to the
     /// artifact store.
     pub inline_result_max_bytes: usize,
+    /// Base URL of the verifier every pool's proofs go to, for tests that run one in
+    /// process; `None` (the operator's setting): each pool's own verifier Service.
+    pub verifier_url: Option<String>,
 }
 
 /// Most pods kept in a pool's `status.flaggedPods`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use zkfleet_contract::ErrorBody;
+use zkfleet_contract::lease::JobInput;
 use zkfleet_contract::verify::{VERIFY_PATH, VerifyRequest, VerifyResponse};
 
 /// Longest one verification may take; STARK verifiers take milliseconds to a few seconds.
@@ -28,17 +29,23 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
-/// The verifier's verdict on `proof`, or why no verdict could be had.
-pub async fn verify(
-    base_url: &str,
-    proof: &Value,
-    public_outputs: Option<&Value>,
-) -> Result<VerifyResponse, String> {
+/// What the verifier is asked about: a proof with the prover's claims and, for a job, the
+/// job's input, from which the verifier derives the statement itself.
+pub struct Question<'a> {
+    pub proof: &'a Value,
+    pub public_signals: &'a [String],
+    pub public_outputs: Option<&'a Value>,
+    pub input: Option<&'a JobInput>,
+}
+
+/// The verifier's verdict on a proof, or why no verdict could be had.
+pub async fn verify(base_url: &str, question: Question<'_>) -> Result<VerifyResponse, String> {
     let request = VerifyRequest {
         backend: None,
-        proof: proof.clone(),
-        public_signals: Vec::new(),
-        public_outputs: public_outputs.cloned(),
+        proof: question.proof.clone(),
+        public_signals: question.public_signals.to_vec(),
+        public_outputs: question.public_outputs.cloned(),
+        input: question.input.cloned(),
     };
     let url = format!("{}{VERIFY_PATH}", base_url.trim_end_matches('/'));
     let response = client()

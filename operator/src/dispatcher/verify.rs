@@ -1,21 +1,42 @@
-//! Checking a proof before its job succeeds: Groth16 proofs here against the pool's verifying
-//! key; STARK and VM proofs by the pool's verifier Deployment, another process that loads the
-//! same parameters. Either way, the pod that made the proof never judges it.
+//! Checking a proof before its job succeeds, against the job's own statement. The pool's
+//! verifier Deployment (another process that loads the same parameters and proves nothing)
+//! gets the proof with the job's input as it was leased, derives the statement from that input
+//! (Groth16 public signals through the circuit's wasm, Miden's input stack, Stone's public
+//! input) and refuses a proof of anything else. Groth16 proofs are then checked here as well,
+//! with the pool's verifying key, against the signals the verifier derived. Either way, the pod
+//! that made the proof never judges it, and what it says it proved is only compared.
 
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt as _;
 use kube::api::Api;
+use serde_json::Value;
 use tracing::{debug, info};
+use zkfleet_contract::lease::JobInput;
+use zkfleet_contract::verify::VerifyResponse;
 use zkfleet_crds::v1alpha1::{ParametersSpec, ProofJob, ProverPool};
 
+use super::remote_verify::Question;
 use super::{DispatchError, Dispatcher, is_ready, remote_verify, served_version};
 use crate::build::{self, POOL_LABEL};
 use crate::params::Serving;
 
 /// `Ok` when the proof verified, else why not.
 pub type Verdict = Result<(), String>;
+
+/// A job's proof, judged against the job's own statement.
+#[derive(Debug)]
+pub struct Checked {
+    pub verdict: Verdict,
+    /// Who gave the verdict: `operator` (Groth16) or `verifier/<pod>`.
+    pub verifier: String,
+    /// The statement as the verifier derived it from the job's input.
+    pub statement: Option<serde_json::Map<String, Value>>,
+    /// The job's input gives no statement at all (signals the circuit does not have, an input
+    /// stack that is no stack): the input's fault, so no pod is blamed.
+    pub input_rejected: bool,
+}
 
 /// Why a proof got no verdict.
 #[derive(Debug)]
@@ -36,23 +57,68 @@ impl From<DispatchError> for NoVerdict {
 }
 
 impl Dispatcher {
-    /// The verdict on a proof and who gave it (`operator`, or `verifier/<pod>`). No verdict at
-    /// all is `Unavailable`: the pod keeps the result and uploads it again.
+    /// The verdict on a job's proof against the statement derived from `input` (the job's
+    /// input as it was leased), who gave it, and that statement. No verdict at all is
+    /// `Unavailable`: the pod keeps the result and uploads it again.
     pub(super) async fn verdict(
         &self,
         pool: &ProverPool,
         job: &ProofJob,
-        proof: &serde_json::Value,
+        input: &JobInput,
+        proof: &Value,
         public_signals: &[String],
-        public_outputs: Option<&serde_json::Value>,
-    ) -> Result<(Verdict, String), NoVerdict> {
+        public_outputs: Option<&Value>,
+    ) -> Result<Checked, NoVerdict> {
         let version = job
             .status
             .as_ref()
             .and_then(|s| s.parameters_version.clone())
             .unwrap_or_else(|| pool.spec.parameters.version.clone());
-        self.verdict_on(pool, &version, proof, public_signals, public_outputs)
-            .await
+        let question = Question {
+            proof,
+            public_signals,
+            public_outputs,
+            input: Some(input),
+        };
+        let answer = self.ask_verifier(pool, question).await?;
+        let statement = answer
+            .statement
+            .as_ref()
+            .and_then(Value::as_object)
+            .cloned();
+        let remote = Checked {
+            verdict: remote_verdict(&answer),
+            verifier: verifier_of(pool, &answer),
+            statement,
+            input_rejected: answer.input_rejected,
+        };
+        if remote.verdict.is_err() || remote.input_rejected {
+            return Ok(remote);
+        }
+        let Some(statement) = remote.statement else {
+            return Err(NoVerdict::Unavailable(DispatchError::Unavailable(
+                "the pool's verifier accepted the proof without deriving its statement (is its image older than the operator?); the result is kept by the pod until it does".into(),
+            )));
+        };
+        if !pool.spec.backend.proves_groth16() {
+            return Ok(Checked {
+                statement: Some(statement),
+                ..remote
+            });
+        }
+        // Groth16: the proof is also checked here, with the pool's key, against the signals
+        // the verifier derived (which the prover's claims equal, or it had refused them).
+        let derived: Vec<String> = statement
+            .get("publicSignals")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let ok = self.verify_groth16(pool, &version, proof, &derived).await?;
+        Ok(Checked {
+            verdict: groth16_verdict(ok),
+            verifier: "operator".to_string(),
+            statement: Some(statement),
+            input_rejected: false,
+        })
     }
 
     /// The verdict on a proof made with the pool's parameters `version`.
@@ -65,17 +131,19 @@ impl Dispatcher {
         public_outputs: Option<&serde_json::Value>,
     ) -> Result<(Verdict, String), NoVerdict> {
         if !pool.spec.backend.proves_groth16() {
-            return Ok(self.verify_remote(pool, proof, public_outputs).await?);
+            let question = Question {
+                proof,
+                public_signals,
+                public_outputs,
+                input: None,
+            };
+            let answer = self.ask_verifier(pool, question).await?;
+            return Ok((remote_verdict(&answer), verifier_of(pool, &answer)));
         }
         let ok = self
             .verify_groth16(pool, version, proof, public_signals)
             .await?;
-        let verdict = if ok {
-            Ok(())
-        } else {
-            Err("it did not verify against the pool's verifying key".to_string())
-        };
-        Ok((verdict, "operator".to_string()))
+        Ok((groth16_verdict(ok), "operator".to_string()))
     }
 
     async fn verify_groth16(
@@ -106,34 +174,22 @@ impl Dispatcher {
         }
     }
 
-    /// The verdict of the pool's verifier on a STARK or VM proof.
-    async fn verify_remote(
+    /// The answer of the pool's verifier.
+    async fn ask_verifier(
         &self,
         pool: &ProverPool,
-        proof: &serde_json::Value,
-        public_outputs: Option<&serde_json::Value>,
-    ) -> Result<(Verdict, String), DispatchError> {
-        let answer = remote_verify::verify(&build::verifier::url(pool), proof, public_outputs)
-            .await
-            .map_err(|e| {
-                DispatchError::Unavailable(format!(
-                    "the pool's verifier gave no verdict ({e}); the result is kept by the pod until it does"
-                ))
-            })?;
-        let verifier = format!(
-            "verifier/{}",
-            answer
-                .verifier
-                .unwrap_or_else(|| build::verifier::verifier_name(pool))
-        );
-        let verdict = if answer.valid {
-            Ok(())
-        } else {
-            Err(answer
-                .reason
-                .unwrap_or_else(|| "the pool's verifier rejected it".into()))
-        };
-        Ok((verdict, verifier))
+        question: Question<'_>,
+    ) -> Result<VerifyResponse, DispatchError> {
+        let url = self
+            .settings
+            .verifier_url
+            .clone()
+            .unwrap_or_else(|| build::verifier::url(pool));
+        remote_verify::verify(&url, question).await.map_err(|e| {
+            DispatchError::Unavailable(format!(
+                "the pool's verifier gave no verdict ({e}); the result is kept by the pod until it does"
+            ))
+        })
     }
 
     /// The pool's parameters of `version`: the spec's, or the previous ones a rotation is
@@ -195,6 +251,36 @@ impl Dispatcher {
             "no Ready pod of the pool could give its verifying key; the result is kept by the pod until one can".into(),
         ))
     }
+}
+
+fn groth16_verdict(ok: bool) -> Verdict {
+    if ok {
+        Ok(())
+    } else {
+        Err("it did not verify against the pool's verifying key".to_string())
+    }
+}
+
+fn remote_verdict(answer: &VerifyResponse) -> Verdict {
+    if answer.valid && !answer.input_rejected {
+        Ok(())
+    } else {
+        Err(answer
+            .reason
+            .clone()
+            .unwrap_or_else(|| "the pool's verifier rejected it".into()))
+    }
+}
+
+/// `verifier/<pod>`, naming the verifier pod that answered when it said.
+fn verifier_of(pool: &ProverPool, answer: &VerifyResponse) -> String {
+    format!(
+        "verifier/{}",
+        answer
+            .verifier
+            .clone()
+            .unwrap_or_else(|| build::verifier::verifier_name(pool))
+    )
 }
 
 /// Whether `pod` was made by the pool's prover Deployment (through one of its ReplicaSets,

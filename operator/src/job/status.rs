@@ -26,6 +26,9 @@ pub const FAILED: &str = "Failed";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// `reason` of a job whose input is missing, too large or malformed.
 pub const INVALID_INPUT: &str = "InvalidInput";
+/// `reason` of a job whose proofs were refused for its input's sake: the verifier could derive
+/// no statement from the input, or proofs of it from two different pods were rejected.
+pub const INPUT_REJECTED: &str = "InputRejected";
 /// Reason of a job whose pool is in another namespace that does not admit the job's own.
 pub const NAMESPACE_NOT_ADMITTED: &str = "NamespaceNotAdmitted";
 

@@ -29,7 +29,7 @@ pub struct Children {
     pub pdb: Option<PodDisruptionBudget>,
     pub hpa: Option<HorizontalPodAutoscaler>,
     pub deployment: Deployment,
-    /// The verifier of STARK and VM pools (see [`crate::build::verifier`]).
+    /// The pool's verifier, when verification is on (see [`crate::build::verifier`]).
     pub verifier: Option<(Deployment, Service, NetworkPolicy)>,
 }
 
@@ -104,7 +104,7 @@ pub async fn prune(
     children: &Children,
 ) -> Result<Vec<String>, ApplyError> {
     let names = |name: &Option<String>| name.iter().cloned().collect::<BTreeSet<_>>();
-    // Each kind keeps the prover's object and, for STARK pools, the verifier's.
+    // Each kind keeps the prover's object and, when verification is on, the verifier's.
     let with_verifier = |name: &Option<String>, verifier: Option<&Option<String>>| {
         let mut keep = names(name);
         keep.extend(verifier.into_iter().flatten().cloned());

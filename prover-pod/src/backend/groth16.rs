@@ -9,8 +9,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{
-    Backend, BackendError, LoadContext, ParamsError, ProofInput, ProofOutput, Verdict, exec_error,
-    ms,
+    Backend, BackendError, Judged, LoadContext, ParamsError, ProofInput, ProofOutput, Verdict,
+    exec_error, ms, other_statement,
 };
 use crate::cancel::Cancel;
 use crate::config::Acceleration;
@@ -150,6 +150,53 @@ impl Groth16Backend {
     }
 
     /// Checks a snarkjs proof against public signals with this key.
+    /// The public signals a proof of `input` must carry, `witness[1..=nPublic]`: computed
+    /// here from the circuit inputs with the circuit's wasm, or read off the witness itself.
+    pub fn public_signals_of(&self, input: ProofInput) -> Result<Vec<String>, BackendError> {
+        let witness = match input {
+            ProofInput::Inputs(v) => self
+                .witness
+                .as_ref()
+                .ok_or(BackendError::NoWasm)?
+                .calculate(&v)?,
+            ProofInput::Wtns(bytes) => wtns::parse(&bytes)?,
+            ProofInput::Files(_) => return Err(files_refused()),
+        };
+        let (n_vars, n_public) = (self.prover.n_vars(), self.prover.n_public());
+        if witness.len() != n_vars {
+            return Err(Groth16Error::WrongWitnessLength {
+                expected: n_vars,
+                got: witness.len(),
+            }
+            .into());
+        }
+        if witness[0] != ark_bn254::Fr::from(1u64) {
+            return Err(Groth16Error::WitnessNotOne.into());
+        }
+        Ok(json::public_json(&witness[1..=n_public]))
+    }
+
+    /// [`Backend::verify_input`] for every Groth16 system: the statement is the public signals.
+    fn verify_job(
+        &self,
+        proof: &Value,
+        public_signals: &[String],
+        input: ProofInput,
+    ) -> Result<Judged, BackendError> {
+        let derived = self.public_signals_of(input)?;
+        let statement = serde_json::json!({ "publicSignals": derived });
+        if public_signals != derived.as_slice() {
+            return Ok(Judged {
+                verdict: other_statement("public signals"),
+                statement,
+            });
+        }
+        Ok(Judged {
+            verdict: self.verify_json(proof, &derived)?,
+            statement,
+        })
+    }
+
     fn verify_json(
         &self,
         proof: &Value,
@@ -223,6 +270,16 @@ impl Backend for ExecGroth16Backend {
         self.inner.verify_json(proof, public_signals)
     }
 
+    fn verify_input(
+        &self,
+        proof: &Value,
+        public_signals: &[String],
+        _: Option<&Value>,
+        input: ProofInput,
+    ) -> Result<Judged, BackendError> {
+        self.inner.verify_job(proof, public_signals, input)
+    }
+
     fn verification_key(&self) -> Option<Value> {
         self.inner.verification_key()
     }
@@ -264,6 +321,16 @@ impl Backend for Groth16Backend {
         _: Option<&Value>,
     ) -> Result<Verdict, BackendError> {
         self.verify_json(proof, public_signals)
+    }
+
+    fn verify_input(
+        &self,
+        proof: &Value,
+        public_signals: &[String],
+        _: Option<&Value>,
+        input: ProofInput,
+    ) -> Result<Judged, BackendError> {
+        self.verify_job(proof, public_signals, input)
     }
 
     fn verification_key(&self) -> Option<Value> {

@@ -19,8 +19,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{
-    Backend, BackendError, LoadContext, ParamsError, ProofInput, ProofOutput, Verdict, exec_error,
-    input_error, run_verifier,
+    Backend, BackendError, Judged, LoadContext, ParamsError, ProofInput, ProofOutput, Verdict,
+    exec_error, input_error, other_statement, run_verifier,
 };
 use crate::cancel::Cancel;
 use crate::exec::{self, ExecError};
@@ -281,6 +281,39 @@ impl Backend for MidenBackend {
             self.program_hash.clone(),
         ];
         run_verifier("miden-vm verify", &argv, dir.path(), self.timeout)
+    }
+
+    /// The statement is the pool's program (its hash, compiled here) run on the job's input
+    /// stack; the stack outputs are what the proof binds, checked by `miden-vm verify`.
+    fn verify_input(
+        &self,
+        proof: &Value,
+        _: &[String],
+        public_outputs: Option<&Value>,
+        input: ProofInput,
+    ) -> Result<Judged, BackendError> {
+        self.check(&input)?;
+        let ProofInput::Files(files) = input else {
+            return Err(BackendError::WrongInput {
+                system: "miden",
+                takes: format!("the input files {}", FILES.join(", ")),
+                given: "circuit inputs or a witness",
+            });
+        };
+        let operand_stack = operand_stack(&parse_inputs(&files)?)?;
+        let statement = json!({
+            "programHash": self.program_hash,
+            "operandStack": operand_stack,
+        });
+        let claims = public_outputs.unwrap_or(&Value::Null);
+        let verdict = if claims["programHash"] != statement["programHash"] {
+            other_statement("program hash")
+        } else if claims["operandStack"] != statement["operandStack"] {
+            other_statement("input stack")
+        } else {
+            self.verify(proof, &[], public_outputs)?
+        };
+        Ok(Judged { verdict, statement })
     }
 }
 

@@ -102,6 +102,22 @@ impl ProofOutput {
 /// A proof system's answer about one proof: `Ok(())` when it verifies, else why not.
 pub type Verdict = Result<(), String>;
 
+/// A proof checked against a job's own input: the verdict, and the statement it was checked
+/// against as derived from the input (never taken from the proof).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub statement: Value,
+}
+
+/// The verdict on a proof whose claims differ from what the job's input gives. It names no
+/// value: the claims of a proof of another statement may be another tenant's.
+pub(crate) fn other_statement(what: &str) -> Verdict {
+    Err(format!(
+        "the proof is of another statement: its {what} differ from those the job's input gives"
+    ))
+}
+
 /// A request the backend refuses or cannot finish; each has a stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -242,6 +258,18 @@ pub trait Backend: Send + Sync {
         public_signals: &[String],
         public_outputs: Option<&Value>,
     ) -> Result<Verdict, BackendError>;
+    /// Checks a proof of the job's `input`: derives the statement from the input and this
+    /// pod's parameters, refuses a proof whose claims differ from it (a valid proof of another
+    /// statement), and checks the proof against the derived statement. An input no statement
+    /// can be derived from is an error for which [`BackendError::is_client_error`] holds: the
+    /// input's fault, not the prover's.
+    fn verify_input(
+        &self,
+        proof: &Value,
+        public_signals: &[String],
+        public_outputs: Option<&Value>,
+        input: ProofInput,
+    ) -> Result<Judged, BackendError>;
     /// snarkjs `verification_key.json`, when the system has one.
     fn verification_key(&self) -> Option<Value> {
         None

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{
-    Backend, BackendError, LoadContext, ParamsError, ProofInput, ProofOutput, Verdict, check_kind,
-    exec_error, input_error, run_verifier,
+    Backend, BackendError, Judged, LoadContext, ParamsError, ProofInput, ProofOutput, Verdict,
+    check_kind, exec_error, input_error, other_statement, run_verifier,
 };
 use crate::cancel::Cancel;
 use crate::exec::{self, StoneInput};
@@ -181,5 +181,29 @@ impl Backend for StoneBackend {
         let argv = exec::render(template, &[("proof", &path), ("workdir", dir.path())])
             .map_err(exec_error)?;
         run_verifier("the verify command", &argv, dir.path(), self.timeout)
+    }
+
+    /// The statement is the job's own public input (layout, `n_steps`, the public memory that
+    /// holds the program and its output): the proof's public input must be exactly it.
+    fn verify_input(
+        &self,
+        proof: &Value,
+        _: &[String],
+        public_outputs: Option<&Value>,
+        input: ProofInput,
+    ) -> Result<Judged, BackendError> {
+        let ProofInput::Files(files) = &input else {
+            return Err(stone_input(input).err().unwrap_or_else(|| {
+                BackendError::ProofShape("a Stone job takes input files".into())
+            }));
+        };
+        let public_input = json_file(files, PUBLIC_INPUT)?;
+        let statement = program_output(&public_input);
+        let verdict = if proof.get("public_input") != Some(&public_input) {
+            other_statement("public input (layout, steps or public memory)")
+        } else {
+            self.verify(proof, &[], public_outputs)?
+        };
+        Ok(Judged { verdict, statement })
     }
 }
