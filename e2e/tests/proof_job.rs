@@ -329,17 +329,19 @@ async fn a_pod_that_corrupts_proofs_never_completes_a_job_and_is_flagged() {
     let Setup { release: _r, ns } = pool_setup("job-corrupt", "", 0, json!({})).await;
     let faulty = start_faulty_pod(&ns, "pool", "corrupt-proofs").await;
     submit(&ns, "first", "pool", json!({})).await;
-    // Only the faulty pod exists: its proof is rejected and it is flagged on the pool.
-    let pool = ns
-        .wait_for::<ProverPool>("pool", "the faulty pod flagged", 2 * MINUTE, |p| {
-            p.status
-                .as_ref()
-                .is_some_and(|s| s.flagged_pods.iter().any(|f| f.pod == "pool-faulty"))
+    // Only the faulty pod exists: its proof is rejected, but one rejection cannot tell the pod
+    // from the input, so nobody is flagged yet.
+    ns.wait_for::<ProofJob>("first", "its first proof rejected", 2 * MINUTE, |j| {
+        j.status.as_ref().is_some_and(|s| {
+            s.attempts
+                .iter()
+                .any(|a| a.outcome == Some(AttemptOutcome::VerificationFailed))
         })
-        .await
-        .unwrap();
-    let flagged = &pool.status.unwrap().flagged_pods[0];
-    assert_eq!(flagged.reason, "VerificationFailed");
+    })
+    .await
+    .unwrap();
+    let pool = ns.api::<ProverPool>().get("pool").await.unwrap();
+    assert_eq!(pool.status.unwrap().flagged_pods, []);
 
     // A healthy pod joins; more jobs arrive.
     scale(&ns, "pool", 1).await;
@@ -364,6 +366,18 @@ async fn a_pod_that_corrupts_proofs_never_completes_a_job_and_is_flagged() {
             .count();
     }
     assert!(rejected >= 1, "the faulty pod's proofs were rejected");
+    // A healthy pod proved the jobs the faulty one had failed: that isolates it.
+    let pool = ns
+        .wait_for::<ProverPool>("pool", "the faulty pod flagged", 2 * MINUTE, |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.flagged_pods.iter().any(|f| f.pod == faulty))
+        })
+        .await
+        .unwrap();
+    let flagged = pool.status.unwrap().flagged_pods;
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert_eq!(flagged[0].reason, "VerificationFailed");
 }
 
 #[tokio::test]

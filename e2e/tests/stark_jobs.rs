@@ -287,19 +287,15 @@ async fn a_pod_that_tampers_with_stark_proofs_never_completes_a_job_and_is_flagg
     miden_pool(&ns, 0).await;
     let faulty = start_faulty_pod(&ns, "miden", "corrupt-proofs").await;
     kubectl_apply(&ns, &miden_job_yaml("first", &fib_inputs(20)));
-    // Only the faulty pod proves: the verifier rejects its proof and the pod is flagged.
-    let pool = ns
-        .wait_for::<ProverPool>("miden", "the faulty pod flagged", 3 * MINUTE, |p| {
-            p.status
-                .as_ref()
-                .is_some_and(|s| s.flagged_pods.iter().any(|f| f.pod == faulty))
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        pool.status.unwrap().flagged_pods[0].reason,
-        "VerificationFailed"
-    );
+    // Only the faulty pod proves: the verifier rejects its proof, but one rejection cannot
+    // tell the pod from the input, so nobody is flagged yet.
+    ns.wait_for::<ProofJob>("first", "its first proof rejected", 3 * MINUTE, |j| {
+        !attempts_with(j, AttemptOutcome::VerificationFailed).is_empty()
+    })
+    .await
+    .unwrap();
+    let pool = ns.api::<ProverPool>().get("miden").await.unwrap();
+    assert_eq!(pool.status.unwrap().flagged_pods, []);
 
     // An honest pod joins: the job succeeds there, never on the faulty pod.
     scale(&ns, "miden", 1).await;
@@ -319,6 +315,19 @@ async fn a_pod_that_tampers_with_stark_proofs_never_completes_a_job_and_is_flagg
         .and_then(|a| a.message.clone())
         .unwrap_or_default();
     assert!(message.contains("miden-vm verify"), "{message}");
+    // The honest pod proved the job the faulty one failed: that isolates it.
+    let pool = ns
+        .wait_for::<ProverPool>("miden", "the faulty pod flagged", 3 * MINUTE, |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.flagged_pods.iter().any(|f| f.pod == faulty))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pool.status.unwrap().flagged_pods[0].reason,
+        "VerificationFailed"
+    );
 }
 
 #[tokio::test]
@@ -328,8 +337,12 @@ async fn bad_stark_input_fails_the_job_with_a_reason_and_no_retry() {
     wait_serving(&ns, "miden", 1).await;
 
     // The VM refuses the run (n = 0 fails the program's assertion): not retried.
+    // Ten of them: the input's fault each time, so no pod pays for any.
     let bad = std::fs::read_to_string(miden_fixtures().join("fib-bad-input.json")).unwrap();
-    kubectl_apply(&ns, &miden_job_yaml("refused", &bad));
+    let refused: Vec<String> = (0..10).map(|i| format!("refused-{i}")).collect();
+    for name in &refused {
+        kubectl_apply(&ns, &miden_job_yaml(name, &bad));
+    }
     // A file the prover does not take, and a wrong sha256: refused before any pod sees them.
     kubectl_apply(
         &ns,
@@ -344,11 +357,13 @@ async fn bad_stark_input_fails_the_job_with_a_reason_and_no_retry() {
             &format!("        sha256: \"{}\"\n        inline:", "0".repeat(64)),
         ),
     );
-    let expect = [
-        ("refused", "InvalidInput", "input_rejected"),
-        ("misnamed", "InvalidSpec", "which miden does not take"),
-        ("wrong-digest", "InvalidInput", "sha256"),
-    ];
+    let expect = refused
+        .iter()
+        .map(|name| (name.as_str(), "InputRejected", "input_rejected"))
+        .chain([
+            ("misnamed", "InvalidSpec", "which miden does not take"),
+            ("wrong-digest", "InvalidInput", "sha256"),
+        ]);
     for (name, reason, says) in expect {
         let job = wait_finished(&ns, name).await;
         let status = job.status.unwrap();
@@ -363,10 +378,52 @@ async fn bad_stark_input_fails_the_job_with_a_reason_and_no_retry() {
         assert!(message.contains(says), "{name}: {message}");
         assert!(status.attempt_count.unwrap_or(0) <= 1, "{name} was retried");
     }
-    // The pool still proves.
+    // The pool still proves, and no pod was flagged or quarantined for the tenant's input.
     kubectl_apply(&ns, &miden_job_yaml("after", &fib_inputs(3)));
     let job = wait_finished(&ns, "after").await;
     assert_eq!(job.status.unwrap().phase, Some(JobPhase::Succeeded));
+    let pool = ns.api::<ProverPool>().get("miden").await.unwrap();
+    assert_eq!(pool.status.unwrap().flagged_pods, []);
+}
+
+#[tokio::test]
+async fn a_pod_that_answers_with_another_jobs_stark_proof_is_caught() {
+    let Setup { release: _r, ns } = setup("stark-liar", "").await;
+    miden_pool(&ns, 0).await;
+    let liar = start_faulty_pod(&ns, "miden", "wrong-statement").await;
+    // Its first proof is honest; the next job gets that same valid proof of fib(20).
+    kubectl_apply(&ns, &miden_job_yaml("first", &fib_inputs(20)));
+    let first = wait_finished(&ns, "first").await;
+    assert_eq!(first.status.unwrap().phase, Some(JobPhase::Succeeded));
+    kubectl_apply(&ns, &miden_job_yaml("second", &fib_inputs(30)));
+    let job = ns
+        .wait_for::<ProofJob>("second", "the liar's proof rejected", 3 * MINUTE, |j| {
+            !attempts_with(j, AttemptOutcome::VerificationFailed).is_empty()
+        })
+        .await
+        .unwrap();
+    let message = job.status.unwrap().attempts[0]
+        .message
+        .clone()
+        .unwrap_or_default();
+    assert!(message.contains("another statement"), "{message}");
+    // An honest pod proves the job's own statement, and the liar is flagged for it.
+    scale(&ns, "miden", 1).await;
+    let job = wait_finished(&ns, "second").await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
+    assert!(!attempts_with(&job, AttemptOutcome::Succeeded).contains(&liar));
+    let statement = status.verification.unwrap().statement.unwrap();
+    let expected: Value = serde_json::from_str(&fib_inputs(30)).unwrap();
+    assert_eq!(statement["operandStack"], expected["operand_stack"]);
+    assert_eq!(statement["programHash"], json!(program_hash()));
+    ns.wait_for::<ProverPool>("miden", "the liar flagged", 3 * MINUTE, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.flagged_pods.iter().any(|f| f.pod == liar))
+    })
+    .await
+    .unwrap();
 }
 
 /// A Cairo run as `cairo-run --proof_mode` writes it: public input with an output segment of two

@@ -12,6 +12,11 @@ use super::schema;
 pub const SPEC_IMMUTABLE_MESSAGE: &str =
     "spec of a ProofJob cannot change after it is submitted; create a new ProofJob";
 
+/// Most attempts of one job lost to the infrastructure (`status.disruptions`) that are retried
+/// without counting against its `maxRetries`; past it they count as well, so a job that brings
+/// down every pod it runs on (say, by exhausting its memory) still ends.
+pub const MAX_DISRUPTIONS: i32 = 10;
+
 /// Most characters of inline input (`input.inline.json` or `input.inline.base64`).
 pub const MAX_INLINE_INPUT_CHARS: u32 = 262_144;
 
@@ -409,6 +414,14 @@ pub struct ProofJobStatus {
     /// Attempts started, including retries and attempts no longer listed in `attempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_count: Option<i32>,
+
+    /// Attempts lost to the infrastructure rather than to the job: the pod went away or
+    /// stopped heartbeating (killed, evicted, its node lost, no leader to renew its lease).
+    /// They are retried without counting against `maxRetries`, up to
+    /// [`MAX_DISRUPTIONS`] of them, as a Kubernetes Job's `podFailurePolicy` ignores
+    /// disruptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruptions: Option<i32>,
 
     /// The most recent attempts, oldest first (at most 16).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -239,10 +239,12 @@ impl Dispatcher {
             } => {
                 let failure = AttemptFailure {
                     outcome: AttemptOutcome::Failed,
-                    reason: if *retryable {
-                        "ProverError"
-                    } else {
-                        job_status::INVALID_INPUT
+                    reason: match (*retryable, code.as_str()) {
+                        (true, _) => "ProverError",
+                        // The prover ran the job's own input and it refused it (a failed MASM
+                        // assertion, a trace Stone cannot prove).
+                        (false, "input_rejected") => job_status::INPUT_REJECTED,
+                        (false, _) => job_status::INVALID_INPUT,
                     },
                     message: format!("{code}: {message}"),
                     retryable: *retryable,

@@ -197,10 +197,10 @@ impl Dispatcher {
         let now = Time(Timestamp::now());
         // A job about to fail for good for want of retries moves to its next fallback pool
         // instead, if it has one that can take it.
+        let status = job.status.clone().unwrap_or_default();
         let used_up = failure.retryable
-            && job_status::current_attempt(&job.status.clone().unwrap_or_default())
-                .saturating_sub(1)
-                >= limits.max_retries;
+            && !job_status::is_disruption(&status, failure)
+            && job_status::retries_used(&status) >= limits.max_retries;
         let next = if used_up {
             self.next_pool(job).await
         } else {

@@ -10,8 +10,8 @@ use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use zkfleet_crds::v1alpha1::conditions::{self, new_condition, status as condition_status};
 use zkfleet_crds::v1alpha1::{
-    Attempt, AttemptOutcome, CurrentPool, JobPhase, JobUsage, Pricing, ProofJob, ProofJobStatus,
-    ProofResult, ReusedFrom, Verification,
+    Attempt, AttemptOutcome, CurrentPool, JobPhase, JobUsage, MAX_DISRUPTIONS, Pricing, ProofJob,
+    ProofJobStatus, ProofResult, ReusedFrom, Verification,
 };
 
 /// Most attempts kept on the status (the CRD's bound); `attemptCount` keeps the total.
@@ -293,15 +293,27 @@ pub fn attempt_failed(
         now,
     );
     charge_attempt(&mut status, attempt, charge, false);
-    let retries_used = current_attempt(&status).saturating_sub(1);
-    if failure.retryable && retries_used < max_retries {
+    let disrupted = is_disruption(&status, failure);
+    if disrupted {
+        status.disruptions = Some(status.disruptions.unwrap_or(0) + 1);
+    }
+    let retries_used = retries_used(&status);
+    if failure.retryable && (disrupted || retries_used < max_retries) {
         status.phase = Some(JobPhase::Queued);
         status.reason = Some(failure.reason.into());
-        status.message = Some(format!(
-            "attempt {attempt} failed ({}); retrying, {} of {max_retries} retries left",
-            failure.message,
-            max_retries - retries_used
-        ));
+        status.message = Some(if disrupted {
+            format!(
+                "attempt {attempt} was lost to a disruption ({}); retrying, not counted against maxRetries ({} of {MAX_DISRUPTIONS} disruptions)",
+                failure.message,
+                status.disruptions.unwrap_or(0)
+            )
+        } else {
+            format!(
+                "attempt {attempt} failed ({}); retrying, {} of {max_retries} retries left",
+                failure.message,
+                max_retries - retries_used
+            )
+        });
         status.retryable = Some(true);
         (status, true)
     } else {
@@ -316,6 +328,22 @@ pub fn attempt_failed(
         finish_failed(&mut status, failure.reason, message, false, now);
         (status, false)
     }
+}
+
+/// Whether `failure` was a disruption (the attempt lost to its pod going away or going quiet)
+/// that the job, with `status` as it stood, may retry without counting it against
+/// `maxRetries`.
+pub fn is_disruption(status: &ProofJobStatus, failure: &AttemptFailure) -> bool {
+    failure.outcome == AttemptOutcome::LeaseExpired
+        && status.disruptions.unwrap_or(0) < MAX_DISRUPTIONS
+}
+
+/// Retries a job has used: its attempts after the first, less those lost to disruptions
+/// (which do not count against `maxRetries`).
+pub fn retries_used(status: &ProofJobStatus) -> u32 {
+    current_attempt(status)
+        .saturating_sub(1)
+        .saturating_sub(status.disruptions.unwrap_or(0).max(0) as u32)
 }
 
 fn end_attempt(
@@ -509,6 +537,62 @@ mod tests {
         }
     }
 
+    fn prover_error() -> AttemptFailure {
+        AttemptFailure {
+            outcome: AttemptOutcome::Failed,
+            reason: "ProverError",
+            message: "out_of_memory: the prover died".into(),
+            retryable: true,
+        }
+    }
+
+    #[test]
+    fn attempts_lost_to_disruptions_do_not_use_up_retries_up_to_their_own_bound() {
+        let fail = |j: &mut ProofJob, failure: &AttemptFailure| {
+            let attempt = current_attempt(&j.status.clone().unwrap_or_default()) + 1;
+            *j = with(
+                j.clone(),
+                leased(j, &grant(attempt, "p"), &at(attempt as i64)),
+            );
+            let (s, requeued) =
+                attempt_failed(j, attempt, failure, &Charge::default(), 1, &at(100));
+            *j = with(j.clone(), s.clone());
+            (s, requeued)
+        };
+        // Three pods lost, then one real failure: the one retry is still there.
+        let mut j = job();
+        for _ in 0..3 {
+            let (s, requeued) = fail(&mut j, &lost(true));
+            assert!(requeued);
+            assert!(
+                s.message
+                    .unwrap()
+                    .contains("not counted against maxRetries")
+            );
+        }
+        let (s, requeued) = fail(&mut j, &prover_error());
+        assert!(requeued, "{:?}", s.message);
+        assert_eq!(s.disruptions, Some(3));
+        let (s, requeued) = fail(&mut j, &prover_error());
+        assert!(!requeued);
+        assert_eq!(s.reason.as_deref(), Some("ProverError"));
+
+        // A job that loses every pod it runs on still ends.
+        let mut j = job();
+        let mut ended = None;
+        for n in 1..=(MAX_DISRUPTIONS + 3) {
+            let (s, requeued) = fail(&mut j, &lost(true));
+            if !requeued {
+                ended = Some((n, s));
+                break;
+            }
+        }
+        let (n, s) = ended.expect("the job ends");
+        assert_eq!(n, MAX_DISRUPTIONS + 2, "the bound, then its one retry");
+        assert_eq!(s.phase, Some(JobPhase::Failed));
+        assert_eq!(s.reason.as_deref(), Some("LeaseExpired"));
+    }
+
     #[test]
     fn a_retryable_failure_requeues_until_retries_run_out() {
         let mut j = job();
@@ -518,7 +602,7 @@ mod tests {
                 leased(&j, &grant(attempt, "p"), &at(attempt as i64)),
             );
             let (s, requeued) =
-                attempt_failed(&j, attempt, &lost(true), &Charge::default(), 2, &at(10));
+                attempt_failed(&j, attempt, &prover_error(), &Charge::default(), 2, &at(10));
             if attempt < 3 {
                 assert!(requeued, "attempt {attempt} is retried");
                 assert_eq!(s.phase, Some(JobPhase::Queued));
@@ -526,7 +610,7 @@ mod tests {
             } else {
                 assert!(!requeued);
                 assert_eq!(s.phase, Some(JobPhase::Failed));
-                assert_eq!(s.reason.as_deref(), Some("LeaseExpired"));
+                assert_eq!(s.reason.as_deref(), Some("ProverError"));
                 assert!(
                     s.message
                         .as_deref()
