@@ -13,7 +13,6 @@ use zkfleet_contract::lease::{
 };
 use zkfleet_crds::v1alpha1::{AttemptOutcome, FlaggedPod, ProofJob, ProofJobStatus, Verification};
 
-use super::known_answer::CHECK_PREFIX;
 use super::state::PoolKey;
 use super::verify::NoVerdict;
 use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name, usage};
@@ -32,7 +31,7 @@ impl Dispatcher {
             .leases
             .iter()
             .cloned()
-            .partition(|l| l.uid.starts_with(CHECK_PREFIX));
+            .partition(|l| self.checks.is_check(&request.caller, &l.uid));
         let mut revoked_checks: Vec<_> = checks
             .into_iter()
             .filter(|l| {
@@ -75,7 +74,7 @@ impl Dispatcher {
         &self,
         request: &CompleteRequest,
     ) -> Result<CompleteResponse, DispatchError> {
-        if request.lease.uid.starts_with(CHECK_PREFIX) {
+        if self.checks.is_check(&request.caller, &request.lease.uid) {
             return self.complete_check(request).await;
         }
         let pod = &request.caller.pod;

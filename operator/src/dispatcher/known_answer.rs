@@ -6,15 +6,18 @@
 //! (whence its `ProversHealthy` condition and a `PodQuarantined` Event), and it is deleted so
 //! that its Deployment replaces it.
 //!
-//! The check is a lease like any other (its own lease UID, one attempt), so a pod cannot tell
-//! it from a user's job and answer it alone correctly. Its state is in memory only: after a
-//! failover every pod is checked again, which costs one proof per pod.
+//! The check is a lease shaped like any other ([`disguise`]): a random UID in the shape of a
+//! Kubernetes UID, a job name in the namespace and shape of the pool's real jobs, and a trace
+//! context, so a pod cannot tell it from a user's job and answer it alone correctly. Its state
+//! is in memory only: after a failover every pod is checked again, which costs one proof per
+//! pod.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams};
 use tracing::{info, warn};
 use zkfleet_contract::lease::{
@@ -27,8 +30,46 @@ use super::verify::NoVerdict;
 use super::{DispatchError, Dispatcher};
 use crate::job::input;
 
-/// Lease UIDs of known-answer checks start with this; a ProofJob's UID never does.
-pub const CHECK_PREFIX: &str = "known-answer/";
+/// A known-answer check's lease UID and job (`namespace/name`), drawn as a real job's are: a
+/// random version-4 UUID, as Kubernetes gives every object, and a name in the namespace and
+/// the shape of `like` (a real job of the pool, `name-xxxxx` as `generateName` makes them),
+/// or of the pool's name when it has no job.
+pub fn disguise(pool: &PoolKey, like: Option<&ProofJob>, random: [u8; 21]) -> (String, String) {
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&random[..16]);
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    let hex = hex::encode(uuid);
+    let uid = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    // The alphabet of generateName's suffixes (no vowels, no confusable digits).
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let suffix: String = random[16..]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    let (namespace, stem) = match like {
+        Some(job) => {
+            let name = job.name_any();
+            let stem = match name.rsplit_once('-') {
+                Some((stem, _)) if !stem.is_empty() => stem.to_string(),
+                _ => name,
+            };
+            (
+                job.namespace().unwrap_or_else(|| pool.namespace.clone()),
+                stem,
+            )
+        }
+        None => (pool.namespace.clone(), pool.name.clone()),
+    };
+    (uid, format!("{namespace}/{stem}-{suffix}"))
+}
 
 /// Where a pod stands with its known-answer check.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,7 +100,6 @@ pub enum Gate {
 pub struct Checks {
     standing: Mutex<HashMap<(String, String), Standing>>,
     rejected: Mutex<HashMap<(String, String), Vec<Rejection>>>,
-    issued: Mutex<u64>,
 }
 
 /// One rejected proof counted against a pod: which attempt, and when it was counted.
@@ -115,22 +155,23 @@ impl Checks {
         }
     }
 
-    /// Records a check handed to `pod`; returns its lease UID.
-    pub fn issue(&self, namespace: &str, pod: &str, deadline: Instant) -> String {
-        let n = {
-            let mut issued = self.issued.lock().expect("lock");
-            *issued += 1;
-            *issued
-        };
-        let uid = format!("{CHECK_PREFIX}{pod}/{n}");
+    /// Records the check `uid` handed to `pod`.
+    pub fn issue(&self, namespace: &str, pod: &str, uid: &str, deadline: Instant) {
         self.standing.lock().expect("lock").insert(
             pod_key(namespace, pod),
             Standing::Checking {
-                uid: uid.clone(),
+                uid: uid.to_string(),
                 deadline,
             },
         );
-        uid
+    }
+
+    /// Whether `uid` is the lease of a check `caller` was handed (and has not answered).
+    pub fn is_check(&self, caller: &Caller, uid: &str) -> bool {
+        matches!(
+            self.standing.lock().expect("lock").get(&pod_key(&caller.namespace, &caller.pod)),
+            Some(Standing::Checking { uid: u, .. }) if u == uid
+        )
     }
 
     /// Whether `lease` is the check `caller` holds now; if so its deadline is renewed.
@@ -290,19 +331,29 @@ impl Dispatcher {
             }
         };
         let timeout = self.limits(&probe).timeout;
-        let uid = self.checks.issue(
+        let key = PoolKey::new(&caller.namespace, &caller.pool);
+        let like = self.state.lock().expect("lock").any_active_in(&key);
+        let mut random = [0u8; 21];
+        if getrandom::fill(&mut random).is_err() {
+            warn!("no randomness for a known-answer check; the pod waits");
+            return None;
+        }
+        let (uid, job) = disguise(&key, like.as_deref(), random);
+        self.checks.issue(
             &caller.namespace,
             &caller.pod,
+            &uid,
             Instant::now() + self.settings.lease_duration,
         );
         info!(pod = %caller.pod, pool = %caller.pool, "known-answer check handed out");
+        let traceparent = Some(zkfleet_contract::trace::traceparent(&uid, 1));
         Some(LeasedJob {
             lease: LeaseRef { uid, attempt: 1 },
-            job: format!("{}/known-answer", caller.namespace),
+            job,
             lease_seconds: self.settings.lease_duration.as_secs() as u32,
             timeout_seconds: timeout.as_secs() as u32,
             input,
-            traceparent: None,
+            traceparent,
         })
     }
 
@@ -460,8 +511,7 @@ mod tests {
             "no check on the pool"
         );
         assert_eq!(checks.gate("ns", "p", Some(&kat), now), Gate::Check);
-        let uid = checks.issue("ns", "p", now + Duration::from_secs(30));
-        assert!(uid.starts_with(CHECK_PREFIX));
+        checks.issue("ns", "p", "u1", now + Duration::from_secs(30));
         assert_eq!(checks.gate("ns", "p", Some(&kat), now), Gate::Wait);
         assert_eq!(
             checks.gate("ns", "p", Some(&kat), now + Duration::from_secs(31)),
@@ -494,6 +544,53 @@ mod tests {
         );
     }
 
+    /// A pod sees a known-answer check as it sees a job: the same fields, a UID of a
+    /// Kubernetes UID's shape, a job named like the pool's own jobs in their namespace, and a
+    /// trace context.
+    #[test]
+    fn a_known_answer_lease_has_the_shape_of_a_real_lease() {
+        let job: ProofJob = serde_json::from_value(json!({
+            "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
+            "metadata": {"name": "rollup-batch-7f2kq", "namespace": "team-a",
+                         "uid": "0b6c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3"},
+            "spec": {"poolRef": {"name": "gpu", "namespace": "fleet"},
+                     "input": {"inline": {"json": "{}"}}},
+        }))
+        .unwrap();
+        let pool = PoolKey::new("fleet", "gpu");
+        let lease = |uid: String, job: String| LeasedJob {
+            lease: LeaseRef {
+                uid: uid.clone(),
+                attempt: 1,
+            },
+            job,
+            lease_seconds: 30,
+            timeout_seconds: 600,
+            input: zkfleet_contract::lease::JobInput::CircuitInputs { inputs: json!({}) },
+            traceparent: Some(zkfleet_contract::trace::traceparent(&uid, 1)),
+        };
+        let real = lease(job.uid().unwrap(), "team-a/rollup-batch-7f2kq".into());
+        let (uid, name) = disguise(&pool, Some(&job), [7; 21]);
+        let check = lease(uid.clone(), name.clone());
+        let keys = |l: &LeasedJob| {
+            let v = serde_json::to_value(l).unwrap();
+            v.as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&check), keys(&real));
+        let shape = |s: &str| s.split('-').map(str::len).collect::<Vec<_>>();
+        assert_eq!(shape(&uid), shape(&real.lease.uid), "{uid}");
+        assert_eq!(&uid[14..15], "4", "a version-4 UUID: {uid}");
+        assert!(name.starts_with("team-a/rollup-batch-"), "{name}");
+        assert_eq!(name.len(), real.job.len(), "{name}");
+        assert!(!name.contains("known") && !uid.contains("known"));
+        // Two checks never share a UID or a name.
+        let (other_uid, other_name) = disguise(&pool, Some(&job), [9; 21]);
+        assert_ne!((other_uid, other_name), (uid, name));
+        // A pool with no job yet: its own name and namespace.
+        let (_, name) = disguise(&pool, None, [7; 21]);
+        assert!(name.starts_with("fleet/gpu-"), "{name}");
+    }
+
     #[test]
     fn a_rejection_counts_once_per_attempt_and_decays_after_the_window() {
         let checks = Checks::default();
@@ -517,7 +614,8 @@ mod tests {
     fn only_the_held_check_is_renewed() {
         let checks = Checks::default();
         let now = Instant::now();
-        let uid = checks.issue("ns", "p", now);
+        let uid = "u1".to_string();
+        checks.issue("ns", "p", &uid, now);
         let caller = |pod: &str| Caller {
             namespace: "ns".into(),
             pool: "gpu".into(),

@@ -820,6 +820,12 @@ impl State {
         (queued, running)
     }
 
+    /// Some active job of a pool (the first found): a real job whose shape a known-answer check
+    /// borrows.
+    pub fn any_active_in(&self, pool: &PoolKey) -> Option<Arc<ProofJob>> {
+        self.active_in(pool).next().map(|e| e.job.clone())
+    }
+
     /// Every queued job.
     pub fn queued(&self) -> Vec<Arc<ProofJob>> {
         self.all_active()
