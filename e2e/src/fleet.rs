@@ -465,6 +465,27 @@ pub async fn prove_mulchain_job(
     status
 }
 
+/// Waits until an attempt of job `name` was rejected, and checks it was rejected as a proof of
+/// another statement than the job's own (what a pod that mixes up jobs, or lies, sends).
+pub async fn wait_rejected_as_another_statement(ns: &TestNamespace, name: &str) {
+    use zkfleet_crds::v1alpha1::{AttemptOutcome, ProofJob};
+    let rejected = |j: &ProofJob| {
+        j.status
+            .iter()
+            .flat_map(|s| &s.attempts)
+            .find(|a| a.outcome == Some(AttemptOutcome::VerificationFailed))
+            .cloned()
+    };
+    let job = ns
+        .wait_for::<ProofJob>(name, "a proof rejected", 3 * MINUTE, |j| {
+            rejected(j).is_some()
+        })
+        .await
+        .unwrap();
+    let message = rejected(&job).and_then(|a| a.message).unwrap_or_default();
+    assert!(message.contains("another statement"), "{name}: {message}");
+}
+
 /// Waits until the job finishes and checks it succeeded with a verified proof.
 pub async fn wait_verified(ns: &TestNamespace, name: &str) -> zkfleet_crds::v1alpha1::ProofJob {
     let job = wait_job_finished(ns, name, 3 * MINUTE).await;

@@ -396,24 +396,20 @@ async fn a_pod_that_answers_with_another_jobs_stark_proof_is_caught() {
     let first = wait_finished(&ns, "first").await;
     assert_eq!(first.status.unwrap().phase, Some(JobPhase::Succeeded));
     kubectl_apply(&ns, &miden_job_yaml("second", &fib_inputs(30)));
-    let job = ns
-        .wait_for::<ProofJob>("second", "the liar's proof rejected", 3 * MINUTE, |j| {
-            !attempts_with(j, AttemptOutcome::VerificationFailed).is_empty()
-        })
-        .await
-        .unwrap();
-    let message = job.status.unwrap().attempts[0]
-        .message
-        .clone()
-        .unwrap_or_default();
-    assert!(message.contains("another statement"), "{message}");
+    wait_rejected_as_another_statement(&ns, "second").await;
     // An honest pod proves the job's own statement, and the liar is flagged for it.
     scale(&ns, "miden", 1).await;
     let job = wait_finished(&ns, "second").await;
     let status = job.status.clone().unwrap();
     assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
     assert!(!attempts_with(&job, AttemptOutcome::Succeeded).contains(&liar));
-    let statement = status.verification.unwrap().statement.unwrap();
+    let verification = status.verification.unwrap();
+    eprintln!(
+        "miden fib(30): proving on the pod {} ms; verification, the statement derived included, {} ms",
+        status.proving_millis.unwrap_or(-1),
+        verification.verifier_millis.unwrap_or(-1)
+    );
+    let statement = verification.statement.unwrap();
     let expected: Value = serde_json::from_str(&fib_inputs(30)).unwrap();
     assert_eq!(statement["operandStack"], expected["operand_stack"]);
     assert_eq!(statement["programHash"], json!(program_hash()));
@@ -429,6 +425,11 @@ async fn a_pod_that_answers_with_another_jobs_stark_proof_is_caught() {
 /// A Cairo run as `cairo-run --proof_mode` writes it: public input with an output segment of two
 /// cells, private input, trace and memory.
 fn cairo_run_files() -> Value {
+    cairo_run_files_with_output("0x2a")
+}
+
+/// [`cairo_run_files`] whose first output cell holds `first`: another statement.
+fn cairo_run_files_with_output(first: &str) -> Value {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let public = json!({
         "layout": "small", "n_steps": 1024, "rc_min": 0, "rc_max": 100,
@@ -439,7 +440,7 @@ fn cairo_run_files() -> Value {
         "public_memory": [
             {"address": 1, "value": "0x40780017fff7fff", "page": 0},
             {"address": 21, "value": "0x90", "page": 0},
-            {"address": 20, "value": "0x2a", "page": 0},
+            {"address": 20, "value": first, "page": 0},
         ],
     });
     let private = json!({"trace_path": "/cairo/trace.bin", "memory_path": "/cairo/memory.bin"});
@@ -451,9 +452,8 @@ fn cairo_run_files() -> Value {
     ])
 }
 
-#[tokio::test]
-async fn a_stone_pool_completes_proof_jobs_through_its_verifier() {
-    let Setup { release: _r, ns } = setup("stark-stone", "").await;
+/// The Stone pool (the stand-in's image) of `replicas` pods, and its program ConfigMap.
+async fn stone_pool(ns: &TestNamespace, replicas: i32) {
     let program = r#"{"prime": "0x800000000000011000000000000000000000000000000000000000000000001", "data": []}"#;
     let program_sha256 = hex(&<sha2::Sha256 as sha2::Digest>::digest(program.as_bytes()));
     let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
@@ -461,12 +461,15 @@ async fn a_stone_pool_completes_proof_jobs_through_its_verifier() {
         "data": {"program.json": program},
     }))
     .unwrap();
-    ns.api().create(&Default::default(), &cm).await.unwrap();
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .create(&Default::default(), &cm)
+        .await
+        .unwrap();
     let pool: ProverPool = serde_json::from_value(json!({
         "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
         "metadata": {"name": "stone"},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "image": image("zkfleet-prover-stone-standin"),
             "backend": {"type": "exec", "exec": {
                 "profile": "stone",
@@ -486,15 +489,25 @@ async fn a_stone_pool_completes_proof_jobs_through_its_verifier() {
     }))
     .unwrap();
     ns.api().create(&Default::default(), &pool).await.unwrap();
-    wait_serving(&ns, "stone", 1).await;
+}
 
+/// Submits a Stone job of `files` (a Cairo run's four files).
+async fn submit_stone_job(ns: &TestNamespace, name: &str, files: Value) {
     let job: ProofJob = serde_json::from_value(json!({
         "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
-        "metadata": {"name": "cairo"},
-        "spec": {"poolRef": {"name": "stone"}, "input": {"files": cairo_run_files()}},
+        "metadata": {"name": name},
+        "spec": {"poolRef": {"name": "stone"}, "input": {"files": files}},
     }))
     .unwrap();
     ns.api().create(&Default::default(), &job).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stone_pool_completes_proof_jobs_through_its_verifier() {
+    let Setup { release: _r, ns } = setup("stark-stone", "").await;
+    stone_pool(&ns, 1).await;
+    wait_serving(&ns, "stone", 1).await;
+    submit_stone_job(&ns, "cairo", cairo_run_files()).await;
     let job = wait_finished(&ns, "cairo").await;
     let status = job.status.unwrap();
     assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
@@ -512,4 +525,28 @@ async fn a_stone_pool_completes_proof_jobs_through_its_verifier() {
     let outputs = status.result.unwrap().public_outputs.unwrap();
     assert_eq!(outputs["output"], json!(["0x2a", "0x90"]));
     assert_eq!(outputs["nSteps"], 1024);
+}
+
+#[tokio::test]
+async fn a_stone_pod_that_answers_with_another_runs_proof_is_caught() {
+    let Setup { release: _r, ns } = setup("stark-stone-liar", "").await;
+    stone_pool(&ns, 0).await;
+    let liar = start_faulty_pod(&ns, "stone", "wrong-statement").await;
+    submit_stone_job(&ns, "first", cairo_run_files()).await;
+    let first = wait_finished(&ns, "first").await;
+    assert_eq!(first.status.unwrap().phase, Some(JobPhase::Succeeded));
+    // Another run: its output differs, so its public input does.
+    submit_stone_job(&ns, "second", cairo_run_files_with_output("0x2b")).await;
+    wait_rejected_as_another_statement(&ns, "second").await;
+    scale(&ns, "stone", 1).await;
+    let job = wait_finished(&ns, "second").await;
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
+    assert!(!attempts_with(&job, AttemptOutcome::Succeeded).contains(&liar));
+    let statement = status.verification.unwrap().statement.unwrap();
+    assert_eq!(statement["output"], json!(["0x2b", "0x90"]));
+    assert_eq!(
+        status.result.unwrap().public_outputs.unwrap()["output"],
+        statement["output"]
+    );
 }

@@ -63,6 +63,8 @@ const PROVING_ONLY_ENV: &[&str] = &[
     "ZKFLEET_DISPATCHER_TOKEN_FILE",
     "ZKFLEET_POOL",
     "ZKFLEET_FAULT_INJECTION",
+    // The verifier runs on any node, GPU or not: it takes the prover's default (`auto`).
+    "ZKFLEET_ACCELERATION",
 ];
 
 /// The verifier Deployment, from the prover Deployment `prover` built for the same serving
