@@ -789,12 +789,16 @@ impl State {
                 let Tracked::Leased(held, _) = &entry.tracked else {
                     return None;
                 };
+                // A lease whose deadline passed lost its pod (it stopped heartbeating), even
+                // when the attempt's timeout passed too: that is the case of a lease a new
+                // leader adopted while no leader could renew it. A disruption, not the job's
+                // fault; a timeout is the job's only while its pod still heartbeats.
                 let lapse = if gone(&entry.pool.namespace, &held.pod) {
                     Lapse::PodGone
-                } else if held.timeout_at <= now {
-                    Lapse::TimedOut
                 } else if held.deadline <= now {
                     Lapse::Expired
+                } else if held.timeout_at <= now {
+                    Lapse::TimedOut
                 } else {
                     return None;
                 };
@@ -1697,6 +1701,10 @@ mod tests {
         let lapsed = s.lapsed(now + Duration::from_secs(101), &nobody_gone);
         assert_eq!(lapsed.len(), 1);
         assert_eq!(lapsed[0].lapse, Lapse::TimedOut);
+        // Had its pod gone quiet instead (as when no leader could renew its lease), the lapse
+        // is the pod's loss, though the timeout passed as well.
+        let lapsed = s.lapsed(now + Duration::from_secs(1001), &nobody_gone);
+        assert_eq!(lapsed[0].lapse, Lapse::Expired);
     }
 
     #[test]
