@@ -465,6 +465,19 @@ pub async fn prove_mulchain_job(
     status
 }
 
+/// The pods of the job's attempts that ended with `outcome`.
+pub fn attempts_with(
+    job: &zkfleet_crds::v1alpha1::ProofJob,
+    outcome: zkfleet_crds::v1alpha1::AttemptOutcome,
+) -> Vec<String> {
+    job.status
+        .iter()
+        .flat_map(|s| &s.attempts)
+        .filter(|a| a.outcome == Some(outcome))
+        .filter_map(|a| a.pod.clone())
+        .collect()
+}
+
 /// Waits until an attempt of job `name` was rejected, and checks it was rejected as a proof of
 /// another statement than the job's own (what a pod that mixes up jobs, or lies, sends).
 pub async fn wait_rejected_as_another_statement(ns: &TestNamespace, name: &str) {

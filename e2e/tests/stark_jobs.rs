@@ -179,15 +179,6 @@ fn miden_verify(dir: &Path, proof: &Value, input: &Value, output: &Value, hash: 
         .success()
 }
 
-fn attempts_with(job: &ProofJob, outcome: AttemptOutcome) -> Vec<String> {
-    job.status
-        .iter()
-        .flat_map(|s| &s.attempts)
-        .filter(|a| a.outcome == Some(outcome))
-        .filter_map(|a| a.pod.clone())
-        .collect()
-}
-
 #[tokio::test]
 async fn miden_jobs_applied_with_kubectl_succeed_with_proofs_miden_vm_accepts() {
     let Setup { release, ns } = setup("stark-miden", "").await;

@@ -49,15 +49,6 @@ fn snarkjs_accepts(public_signals: &[String], proof: &serde_json::Value) -> bool
     out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK")
 }
 
-fn attempts_with(job: &ProofJob, outcome: AttemptOutcome) -> Vec<String> {
-    job.status
-        .iter()
-        .flat_map(|s| &s.attempts)
-        .filter(|a| a.outcome == Some(outcome))
-        .filter_map(|a| a.pod.clone())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_pod_that_answers_with_another_statements_proof_is_caught_and_reuse_serves_the_truth() {
     let Setup { release: _r, ns } = setup("statement-liar", "").await;

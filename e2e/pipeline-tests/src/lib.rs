@@ -50,14 +50,11 @@ pub fn settings() -> Settings {
     }
 }
 
-/// Starts the pools' verifier: the real prover server with the mulchain fixture's parameters
-/// loaded, answering `POST /v1/verify` as a pool's verifier Deployment does (it derives each
-/// job's public signals from the job's input with the circuit's wasm). Returns its base URL.
-pub fn verifier() -> String {
-    use zkfleet_prover::backend::{Backend, Groth16Backend, Groth16Files};
-    use zkfleet_prover::server::{AppState, router};
-    static BACKEND: std::sync::OnceLock<Arc<dyn Backend>> = std::sync::OnceLock::new();
-    let backend = BACKEND
+/// The real Groth16 backend with the mulchain fixture's parameters, loaded once per test binary.
+pub fn mulchain_backend() -> Arc<zkfleet_prover::backend::Groth16Backend> {
+    use zkfleet_prover::backend::{Groth16Backend, Groth16Files};
+    static BACKEND: std::sync::OnceLock<Arc<Groth16Backend>> = std::sync::OnceLock::new();
+    BACKEND
         .get_or_init(|| {
             let dir = circuit("mulchain");
             Groth16Backend::load(&Groth16Files {
@@ -67,9 +64,17 @@ pub fn verifier() -> String {
                 wasm_sha256: None,
                 cache_dir: None,
             })
-            .expect("the mulchain fixture loads") as Arc<dyn Backend>
+            .expect("the mulchain fixture loads")
         })
-        .clone();
+        .clone()
+}
+
+/// Starts the pools' verifier: the real prover server with the mulchain fixture's parameters
+/// loaded, answering `POST /v1/verify` as a pool's verifier Deployment does (it derives each
+/// job's public signals from the job's input with the circuit's wasm). Returns its base URL.
+pub fn verifier() -> String {
+    use zkfleet_prover::server::{AppState, router};
+    let backend = mulchain_backend() as Arc<dyn zkfleet_prover::backend::Backend>;
     let state = AppState::new(
         "groth16-bn254",
         "v1".into(),

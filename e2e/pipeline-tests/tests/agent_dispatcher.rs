@@ -5,8 +5,8 @@
 //! the pod drains.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -19,7 +19,7 @@ use zkfleet_crds::v1alpha1::{Attempt, AttemptOutcome, ProofJob, ProofJobStatus};
 use zkfleet_fake_api::Rule;
 use zkfleet_operator::dispatcher::Settings;
 use zkfleet_prover::agent::{Agent, AgentConfig, Faults};
-use zkfleet_prover::backend::{Backend, Groth16Backend, Groth16Files};
+use zkfleet_prover::backend::Backend;
 use zkfleet_prover::server::AppState;
 
 use zkfleet_pipeline_tests::{Fleet, circuit, inline_inputs, settings, sha256_hex, token_of};
@@ -36,22 +36,9 @@ const ONE_PROOF_ACKNOWLEDGED: &str = "{outcome=\"acknowledged\",result=\"proved\
 
 /// The mulchain backend and the digest it reports, loaded once for every test.
 fn backend() -> (Arc<dyn Backend>, String) {
-    static BACKEND: OnceLock<(Arc<dyn Backend>, String)> = OnceLock::new();
-    BACKEND
-        .get_or_init(|| {
-            let dir = circuit(CIRCUIT);
-            let loaded = Groth16Backend::load(&Groth16Files {
-                zkey: dir.join("circuit.zkey"),
-                zkey_sha256: None,
-                wasm: Some(dir.join("circuit.wasm")),
-                wasm_sha256: None,
-                cache_dir: None,
-            })
-            .unwrap();
-            let digest = format!("sha256:{}", loaded.report.digest);
-            (loaded as Arc<dyn Backend>, digest)
-        })
-        .clone()
+    let loaded = zkfleet_pipeline_tests::mulchain_backend();
+    let digest = format!("sha256:{}", loaded.report.digest);
+    (loaded as Arc<dyn Backend>, digest)
 }
 
 /// A prover pod of the pool: the pod object the dispatcher checks callers against, and the

@@ -17,7 +17,7 @@ use zkfleet_fake_api::Rule;
 use zkfleet_operator::dispatcher::auth::REREAD_AFTER;
 use zkfleet_operator::dispatcher::{DispatchError, Settings};
 use zkfleet_pipeline_tests::{Fleet, inline_inputs, settings, token_of};
-use zkfleet_prover::backend::{Backend, Groth16Backend, Groth16Files, ProofInput};
+use zkfleet_prover::backend::{Backend, ProofInput};
 use zkfleet_prover::cancel::Cancel;
 
 fn lease_request(caller: &Caller, wait_seconds: u32) -> LeaseRequest {
@@ -53,18 +53,8 @@ async fn known_pod(fleet: &Fleet, caller: &Caller) -> Arc<Pod> {
 /// A real proof of the mulchain fixture circuit, as the agent would upload it. The proving key
 /// is loaded once for every test.
 fn mulchain_proof() -> Outcome {
-    static BACKEND: std::sync::OnceLock<Arc<Groth16Backend>> = std::sync::OnceLock::new();
     let dir = zkfleet_pipeline_tests::circuit("mulchain");
-    let backend = BACKEND.get_or_init(|| {
-        Groth16Backend::load(&Groth16Files {
-            zkey: dir.join("circuit.zkey"),
-            zkey_sha256: None,
-            wasm: Some(dir.join("circuit.wasm")),
-            wasm_sha256: None,
-            cache_dir: None,
-        })
-        .unwrap()
-    });
+    let backend = zkfleet_pipeline_tests::mulchain_backend();
     let inputs: Value =
         serde_json::from_slice(&std::fs::read(dir.join("input.json")).unwrap()).unwrap();
     let out = backend

@@ -210,25 +210,29 @@ impl Dispatcher {
                     }
                 };
                 self.checks.proved(&key.namespace, pod);
+                let verified = verification.verified;
                 let success = Success {
                     result: Default::default(),
                     verification,
                     proving_millis: *proving_millis as i64,
                     charge,
                 };
-                let phase = self
-                    .record_success(
-                        &job,
-                        &held,
-                        limits,
-                        success,
-                        proof,
-                        public_signals,
-                        public_outputs.as_ref(),
-                    )
-                    .await?;
-                self.blame_rejected_pods(&key, &job, pod).await;
-                phase
+                // The verified proof is the evidence, whether or not the status write below
+                // succeeds (a repeat upload blames no pod twice): so a job seen Succeeded has its
+                // earlier bad provers flagged already.
+                if verified {
+                    self.blame_rejected_pods(&key, &job, pod).await;
+                }
+                self.record_success(
+                    &job,
+                    &held,
+                    limits,
+                    success,
+                    proof,
+                    public_signals,
+                    public_outputs.as_ref(),
+                )
+                .await?
             }
             Outcome::Failed {
                 code,

@@ -153,15 +153,7 @@ impl Groth16Backend {
     /// The public signals a proof of `input` must carry, `witness[1..=nPublic]`: computed
     /// here from the circuit inputs with the circuit's wasm, or read off the witness itself.
     pub fn public_signals_of(&self, input: ProofInput) -> Result<Vec<String>, BackendError> {
-        let witness = match input {
-            ProofInput::Inputs(v) => self
-                .witness
-                .as_ref()
-                .ok_or(BackendError::NoWasm)?
-                .calculate(&v)?,
-            ProofInput::Wtns(bytes) => wtns::parse(&bytes)?,
-            ProofInput::Files(_) => return Err(files_refused()),
-        };
+        let witness = self.witness_of(input)?;
         let (n_vars, n_public) = (self.prover.n_vars(), self.prover.n_public());
         if witness.len() != n_vars {
             return Err(Groth16Error::WrongWitnessLength {
@@ -174,6 +166,20 @@ impl Groth16Backend {
             return Err(Groth16Error::WitnessNotOne.into());
         }
         Ok(json::public_json(&witness[1..=n_public]))
+    }
+
+    /// The witness of `input`: computed from circuit inputs with the circuit's wasm, or read
+    /// from a `.wtns`.
+    fn witness_of(&self, input: ProofInput) -> Result<Vec<ark_bn254::Fr>, BackendError> {
+        Ok(match input {
+            ProofInput::Inputs(v) => self
+                .witness
+                .as_ref()
+                .ok_or(BackendError::NoWasm)?
+                .calculate(&v)?,
+            ProofInput::Wtns(bytes) => wtns::parse(&bytes)?,
+            ProofInput::Files(_) => return Err(files_refused()),
+        })
     }
 
     /// [`Backend::verify_input`] for every Groth16 system: the statement is the public signals.
@@ -292,15 +298,7 @@ impl Backend for Groth16Backend {
 
     fn prove(&self, input: ProofInput, cancel: &Cancel) -> Result<ProofOutput, BackendError> {
         let start = Instant::now();
-        let witness = match input {
-            ProofInput::Inputs(v) => self
-                .witness
-                .as_ref()
-                .ok_or(BackendError::NoWasm)?
-                .calculate(&v)?,
-            ProofInput::Wtns(bytes) => wtns::parse(&bytes)?,
-            ProofInput::Files(_) => return Err(files_refused()),
-        };
+        let witness = self.witness_of(input)?;
         let witness_ms = ms(start);
         let start = Instant::now();
         let (proof, public) = self.prover.prove_cancellable(&witness, cancel)?;
