@@ -733,7 +733,26 @@ async fn check(
                     .filter(|a| a.outcome == Some(AttemptOutcome::Succeeded))
                     .collect();
                 if successes.len() != 1 {
-                    report.not_once.push(name.clone());
+                    // With every attempt, so a failed run can be read without the cluster.
+                    let listed: Vec<String> = attempts
+                        .iter()
+                        .map(|a| {
+                            format!(
+                                "#{} {} {:?} {:?}..{:?} {}",
+                                a.attempt,
+                                a.pod.as_deref().unwrap_or("-"),
+                                a.outcome,
+                                a.start_time.as_ref().map(|t| t.0.to_string()),
+                                a.end_time.as_ref().map(|t| t.0.to_string()),
+                                a.message.as_deref().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    report.not_once.push(format!(
+                        "{name} (attempts: {}; attemptCount {:?})",
+                        listed.join(", "),
+                        status.attempt_count
+                    ));
                 }
                 if faulty.is_some() && successes.iter().any(|a| a.pod.as_deref() == faulty) {
                     report

@@ -615,3 +615,86 @@ async fn a_lease_the_former_leader_wrote_first_keeps_its_pod_proving_and_is_not_
         status.attempts
     );
 }
+
+/// An attempt another leader already ended (its lease ran out while this one could not see it)
+/// is not revived by a proof that comes in late: before the fix the success was written on
+/// top of the ended attempt, and the job was `Succeeded` with no successful attempt (found by
+/// `make chaos` after an etcd restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_for_an_attempt_another_leader_ended_does_not_revive_it() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    use kube::api::{Patch, PatchParams};
+    use zkfleet_operator::job::status::{self as job_status, AttemptFailure};
+
+    let fleet = Fleet::start(settings()).await;
+    fleet.pool("team", "cpu", "mulchain");
+    let caller = fleet.pod("team", "cpu", "prover-a");
+    let pod = known_pod(&fleet, &caller).await;
+    fleet.job("team", "late", "cpu", inline_inputs("mulchain"));
+    let leased = fleet
+        .dispatcher
+        .lease(&pod, &lease_request(&caller, 5))
+        .await
+        .unwrap();
+    let lease = leased.jobs[0].lease.clone();
+
+    // The proof comes in; its status write is slow.
+    let success_write = fleet.api.hold(Rule::new("PUT", "/proofjobs/late/status"));
+    let dispatcher = fleet.dispatcher.clone();
+    let upload = {
+        let caller = caller.clone();
+        let lease = lease.clone();
+        tokio::spawn(async move {
+            dispatcher
+                .complete(&CompleteRequest {
+                    caller,
+                    lease,
+                    outcome: mulchain_proof(),
+                })
+                .await
+        })
+    };
+    success_write.reached().await;
+    // Meanwhile another leader ended attempt 1 (it timed out) and queued the job again.
+    let running = fleet.stored("team", "late");
+    let failure = AttemptFailure {
+        outcome: AttemptOutcome::TimedOut,
+        reason: "TimedOut",
+        message: "the attempt ran past its timeout".into(),
+        retryable: true,
+    };
+    let (ended, queued) = job_status::attempt_failed(
+        &running,
+        1,
+        &failure,
+        &Default::default(),
+        3,
+        &Time(Timestamp::now()),
+    );
+    assert!(queued);
+    let jobs: Api<ProofJob> = Api::namespaced(fleet.api.client(), "team");
+    jobs.patch_status(
+        "late",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": ended })),
+    )
+    .await
+    .unwrap();
+    success_write.open();
+
+    let answer = upload.await.unwrap();
+    assert!(
+        matches!(answer, Err(DispatchError::Stale(_))),
+        "the ended attempt's proof is stale: {answer:?}"
+    );
+    let status = fleet.stored("team", "late").status.unwrap_or_default();
+    assert_eq!(
+        (status.phase, status.attempts[0].outcome),
+        (
+            Some(zkfleet_crds::v1alpha1::JobPhase::Queued),
+            Some(AttemptOutcome::TimedOut)
+        ),
+        "the job waits for its next attempt: {status:?}"
+    );
+}

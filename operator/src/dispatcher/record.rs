@@ -37,13 +37,15 @@ impl Dispatcher {
             Api::namespaced(self.client.clone(), &job.namespace().unwrap_or_default());
         let mut current = job.clone();
         for _ in 0..5 {
-            let attempt = job_status::current_attempt(&current.status.clone().unwrap_or_default());
-            let finished = current
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(JobPhase::is_finished);
-            if attempt != held.attempt || finished {
+            let status = current.status.clone().unwrap_or_default();
+            // Current means running now: another leader may have ended this attempt (its lease
+            // ran out) and queued the job again, with the attempt count unchanged.
+            let ended = status
+                .attempts
+                .iter()
+                .any(|a| a.attempt == held.attempt as i32 && a.outcome.is_some());
+            let running = status.phase == Some(JobPhase::Running);
+            if job_status::current_attempt(&status) != held.attempt || !running || ended {
                 return Err(DispatchError::Stale(format!(
                     "attempt {} of job {} is no longer current",
                     held.attempt,
