@@ -5,9 +5,6 @@
 //! serves the lie. A tenant's witness that breaks the circuit fails `InputRejected` without
 //! flagging or quarantining the honest pods that proved it.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use base64::Engine as _;
 use kube::api::PostParams;
 use serde_json::json;
@@ -28,25 +25,6 @@ async fn submit_ab(ns: &TestNamespace, name: &str, a: u32, b: u32) {
         .create(&PostParams::default(), &job)
         .await
         .unwrap();
-}
-
-fn snarkjs_accepts(public_signals: &[String], proof: &serde_json::Value) -> bool {
-    let dir = tempfile::tempdir().unwrap();
-    let (proof_file, public) = (
-        dir.path().join("proof.json"),
-        dir.path().join("public.json"),
-    );
-    std::fs::write(&proof_file, proof.to_string()).unwrap();
-    std::fs::write(&public, serde_json::to_vec(public_signals).unwrap()).unwrap();
-    let root = std::env::var_os("ZKFLEET_FIXTURES").expect("ZKFLEET_FIXTURES is set");
-    let out = Command::new(PathBuf::from(root).join("bin").join("snarkjs"))
-        .args(["groth16", "verify"])
-        .arg(fixtures().join("verification_key.json"))
-        .arg(&public)
-        .arg(&proof_file)
-        .output()
-        .expect("snarkjs runs");
-    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK")
 }
 
 #[tokio::test]
@@ -87,7 +65,9 @@ async fn a_pod_that_answers_with_another_statements_proof_is_caught_and_reuse_se
     );
     let statement = verification.statement.expect("the derived statement");
     assert_eq!(statement["publicSignals"], json!(own));
-    assert!(snarkjs_accepts(&own, &json!(result.proof)));
+    if let Err(why) = snarkjs_verifies(&json!(result.proof), &own) {
+        panic!("snarkjs refused the proof: {why}");
+    }
     ns.wait_for::<ProverPool>(POOL, "the liar flagged", 2 * MINUTE, |p| {
         p.status
             .as_ref()
@@ -109,10 +89,22 @@ async fn a_pod_that_answers_with_another_statements_proof_is_caught_and_reuse_se
     assert_eq!(result.public_signals.as_ref(), Some(&own));
 }
 
+/// Ten jobs whose `.wtns` has the circuit's length and `w[0] = 1` but breaks a constraint. On a
+/// pool whose parameters carry the circuit's r1cs, the pod refuses each before proving it; on
+/// one without, each proof fails verification on two pods. Either way every job fails
+/// `InputRejected` and no pod pays.
 #[tokio::test]
 async fn ten_jobs_whose_witness_breaks_the_circuit_fail_input_rejected_and_no_pod_pays() {
+    const CHECKED: &str = "checked";
     let Setup { release: _r, ns } = setup("statement-input", "").await;
     let v1 = Parameters::create(&ns, "v1", "mulchain-v1", &["circuit.zkey", "circuit.wasm"]).await;
+    let with_r1cs = Parameters::create(
+        &ns,
+        "v1",
+        "mulchain-v1-r1cs",
+        &["circuit.zkey", "circuit.wasm", "circuit.r1cs"],
+    )
+    .await;
     create_pool_with(
         &ns,
         POOL,
@@ -121,39 +113,66 @@ async fn ten_jobs_whose_witness_breaks_the_circuit_fail_input_rejected_and_no_po
         json!({"quarantine": {"afterRejectedProofs": 2}, "slotsPerReplica": 2}),
     )
     .await;
+    create_pool_with(
+        &ns,
+        CHECKED,
+        1,
+        &with_r1cs,
+        json!({"quarantine": {"afterRejectedProofs": 2}, "slotsPerReplica": 2}),
+    )
+    .await;
     wait_serving(&ns, POOL, 2).await;
+    wait_serving(&ns, CHECKED, 1).await;
 
     // The fixture's witness, of the right length and with w[0] = 1, its last (internal) value
-    // changed: each pod proves it, and each proof fails verification.
+    // changed.
     let mut wtns = std::fs::read(fixtures().join("witness.wtns")).unwrap();
     let at = wtns.len() - 32;
     wtns[at] ^= 1;
     let b64 = base64::engine::general_purpose::STANDARD.encode(&wtns);
-    let names: Vec<String> = (0..10).map(|i| format!("broken-{i}")).collect();
-    for name in &names {
-        let job = mulchain_job(
-            name,
-            json!({"poolRef": {"name": POOL},
-                   "input": {"format": "witness", "inline": {"base64": b64}}}),
-        );
-        ns.api::<ProofJob>()
-            .create(&PostParams::default(), &job)
-            .await
-            .unwrap();
+    let names =
+        |pool: &str| -> Vec<String> { (0..10).map(|i| format!("{pool}-broken-{i}")).collect() };
+    for pool in [POOL, CHECKED] {
+        for name in names(pool) {
+            let job = mulchain_job(
+                &name,
+                json!({"poolRef": {"name": pool},
+                       "input": {"format": "witness", "inline": {"base64": b64}}}),
+            );
+            ns.api::<ProofJob>()
+                .create(&PostParams::default(), &job)
+                .await
+                .unwrap();
+        }
     }
-    for name in &names {
-        let job = wait_job_finished(&ns, name, 3 * MINUTE).await;
-        let status = job.status.clone().unwrap();
-        assert_eq!(status.phase, Some(JobPhase::Failed), "{name}: {status:#?}");
-        assert_eq!(status.reason.as_deref(), Some("InputRejected"), "{name}");
-        assert_eq!(status.retryable, Some(false), "{name}");
-        let pods = attempts_with(&job, AttemptOutcome::VerificationFailed);
-        assert_eq!(pods.len(), 2, "{name}: rejected on two pods: {pods:?}");
-        assert_ne!(pods[0], pods[1], "{name}");
+    for pool in [POOL, CHECKED] {
+        for name in names(pool) {
+            let job = wait_job_finished(&ns, &name, 3 * MINUTE).await;
+            let status = job.status.clone().unwrap();
+            assert_eq!(status.phase, Some(JobPhase::Failed), "{name}: {status:#?}");
+            assert_eq!(status.reason.as_deref(), Some("InputRejected"), "{name}");
+            assert_eq!(status.retryable, Some(false), "{name}");
+            if pool == CHECKED {
+                // Refused by the first pod before a proof was spent on it.
+                assert_eq!(status.attempts.len(), 1, "{name}: {:?}", status.attempts);
+                assert_eq!(status.attempts[0].outcome, Some(AttemptOutcome::Failed));
+                let message = status.message.clone().unwrap_or_default();
+                assert!(
+                    message.contains("does not satisfy the circuit"),
+                    "{name}: {message}"
+                );
+            } else {
+                let pods = attempts_with(&job, AttemptOutcome::VerificationFailed);
+                assert_eq!(pods.len(), 2, "{name}: rejected on two pods: {pods:?}");
+                assert_ne!(pods[0], pods[1], "{name}");
+            }
+        }
     }
-    // No pod flagged, quarantined or replaced, and the pool still proves.
-    let pool = ns.api::<ProverPool>().get(POOL).await.unwrap();
-    assert_eq!(pool.status.unwrap().flagged_pods, []);
-    let status = prove_mulchain_job(&ns, "after", POOL).await;
-    assert_eq!(status.phase, Some(JobPhase::Succeeded));
+    // No pod flagged, quarantined or replaced, and the pools still prove.
+    for pool in [POOL, CHECKED] {
+        let stored = ns.api::<ProverPool>().get(pool).await.unwrap();
+        assert_eq!(stored.status.unwrap().flagged_pods, [], "{pool}");
+        let status = prove_mulchain_job(&ns, &format!("{pool}-after"), pool).await;
+        assert_eq!(status.phase, Some(JobPhase::Succeeded), "{pool}");
+    }
 }

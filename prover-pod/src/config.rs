@@ -141,6 +141,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ZKFLEET_WASM_SHA256")]
     pub wasm_sha256: Option<String>,
 
+    /// The circuit's constraint system (.r1cs from circom), a path or a
+    /// parameter file name like --zkey. With it, a .wtns witness is checked
+    /// against every constraint before it is proved, and one that breaks a
+    /// constraint is refused as the input's fault (`input_rejected`).
+    #[arg(long, env = "ZKFLEET_R1CS")]
+    pub r1cs: Option<PathBuf>,
+
+    /// Expected sha256 of the .r1cs (hex).
+    #[arg(long, env = "ZKFLEET_R1CS_SHA256")]
+    pub r1cs_sha256: Option<String>,
+
     /// Base URL the parameter files are fetched from, each from `<url>/<name>`:
     /// https:// (http:// also works, for in-cluster mirrors), s3://bucket/prefix,
     /// gs://bucket/prefix or az://container/prefix. Object store credentials
@@ -324,6 +335,8 @@ pub struct ResolvedFiles {
     pub zkey: String,
     /// Name of the wasm among the parameter files, if any.
     pub wasm: Option<String>,
+    /// Name of the r1cs among the parameter files, if any.
+    pub r1cs: Option<String>,
 }
 
 impl ServeArgs {
@@ -432,6 +445,7 @@ impl ServeArgs {
             let none = ResolvedFiles {
                 zkey: String::new(),
                 wasm: None,
+                r1cs: None,
             };
             return Ok(Some((Spec { source, files }, none)));
         }
@@ -467,7 +481,18 @@ impl ServeArgs {
             }
             None => None,
         };
-        Ok(Some((Spec { source, files }, ResolvedFiles { zkey, wasm })))
+        let r1cs = match &self.r1cs {
+            Some(r) => {
+                let name = name_of(r, "--r1cs")?;
+                add(name.clone(), self.r1cs_sha256.as_ref(), "--r1cs")?;
+                Some(name)
+            }
+            None => None,
+        };
+        Ok(Some((
+            Spec { source, files },
+            ResolvedFiles { zkey, wasm, r1cs },
+        )))
     }
 }
 

@@ -39,6 +39,8 @@ fn prove(args: ProveArgs) -> anyhow::Result<()> {
         zkey_sha256: None,
         wasm: args.wasm,
         wasm_sha256: None,
+        r1cs: None,
+        r1cs_sha256: None,
         cache_dir: args.cache_dir,
     };
     let backend = Groth16Backend::load(&files)?;

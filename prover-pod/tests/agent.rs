@@ -46,6 +46,8 @@ fn backend() -> (Arc<dyn Backend>, String) {
                 zkey_sha256: None,
                 wasm: Some(dir.join("circuit.wasm")),
                 wasm_sha256: None,
+                r1cs: None,
+                r1cs_sha256: None,
                 cache_dir: None,
             })
             .unwrap();

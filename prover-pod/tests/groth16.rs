@@ -375,6 +375,8 @@ fn exec_backend_with_snarkjs_makes_proofs_snarkjs_accepts() {
         zkey_sha256: None,
         wasm: Some(dir.join("circuit.wasm")),
         wasm_sha256: None,
+        r1cs: None,
+        r1cs_sha256: None,
         cache_dir: None,
     };
     let snarkjs = common::fixtures().join("bin/snarkjs");
@@ -433,4 +435,80 @@ fn exec_backend_with_snarkjs_makes_proofs_snarkjs_accepts() {
         .unwrap_err();
     assert_eq!(err.code(), "prover_failed");
     assert!(err.to_string().contains("exited with"), "{err}");
+}
+
+/// The circuit's r1cs, as circom wrote it, tells a witness of the circuit from one that only
+/// has its shape: every honest witness satisfies it, and a change to any single value past
+/// `w[0]` breaks a constraint (every signal of these circuits is constrained).
+#[test]
+fn witnesses_are_checked_against_the_circuits_own_r1cs() {
+    use zkfleet_prover::groth16::r1cs::ConstraintSystem;
+    for name in CIRCUITS {
+        let cs =
+            ConstraintSystem::parse(&std::fs::read(circuit(name).join("circuit.r1cs")).unwrap())
+                .unwrap();
+        let p = prover(name);
+        assert_eq!(
+            (cs.n_wires, cs.n_public),
+            (p.n_vars(), p.n_public()),
+            "{name}"
+        );
+        let w = wtns::parse(&std::fs::read(circuit(name).join("witness.wtns")).unwrap()).unwrap();
+        assert_eq!(cs.first_unsatisfied(&w), None, "{name}: the honest witness");
+        for at in 1..w.len() {
+            let mut bad = w.clone();
+            bad[at] += Fr::one();
+            assert!(
+                cs.first_unsatisfied(&bad).is_some(),
+                "{name}: w[{at}] + 1 broke no constraint"
+            );
+        }
+    }
+}
+
+/// A pool's r1cs must be its zkey's circuit, and the backend refuses a witness that breaks it
+/// as the input's fault, before proving.
+#[test]
+fn the_backend_refuses_an_unsatisfiable_witness_before_proving_it() {
+    use zkfleet_prover::backend::{
+        Backend, BackendError, Groth16Backend, Groth16Files, ProofInput,
+    };
+    let files = |zkey: &str, r1cs: &str| Groth16Files {
+        zkey: circuit(zkey).join("circuit.zkey"),
+        zkey_sha256: None,
+        wasm: None,
+        wasm_sha256: None,
+        r1cs: Some(circuit(r1cs).join("circuit.r1cs")),
+        r1cs_sha256: None,
+        cache_dir: None,
+    };
+    let Err(mismatch) = Groth16Backend::load(&files("mulchain", "merkle")) else {
+        panic!("another circuit's r1cs was taken");
+    };
+    assert!(
+        mismatch.to_string().contains("not the same circuit"),
+        "{mismatch}"
+    );
+    let backend = Groth16Backend::load(&files("mulchain", "mulchain")).unwrap();
+    let honest = std::fs::read(circuit("mulchain").join("witness.wtns")).unwrap();
+    let mut w = wtns::parse(&honest).unwrap();
+    let last = w.len() - 1;
+    w[last] += Fr::one();
+    let e = backend
+        .prove(ProofInput::Wtns(wtns::write(&w)), &Cancel::new())
+        .unwrap_err();
+    assert!(
+        matches!(e, BackendError::Groth16(Groth16Error::Unsatisfied { .. })),
+        "{e}"
+    );
+    assert_eq!(e.code(), "input_rejected");
+    assert!(
+        e.is_client_error(),
+        "the input's fault, not retried on another pod"
+    );
+    assert!(
+        backend
+            .prove(ProofInput::Wtns(honest), &Cancel::new())
+            .is_ok()
+    );
 }

@@ -27,6 +27,8 @@ fn files(name: &str) -> Groth16Files {
         zkey_sha256: None,
         wasm: Some(dir.join("circuit.wasm")),
         wasm_sha256: None,
+        r1cs: Some(dir.join("circuit.r1cs")),
+        r1cs_sha256: None,
         cache_dir: None,
     }
 }
@@ -189,8 +191,11 @@ async fn bad_requests_get_their_own_codes() {
     let wtns = std::fs::read(circuit("mulchain").join("witness.wtns")).unwrap();
     let other_wtns = std::fs::read(circuit("merkle").join("witness.wtns")).unwrap();
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let p = circuit("mulchain");
-    let _ = p;
+    // Of the right length and shape, with one internal value changed: it breaks a constraint.
+    let mut unsatisfiable = wtns.clone();
+    let last = unsatisfiable.len() - 32;
+    unsatisfiable[last..].copy_from_slice(&[7; 32][..]);
+    unsatisfiable[last + 31] = 0;
     let cases: Vec<(Value, StatusCode, &str)> = vec![
         (
             json!({"inputs": {"a": 3}}),
@@ -231,6 +236,11 @@ async fn bad_requests_get_their_own_codes() {
             json!({"witness": b64(&other_wtns)}),
             StatusCode::UNPROCESSABLE_ENTITY,
             "wrong_witness_length",
+        ),
+        (
+            json!({"witness": b64(&unsatisfiable)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "input_rejected",
         ),
         (
             json!({"witness": b64(&wtns[..wtns.len() - 7])}),

@@ -304,6 +304,16 @@ pub struct Groth16Settings {
     #[schemars(length(min = 1, max = 253))]
     pub wasm: Option<String>,
 
+    /// Name of the circuit's constraint system (circom `.r1cs`) in `parameters.files`. Default
+    /// `circuit.r1cs`, used when the parameters list a file of that name. With it, the prover
+    /// and the verifier check a `witness` job's `.wtns` against every constraint before
+    /// anything else, and a witness that breaks one fails the job `InputRejected` at once,
+    /// without a proof spent on it or a pod blamed. Without it, such a witness is caught only
+    /// when its proof is rejected on two pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub r1cs: Option<String>,
+
     /// Name of the verifying key (snarkjs `verification_key.json`) in `parameters.files`.
     /// Default `verification_key.json`; when that file is absent, the key is read from the
     /// zkey.

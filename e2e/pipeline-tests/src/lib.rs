@@ -62,6 +62,8 @@ pub fn mulchain_backend() -> Arc<zkfleet_prover::backend::Groth16Backend> {
                 zkey_sha256: None,
                 wasm: Some(dir.join("circuit.wasm")),
                 wasm_sha256: None,
+                r1cs: Some(dir.join("circuit.r1cs")),
+                r1cs_sha256: None,
                 cache_dir: None,
             })
             .expect("the mulchain fixture loads")

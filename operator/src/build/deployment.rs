@@ -248,6 +248,16 @@ pub fn wasm_name(pool: &ProverPool) -> &str {
         .unwrap_or("circuit.wasm")
 }
 
+/// Name of the constraint system in `parameters.files`.
+pub fn r1cs_name(pool: &ProverPool) -> &str {
+    pool.spec
+        .backend
+        .groth16
+        .as_ref()
+        .and_then(|g| g.r1cs.as_deref())
+        .unwrap_or("circuit.r1cs")
+}
+
 fn env(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -> Vec<EnvVar> {
     let sha = |name: &str| {
         parameters
@@ -279,6 +289,13 @@ fn env(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -> Ve
             format!("{PARAMETERS_DIR}/{}", wasm_name(pool)),
         ));
         env.push(("ZKFLEET_WASM_SHA256", sha));
+    }
+    if let Some(sha) = sha(r1cs_name(pool)) {
+        env.push((
+            "ZKFLEET_R1CS",
+            format!("{PARAMETERS_DIR}/{}", r1cs_name(pool)),
+        ));
+        env.push(("ZKFLEET_R1CS_SHA256", sha));
     }
     if let Some(ParametersLocation::Url(url)) = parameters.source.location() {
         env.push(("ZKFLEET_PARAMETERS_URL", url.into()));
@@ -688,6 +705,22 @@ mod tests {
             pod(&cpu).containers[0].image.as_deref(),
             Some("registry.example/prover:custom")
         );
+
+        // The circuit's r1cs, when the parameters carry it, for checking witnesses.
+        assert!(!env_of(&d).contains_key("ZKFLEET_R1CS"));
+        let with_r1cs = GPU_POOL.replace(
+            "      - name: circuit.wasm\n",
+            &format!(
+                "      - name: circuit.r1cs\n        sha256: {}\n      - name: circuit.wasm\n",
+                "3".repeat(64)
+            ),
+        );
+        let env = env_of(&build(&with_r1cs).1);
+        assert_eq!(
+            env["ZKFLEET_R1CS"],
+            "/var/run/zkfleet/parameters/circuit.r1cs"
+        );
+        assert_eq!(env["ZKFLEET_R1CS_SHA256"], "3".repeat(64));
     }
 
     #[test]

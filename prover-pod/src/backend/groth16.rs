@@ -16,6 +16,7 @@ use crate::cancel::Cancel;
 use crate::config::Acceleration;
 use crate::groth16::json::{self, ProofJson};
 use crate::groth16::preprocessed::{self, LoadReport};
+use crate::groth16::r1cs::ConstraintSystem;
 use crate::groth16::witness::WitnessCalculator;
 use crate::groth16::{Groth16Error, Prover, wtns};
 
@@ -26,6 +27,9 @@ pub struct Groth16Files {
     pub zkey_sha256: Option<String>,
     pub wasm: Option<PathBuf>,
     pub wasm_sha256: Option<String>,
+    /// The circuit's constraints, to refuse a `.wtns` that breaks them before proving it.
+    pub r1cs: Option<PathBuf>,
+    pub r1cs_sha256: Option<String>,
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -33,6 +37,7 @@ pub struct Groth16Files {
 pub struct Groth16Backend {
     prover: Prover,
     witness: Option<WitnessCalculator>,
+    constraints: Option<ConstraintSystem>,
     vk_json: Value,
     pub report: LoadReport,
 }
@@ -113,10 +118,19 @@ impl Groth16Backend {
             }
             None => None,
         };
+        let constraints = match &files.r1cs {
+            Some(path) => Some(load_r1cs(
+                path,
+                files.r1cs_sha256.as_deref().filter(|_| !checked),
+                &prover,
+            )?),
+            None => None,
+        };
         let vk_json = json::verification_key_json(&prover.zkey.pk.vk);
         Ok(Arc::new(Groth16Backend {
             prover,
             witness,
+            constraints,
             vk_json,
             report,
         }))
@@ -128,14 +142,7 @@ impl Groth16Backend {
     pub fn witness_file(&self, input: ProofInput) -> Result<Vec<u8>, BackendError> {
         match input {
             ProofInput::Wtns(bytes) => {
-                let w = wtns::parse(&bytes)?;
-                if w.len() != self.prover.n_vars() {
-                    return Err(Groth16Error::WrongWitnessLength {
-                        expected: self.prover.n_vars(),
-                        got: w.len(),
-                    }
-                    .into());
-                }
+                self.checked_wtns(&bytes)?;
                 Ok(bytes)
             }
             ProofInput::Inputs(v) => Ok(wtns::write(
@@ -177,9 +184,33 @@ impl Groth16Backend {
                 .as_ref()
                 .ok_or(BackendError::NoWasm)?
                 .calculate(&v)?,
-            ProofInput::Wtns(bytes) => wtns::parse(&bytes)?,
+            ProofInput::Wtns(bytes) => self.checked_wtns(&bytes)?,
             ProofInput::Files(_) => return Err(files_refused()),
         })
+    }
+
+    /// A tenant's `.wtns`, refused unless it is a witness of this circuit: its length, and
+    /// (when the pool gave the circuit's r1cs) every constraint. A witness generated for
+    /// other inputs than the circuit accepts proves to a proof that fails verification, so it
+    /// is caught here, as the input's fault, before a proof is spent on it.
+    fn checked_wtns(&self, bytes: &[u8]) -> Result<Vec<ark_bn254::Fr>, BackendError> {
+        let witness = wtns::parse(bytes)?;
+        if witness.len() != self.prover.n_vars() {
+            return Err(Groth16Error::WrongWitnessLength {
+                expected: self.prover.n_vars(),
+                got: witness.len(),
+            }
+            .into());
+        }
+        if witness[0] != ark_bn254::Fr::from(1u64) {
+            return Err(Groth16Error::WitnessNotOne.into());
+        }
+        if let Some(constraints) = &self.constraints
+            && let Some(constraint) = constraints.first_unsatisfied(&witness)
+        {
+            return Err(Groth16Error::Unsatisfied { constraint }.into());
+        }
+        Ok(witness)
     }
 
     /// [`Backend::verify_input`] for every Groth16 system: the statement is the public signals.
@@ -336,6 +367,41 @@ impl Backend for Groth16Backend {
     }
 }
 
+/// Reads the circuit's r1cs (checking its digest unless the loader just did) and checks it is
+/// the zkey's circuit.
+fn load_r1cs(
+    path: &std::path::Path,
+    expected_sha256: Option<&str>,
+    prover: &Prover,
+) -> Result<ConstraintSystem, ParamsError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ParamsError::Unavailable(format!("cannot read {}: {e}", path.display())))?;
+    if let Some(expected) = expected_sha256 {
+        let expected = expected.trim_start_matches("sha256:");
+        let actual = preprocessed::sha256_hex(&bytes);
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(ParamsError::DigestMismatch {
+                file: path.display().to_string(),
+                expected: expected.to_ascii_lowercase(),
+                actual,
+            });
+        }
+    }
+    let constraints = ConstraintSystem::parse(&bytes)
+        .map_err(|e| ParamsError::Invalid(format!("{}: {e}", path.display())))?;
+    if constraints.n_wires != prover.n_vars() || constraints.n_public != prover.n_public() {
+        return Err(ParamsError::Invalid(format!(
+            "{} has {} wires and {} public signals but the zkey has {} and {}: they are not the same circuit",
+            path.display(),
+            constraints.n_wires,
+            constraints.n_public,
+            prover.n_vars(),
+            prover.n_public()
+        )));
+    }
+    Ok(constraints)
+}
+
 /// Named input files are for STARK and VM systems, not Groth16.
 fn files_refused() -> BackendError {
     BackendError::WrongInput {
@@ -386,6 +452,8 @@ fn groth16_files(ctx: &LoadContext) -> Result<(Groth16Files, bool), ParamsError>
                 zkey_sha256: args.zkey_sha256.clone(),
                 wasm: args.wasm.clone(),
                 wasm_sha256: args.wasm_sha256.clone(),
+                r1cs: args.r1cs.clone(),
+                r1cs_sha256: args.r1cs_sha256.clone(),
                 cache_dir: args.cache_dir.clone(),
             },
             false,
@@ -402,12 +470,15 @@ fn groth16_files(ctx: &LoadContext) -> Result<(Groth16Files, bool), ParamsError>
     };
     let zkey = file(&names.zkey)?;
     let wasm = names.wasm.as_deref().map(file).transpose()?;
+    let r1cs = names.r1cs.as_deref().map(file).transpose()?;
     Ok((
         Groth16Files {
             zkey: zkey.path.clone(),
             zkey_sha256: Some(zkey.sha256.hex()),
             wasm: wasm.map(|w| w.path.clone()),
             wasm_sha256: wasm.map(|w| w.sha256.hex()),
+            r1cs: r1cs.map(|r| r.path.clone()),
+            r1cs_sha256: r1cs.map(|r| r.sha256.hex()),
             cache_dir: args.cache_dir.clone(),
         },
         true,

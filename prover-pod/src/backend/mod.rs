@@ -188,6 +188,8 @@ impl BackendError {
                 Groth16Error::WrongPublicCount { .. } => "wrong_public_count",
                 Groth16Error::BadDomain(_) => "invalid_parameters",
                 Groth16Error::Cancelled => "cancelled",
+                // Not the pod's fault nor worth a retry: the job's own witness is wrong.
+                Groth16Error::Unsatisfied { .. } => "input_rejected",
             },
             BackendError::Proof(json::JsonError::BadSignal(_)) => "invalid_public_signal",
             BackendError::Proof(_) => "invalid_proof",

@@ -7,6 +7,7 @@
 
 mod msm;
 pub mod preprocessed;
+pub mod r1cs;
 pub mod witness;
 pub mod wtns;
 pub mod zkey;
@@ -37,6 +38,10 @@ pub enum Groth16Error {
     BadDomain(usize),
     #[error("the proof was cancelled before it finished")]
     Cancelled,
+    #[error(
+        "the witness does not satisfy the circuit: constraint #{constraint} (A·w × B·w = C·w) fails; make the witness again with this circuit's own witness generator, from inputs the circuit accepts"
+    )]
+    Unsatisfied { constraint: usize },
 }
 
 /// One matrix in compressed-row form: row `i` is `entries[start[i]..start[i+1]]`.
