@@ -553,3 +553,32 @@ pub async fn leader_ip(setup: &Setup) -> String {
         .and_then(|s| s.pod_ip)
         .expect("the leader has an IP")
 }
+
+/// What `snarkjs groth16 verify` (a verifier nobody here wrote) says of a proof of the mulchain
+/// fixture circuit with these public signals: `Ok` when it accepts, else its output.
+pub fn snarkjs_verifies(
+    proof: &serde_json::Value,
+    public_signals: &[String],
+) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (proof_file, public) = (
+        dir.path().join("proof.json"),
+        dir.path().join("public.json"),
+    );
+    std::fs::write(&proof_file, proof.to_string()).unwrap();
+    std::fs::write(&public, serde_json::to_vec(public_signals).unwrap()).unwrap();
+    let root = std::env::var_os("ZKFLEET_FIXTURES").expect("ZKFLEET_FIXTURES is set");
+    let out = std::process::Command::new(PathBuf::from(root).join("bin").join("snarkjs"))
+        .args(["groth16", "verify"])
+        .arg(fixtures().join("verification_key.json"))
+        .arg(&public)
+        .arg(&proof_file)
+        .output()
+        .expect("snarkjs runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && text.contains("OK") {
+        Ok(())
+    } else {
+        Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}

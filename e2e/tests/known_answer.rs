@@ -2,6 +2,8 @@
 //! check hands it to each pod before any job, and a pod that proves wrong (the prover's
 //! test-only `corrupt-proofs` fault) is quarantined before it takes a user's job: reported on
 //! the pool (flaggedPods, the ProversHealthy condition, a PodQuarantined Event) and deleted.
+//! The pool keeps three known inputs, one with its answer written down and two whose answer the
+//! pool's verifier derives, and each check picks one at random.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -40,6 +42,12 @@ async fn a_pod_that_proves_wrong_is_quarantined_by_the_known_answer_check_before
                 "knownAnswer": {
                     "input": {"inline": {"json": inputs}},
                     "publicSignals": known,
+                    // Two more, with no answer written down: the pool's verifier derives it.
+                    // Each check picks one of the three at random.
+                    "alternatives": [
+                        {"input": {"inline": {"json": "{\"a\": \"5\", \"b\": \"7\"}"}}},
+                        {"input": {"inline": {"json": "{\"a\": \"9\", \"b\": \"2\"}"}}},
+                    ],
                     "everySeconds": 0,
                 },
                 "quarantine": {"afterRejectedProofs": 2},

@@ -8,7 +8,6 @@
 //! template.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -71,30 +70,10 @@ fn assert_verified_by_snarkjs(job: &ProofJob) {
     let status = job.status.as_ref().unwrap();
     assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
     let result = status.result.as_ref().expect("a result");
-    let dir = tempfile::tempdir().unwrap();
-    let proof = dir.path().join("proof.json");
-    let public = dir.path().join("public.json");
-    std::fs::write(&proof, serde_json::to_vec(&result.proof).unwrap()).unwrap();
-    std::fs::write(&public, serde_json::to_vec(&result.public_signals).unwrap()).unwrap();
-    let out = Command::new(snarkjs())
-        .args(["groth16", "verify"])
-        .arg(fixtures().join("verification_key.json"))
-        .arg(&public)
-        .arg(&proof)
-        .output()
-        .expect("snarkjs runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("OK"),
-        "snarkjs refused the proof of {}: {text}{}",
-        job.name_any(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn snarkjs() -> PathBuf {
-    let root = std::env::var_os("ZKFLEET_FIXTURES").expect("ZKFLEET_FIXTURES is set");
-    PathBuf::from(root).join("bin").join("snarkjs")
+    let signals = result.public_signals.clone().unwrap_or_default();
+    if let Err(why) = snarkjs_verifies(&serde_json::json!(result.proof), &signals) {
+        panic!("snarkjs refused the proof of {}: {why}", job.name_any());
+    }
 }
 
 /// Pods that ran a Succeeded attempt of the job.

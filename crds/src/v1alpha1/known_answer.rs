@@ -1,7 +1,6 @@
 //! Pods that prove they still prove right: a pool's known-answer check, and quarantine of pods
 //! that fail it or whose proofs keep being rejected.
 
-use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -10,28 +9,38 @@ use super::{ProofInput, schema};
 /// `reason` of a quarantined pod in a pool's `status.flaggedPods`.
 pub const QUARANTINED: &str = "Quarantined";
 
-/// A proof whose right answer is known, which every pod of the pool must get right before it
-/// takes jobs, and again from time to time.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+/// Proofs whose right answers are known, which every pod of the pool must get right before it
+/// takes jobs, and again from time to time. Each check hands the pod one known input, picked at
+/// random among `input` and `alternatives`, as an ordinary lease: it cannot tell the check from
+/// a user's job, nor learn one answer and replay it.
+///
+/// The right answer is the statement the pool's verifier derives from the known input with the
+/// pool's own parameters (as for every job), so no answer has to be written down; one that is
+/// given (`publicSignals`, `publicOutputs`) is compared as well.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.publicSignals) || has(self.publicOutputs)")
-    .message("knownAnswer needs the answer: set publicSignals (Groth16 pools) or publicOutputs (STARK and VM pools)"))]
 pub struct KnownAnswer {
-    /// The input to prove, as in a ProofJob's `spec.input`: inline, a ConfigMap or Secret of
-    /// the pool's namespace, a URL, or `files` for STARK and VM pools. The pod is handed it as
-    /// an ordinary lease, so it cannot tell the check from a user's job.
+    /// A known input, as in a ProofJob's `spec.input`: inline, a ConfigMap or Secret of the
+    /// pool's namespace, a URL, or `files` for STARK and VM pools.
     pub input: ProofInput,
 
     /// The public signals a right proof of `input` has, as decimal strings (Groth16 pools).
+    /// Optional: checked on top of the statement the verifier derives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub public_signals: Option<Vec<String>>,
 
     /// What a right proof of `input` commits to (STARK and VM pools): every key given here
-    /// must have this value in the proof's public outputs.
+    /// must have this value in the proof's public outputs. Optional, as `publicSignals`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::json_object")]
     pub public_outputs: Option<serde_json::Map<String, serde_json::Value>>,
+
+    /// More known inputs (up to 16), each with its optional answer. Every check picks one of
+    /// `input` and these at random.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub alternatives: Vec<KnownInput>,
 
     /// Check each pod again this many seconds after it last passed (0 to 86400, default 600;
     /// 0: only when it starts).
@@ -44,6 +53,38 @@ pub struct KnownAnswer {
     #[serde(default)]
     #[schemars(range(min = 0, max = 100_000))]
     pub every_proofs: i32,
+}
+
+/// One more known input of a pool's known-answer check.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KnownInput {
+    /// The input, as `knownAnswer.input`.
+    pub input: ProofInput,
+
+    /// The public signals a right proof of it has (Groth16 pools); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub public_signals: Option<Vec<String>>,
+
+    /// Values its proof's public outputs must have (STARK and VM pools); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::json_object")]
+    pub public_outputs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl KnownAnswer {
+    /// Every known input with its answer: `input` first, then the alternatives.
+    pub fn inputs(&self) -> Vec<KnownInput> {
+        let first = KnownInput {
+            input: self.input.clone(),
+            public_signals: self.public_signals.clone(),
+            public_outputs: self.public_outputs.clone(),
+        };
+        std::iter::once(first)
+            .chain(self.alternatives.iter().cloned())
+            .collect()
+    }
 }
 
 fn default_every_seconds() -> i32 {

@@ -13,7 +13,7 @@ use zkfleet_contract::lease::{
 };
 use zkfleet_crds::v1alpha1::{AttemptOutcome, FlaggedPod, ProofJob, ProofJobStatus, Verification};
 
-use super::state::PoolKey;
+use super::state::{Held, PoolKey};
 use super::verify::NoVerdict;
 use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name, usage};
 use crate::job::input;
@@ -130,7 +130,7 @@ impl Dispatcher {
                 let verify = pool.spec.job_defaults.as_ref().is_none_or(|d| d.verify);
                 let verification = if verify {
                     // The statement is derived from the job's input as it was leased.
-                    let input = match self.leased_input(&job, &key).await {
+                    let input = match self.leased_input(&job, &key, &held).await {
                         Ok(input) => input,
                         Err(LeasedInput::Unavailable(e)) => return Err(e),
                         Err(LeasedInput::Changed(failure)) => {
@@ -146,7 +146,7 @@ impl Dispatcher {
                     let checked = self
                         .verdict(
                             &pool,
-                            &job,
+                            &Self::version_of(&pool, &job),
                             &input,
                             proof,
                             public_signals,
@@ -295,7 +295,17 @@ impl Dispatcher {
 
     /// The job's input as it was leased for the attempt now ending: read again, and checked
     /// against the digest its lease recorded, since the statement is derived from it.
-    async fn leased_input(&self, job: &ProofJob, key: &PoolKey) -> Result<JobInput, LeasedInput> {
+    async fn leased_input(
+        &self,
+        job: &ProofJob,
+        key: &PoolKey,
+        held: &Held,
+    ) -> Result<JobInput, LeasedInput> {
+        // Granted here: the input as it was handed out, with no read of the API server.
+        if let Some(leased) = &held.input {
+            return Ok((*leased.0).clone());
+        }
+        // Granted by a former leader: read again, and the input must be the one leased.
         let changed = |message: String| {
             LeasedInput::Changed(AttemptFailure {
                 outcome: AttemptOutcome::Failed,

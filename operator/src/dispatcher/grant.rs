@@ -5,7 +5,7 @@
 //! request is dropped meanwhile (the pod gave up waiting, or is draining), [`Granting`] puts
 //! every job not yet granted back in the queue, so none is stranded.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -19,7 +19,7 @@ use zkfleet_crds::v1alpha1::ProofJob;
 
 use super::auth::serving;
 use super::known_answer::Gate;
-use super::state::{Held, PoolKey, State};
+use super::state::{Held, InputCopy, PoolKey, State};
 use super::{DispatchError, Dispatcher, served_version};
 use crate::job::input;
 use crate::job::status::{self as job_status, Grant};
@@ -279,6 +279,7 @@ impl Dispatcher {
                         attempt,
                         deadline: granted_at + self.settings.lease_duration,
                         timeout_at: granted_at + limits.timeout,
+                        input: Some(InputCopy(Arc::new(input.clone()))),
                     },
                 );
                 info!(job = %job.name_any(), pod = %request.caller.pod, attempt, "leased");

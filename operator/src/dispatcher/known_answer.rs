@@ -1,7 +1,8 @@
-//! Pods that prove they still prove right. A pool with `spec.knownAnswer` hands each pod its
-//! known-answer input as an ordinary lease before the pod gets any job, and again every
-//! `everySeconds` or `everyProofs`; the proof must verify and carry the known public signals
-//! or outputs. A pod that gets it wrong, or (with `spec.quarantine`) whose proofs are rejected
+//! Pods that prove they still prove right. A pool with `spec.knownAnswer` hands each pod one of
+//! its known inputs, picked at random, as an ordinary lease before the pod gets any job, and
+//! again every `everySeconds` or `everyProofs`. The proof must verify against the statement
+//! the pool's verifier derives from that input, as a job's must, and carry the known public
+//! signals or outputs where the pool wrote them down. A pod that gets it wrong, or (with `spec.quarantine`) whose proofs are rejected
 //! too often, is quarantined: it takes no more leases, the pool lists it in `flaggedPods`
 //! (whence its `ProversHealthy` condition and a `PodQuarantined` Event), and it is deleted so
 //! that its Deployment replaces it.
@@ -13,7 +14,7 @@
 //! pod.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -21,12 +22,12 @@ use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams};
 use tracing::{info, warn};
 use zkfleet_contract::lease::{
-    Caller, CompleteRequest, CompleteResponse, LeaseRef, LeasedJob, Outcome,
+    Caller, CompleteRequest, CompleteResponse, JobInput, LeaseRef, LeasedJob, Outcome,
 };
-use zkfleet_crds::v1alpha1::{KnownAnswer, ProofJob, ProverPool, QUARANTINED};
+use zkfleet_crds::v1alpha1::{KnownAnswer, KnownInput, ProofJob, ProverPool, QUARANTINED};
 
 use super::state::PoolKey;
-use super::verify::NoVerdict;
+use super::verify::{Checked, NoVerdict};
 use super::{DispatchError, Dispatcher};
 use crate::job::input;
 
@@ -71,11 +72,22 @@ pub fn disguise(pool: &PoolKey, like: Option<&ProofJob>, random: [u8; 21]) -> (S
     (uid, format!("{namespace}/{stem}-{suffix}"))
 }
 
+/// The known input a check handed out, as the pod got it, and its answer.
+#[derive(Debug, PartialEq)]
+pub struct Issued {
+    pub input: JobInput,
+    pub known: KnownInput,
+}
+
 /// Where a pod stands with its known-answer check.
 #[derive(Clone, Debug, PartialEq)]
 enum Standing {
     /// A check is out: the pod gets no jobs until it answers.
-    Checking { uid: String, deadline: Instant },
+    Checking {
+        uid: String,
+        deadline: Instant,
+        issued: Arc<Issued>,
+    },
     /// It answered right at `at`, and has made `proofs` proofs since.
     Passed { at: Instant, proofs: u32 },
     /// It takes no more leases.
@@ -156,12 +168,20 @@ impl Checks {
     }
 
     /// Records the check `uid` handed to `pod`.
-    pub fn issue(&self, namespace: &str, pod: &str, uid: &str, deadline: Instant) {
+    pub fn issue(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        deadline: Instant,
+        issued: Arc<Issued>,
+    ) {
         self.standing.lock().expect("lock").insert(
             pod_key(namespace, pod),
             Standing::Checking {
                 uid: uid.to_string(),
                 deadline,
+                issued,
             },
         );
     }
@@ -178,7 +198,9 @@ impl Checks {
     pub fn renew(&self, caller: &Caller, lease: &LeaseRef, deadline: Instant) -> bool {
         let mut standing = self.standing.lock().expect("lock");
         match standing.get_mut(&pod_key(&caller.namespace, &caller.pod)) {
-            Some(Standing::Checking { uid, deadline: d }) if *uid == lease.uid => {
+            Some(Standing::Checking {
+                uid, deadline: d, ..
+            }) if *uid == lease.uid => {
                 *d = deadline;
                 true
             }
@@ -186,11 +208,19 @@ impl Checks {
         }
     }
 
-    fn holds(&self, caller: &Caller, lease: &LeaseRef) -> bool {
-        matches!(
-            self.standing.lock().expect("lock").get(&pod_key(&caller.namespace, &caller.pod)),
-            Some(Standing::Checking { uid, .. }) if *uid == lease.uid
-        )
+    /// The check `lease` is, when `caller` holds it.
+    fn held(&self, caller: &Caller, lease: &LeaseRef) -> Option<Arc<Issued>> {
+        match self
+            .standing
+            .lock()
+            .expect("lock")
+            .get(&pod_key(&caller.namespace, &caller.pod))
+        {
+            Some(Standing::Checking { uid, issued, .. }) if *uid == lease.uid => {
+                Some(issued.clone())
+            }
+            _ => None,
+        }
     }
 
     fn passed(&self, namespace: &str, pod: &str, now: Instant) {
@@ -258,9 +288,9 @@ impl Checks {
     }
 }
 
-/// Whether a proof's public signals and outputs are the known answer.
+/// Whether a proof's public signals and outputs are the known answer, where one was given.
 pub fn is_known_answer(
-    check: &KnownAnswer,
+    check: &KnownInput,
     public_signals: &[String],
     public_outputs: Option<&serde_json::Value>,
 ) -> Result<(), String> {
@@ -305,6 +335,13 @@ impl Dispatcher {
         check: &KnownAnswer,
         caller: &Caller,
     ) -> Option<LeasedJob> {
+        let known = check.inputs();
+        let mut random = [0u8; 22];
+        if getrandom::fill(&mut random).is_err() {
+            warn!("no randomness for a known-answer check; the pod waits");
+            return None;
+        }
+        let known = known[random[21] as usize % known.len()].clone();
         // The input is read as a job of the pool's own namespace would have it read.
         let mut probe: ProofJob = ProofJob::new(
             "known-answer",
@@ -313,7 +350,7 @@ impl Dispatcher {
                     name: caller.pool.clone(),
                     namespace: None,
                 },
-                input: check.input.clone(),
+                input: known.input.clone(),
                 parameters_version: None,
                 priority: 0,
                 timeout_seconds: None,
@@ -333,17 +370,18 @@ impl Dispatcher {
         let timeout = self.limits(&probe).timeout;
         let key = PoolKey::new(&caller.namespace, &caller.pool);
         let like = self.state.lock().expect("lock").any_active_in(&key);
-        let mut random = [0u8; 21];
-        if getrandom::fill(&mut random).is_err() {
-            warn!("no randomness for a known-answer check; the pod waits");
-            return None;
-        }
-        let (uid, job) = disguise(&key, like.as_deref(), random);
+        let mut drawn = [0u8; 21];
+        drawn.copy_from_slice(&random[..21]);
+        let (uid, job) = disguise(&key, like.as_deref(), drawn);
         self.checks.issue(
             &caller.namespace,
             &caller.pod,
             &uid,
             Instant::now() + self.settings.lease_duration,
+            Arc::new(Issued {
+                input: input.clone(),
+                known,
+            }),
         );
         info!(pod = %caller.pod, pool = %caller.pool, "known-answer check handed out");
         let traceparent = Some(zkfleet_contract::trace::traceparent(&uid, 1));
@@ -364,22 +402,22 @@ impl Dispatcher {
         request: &CompleteRequest,
     ) -> Result<CompleteResponse, DispatchError> {
         let caller = &request.caller;
-        if !self.checks.holds(caller, &request.lease) {
+        let Some(issued) = self.checks.held(caller, &request.lease) else {
             return Err(DispatchError::Stale(format!(
                 "check {} is not one pod {} holds",
                 request.lease.uid, caller.pod
             )));
-        }
+        };
         let key = PoolKey::new(&caller.namespace, &caller.pool);
         let pool = self.pool(&key).ok_or_else(|| {
             DispatchError::Unavailable(format!("pool {} is not known yet", key.name))
         })?;
-        let Some(check) = pool.spec.known_answer.clone() else {
+        if pool.spec.known_answer.is_none() {
             // The pool dropped its check meanwhile.
             self.checks
                 .passed(&caller.namespace, &caller.pod, Instant::now());
             return Ok(answered("Succeeded"));
-        };
+        }
         let wrong = match &request.outcome {
             Outcome::Failed { code, message, .. } => Some(format!(
                 "it failed the known-answer check: {code}: {message}"
@@ -392,23 +430,30 @@ impl Dispatcher {
             } => {
                 let version = pool.spec.parameters.version.clone();
                 match self
-                    .verdict_on(
+                    .verdict(
                         &pool,
                         &version,
+                        &issued.input,
                         proof,
                         public_signals,
                         public_outputs.as_ref(),
                     )
                     .await
                 {
-                    Ok((Ok(()), _)) => {
-                        is_known_answer(&check, public_signals, public_outputs.as_ref())
-                            .err()
-                            .map(|why| format!("its known-answer proof verified, but {why}"))
+                    Ok(checked) if checked.input_rejected => {
+                        // The pool's own known input gives no statement: the pool is wrong, not
+                        // the pod, and every check fails alike until it is fixed.
+                        warn!(pool = %key.name, "the known-answer input gives no statement; fix spec.knownAnswer; the pod is let through");
+                        None
                     }
-                    Ok((Err(why), _)) => {
-                        Some(format!("its known-answer proof was rejected: {why}"))
-                    }
+                    Ok(Checked {
+                        verdict: Ok(()), ..
+                    }) => is_known_answer(&issued.known, public_signals, public_outputs.as_ref())
+                        .err()
+                        .map(|why| format!("its known-answer proof verified, but {why}")),
+                    Ok(Checked {
+                        verdict: Err(why), ..
+                    }) => Some(format!("its known-answer proof was rejected: {why}")),
                     Err(NoVerdict::Unavailable(e)) => return Err(e),
                     Err(NoVerdict::Misconfigured(why)) => {
                         // Nothing can be verified on this pool until it is fixed, and every job
@@ -500,6 +545,15 @@ mod tests {
         .unwrap()
     }
 
+    fn issued() -> Arc<Issued> {
+        Arc::new(Issued {
+            input: zkfleet_contract::lease::JobInput::CircuitInputs {
+                inputs: json!({"a": "3"}),
+            },
+            known: check(0, 0).inputs().remove(0),
+        })
+    }
+
     #[test]
     fn a_pod_is_checked_before_its_first_job_and_again_when_due() {
         let checks = Checks::default();
@@ -511,7 +565,7 @@ mod tests {
             "no check on the pool"
         );
         assert_eq!(checks.gate("ns", "p", Some(&kat), now), Gate::Check);
-        checks.issue("ns", "p", "u1", now + Duration::from_secs(30));
+        checks.issue("ns", "p", "u1", now + Duration::from_secs(30), issued());
         assert_eq!(checks.gate("ns", "p", Some(&kat), now), Gate::Wait);
         assert_eq!(
             checks.gate("ns", "p", Some(&kat), now + Duration::from_secs(31)),
@@ -615,7 +669,7 @@ mod tests {
         let checks = Checks::default();
         let now = Instant::now();
         let uid = "u1".to_string();
-        checks.issue("ns", "p", &uid, now);
+        checks.issue("ns", "p", &uid, now, issued());
         let caller = |pod: &str| Caller {
             namespace: "ns".into(),
             pool: "gpu".into(),
@@ -648,11 +702,11 @@ mod tests {
 
     #[test]
     fn the_answer_must_match_every_known_value() {
-        let kat = check(0, 0);
+        let kat = check(0, 0).inputs().remove(0);
         assert!(is_known_answer(&kat, &["33".into(), "3".into()], None).is_ok());
         let e = is_known_answer(&kat, &["34".into(), "3".into()], None).unwrap_err();
         assert!(e.contains("34") && e.contains("33"), "{e}");
-        let stark: KnownAnswer = serde_json::from_value(json!({
+        let stark: KnownInput = serde_json::from_value(json!({
             "input": {"inline": {"json": "{}"}},
             "publicOutputs": {"stackOutputs": ["8"]},
         }))
@@ -662,5 +716,33 @@ mod tests {
         let e = is_known_answer(&stark, &[], Some(&json!({"stackOutputs": ["9"]}))).unwrap_err();
         assert!(e.contains("stackOutputs"), "{e}");
         assert!(is_known_answer(&stark, &[], None).is_err());
+        // Nothing written down: the verifier's statement is the whole answer.
+        let derived: KnownInput =
+            serde_json::from_value(json!({"input": {"inline": {"json": "{}"}}})).unwrap();
+        assert!(is_known_answer(&derived, &["1".into()], Some(&json!({}))).is_ok());
+    }
+
+    #[test]
+    fn every_known_input_is_listed_with_its_own_answer() {
+        let kat: KnownAnswer = serde_json::from_value(json!({
+            "input": {"inline": {"json": "{\"a\": \"3\"}"}},
+            "publicSignals": ["33", "3"],
+            "alternatives": [
+                {"input": {"inline": {"json": "{\"a\": \"4\"}"}}},
+                {"input": {"inline": {"json": "{\"a\": \"5\"}"}}, "publicSignals": ["55", "5"]},
+            ],
+        }))
+        .unwrap();
+        let inputs = kat.inputs();
+        assert_eq!(inputs.len(), 3);
+        assert_eq!(
+            inputs[0].public_signals,
+            Some(vec!["33".into(), "3".into()])
+        );
+        assert_eq!(inputs[1].public_signals, None);
+        assert_eq!(
+            inputs[2].public_signals,
+            Some(vec!["55".into(), "5".into()])
+        );
     }
 }

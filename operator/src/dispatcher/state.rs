@@ -65,6 +65,28 @@ pub struct Held {
     pub deadline: Instant,
     /// Fixed when granted: the attempt's timeout.
     pub timeout_at: Instant,
+    /// The input as this dispatcher resolved and handed it out, which the proof is checked
+    /// against; `None` for a lease granted by a former leader (its input is read again).
+    pub input: Option<InputCopy>,
+}
+
+/// A job's input as it was leased. Compared by identity, and never printed: it may be a
+/// Secret's content.
+#[derive(Clone)]
+pub struct InputCopy(pub Arc<zkfleet_contract::lease::JobInput>);
+
+impl PartialEq for InputCopy {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for InputCopy {}
+
+impl std::fmt::Debug for InputCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InputCopy(..)")
+    }
 }
 
 /// How long a job keeps away from a pod whose proof of it did not verify. Afterwards that pod
@@ -352,6 +374,7 @@ impl State {
                         attempt,
                         deadline: now + lease_duration,
                         timeout_at: now + limits.timeout.saturating_sub(ran),
+                        input: None,
                     },
                     avoid,
                 )
@@ -1041,6 +1064,7 @@ mod tests {
             attempt,
             deadline: now + LEASE,
             timeout_at: now + LIMITS.timeout,
+            input: None,
         }
     }
 

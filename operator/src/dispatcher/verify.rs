@@ -57,23 +57,19 @@ impl From<DispatchError> for NoVerdict {
 }
 
 impl Dispatcher {
-    /// The verdict on a job's proof against the statement derived from `input` (the job's
-    /// input as it was leased), who gave it, and that statement. No verdict at all is
-    /// `Unavailable`: the pod keeps the result and uploads it again.
+    /// The verdict on a proof made with the pool's parameters `version`, against the statement
+    /// derived from `input` (a job's input as it was leased, or a known-answer input), who gave
+    /// it, and that statement. No verdict at all is `Unavailable`: the pod keeps the result and
+    /// uploads it again.
     pub(super) async fn verdict(
         &self,
         pool: &ProverPool,
-        job: &ProofJob,
+        version: &str,
         input: &JobInput,
         proof: &Value,
         public_signals: &[String],
         public_outputs: Option<&Value>,
     ) -> Result<Checked, NoVerdict> {
-        let version = job
-            .status
-            .as_ref()
-            .and_then(|s| s.parameters_version.clone())
-            .unwrap_or_else(|| pool.spec.parameters.version.clone());
         let question = Question {
             proof,
             public_signals,
@@ -112,7 +108,7 @@ impl Dispatcher {
             .get("publicSignals")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
-        let ok = self.verify_groth16(pool, &version, proof, &derived).await?;
+        let ok = self.verify_groth16(pool, version, proof, &derived).await?;
         Ok(Checked {
             verdict: groth16_verdict(ok),
             verifier: "operator".to_string(),
@@ -121,29 +117,12 @@ impl Dispatcher {
         })
     }
 
-    /// The verdict on a proof made with the pool's parameters `version`.
-    pub(super) async fn verdict_on(
-        &self,
-        pool: &ProverPool,
-        version: &str,
-        proof: &serde_json::Value,
-        public_signals: &[String],
-        public_outputs: Option<&serde_json::Value>,
-    ) -> Result<(Verdict, String), NoVerdict> {
-        if !pool.spec.backend.proves_groth16() {
-            let question = Question {
-                proof,
-                public_signals,
-                public_outputs,
-                input: None,
-            };
-            let answer = self.ask_verifier(pool, question).await?;
-            return Ok((remote_verdict(&answer), verifier_of(pool, &answer)));
-        }
-        let ok = self
-            .verify_groth16(pool, version, proof, public_signals)
-            .await?;
-        Ok((groth16_verdict(ok), "operator".to_string()))
+    /// The parameters version a job's proofs are made with: the one it was leased under.
+    pub(super) fn version_of(pool: &ProverPool, job: &ProofJob) -> String {
+        job.status
+            .as_ref()
+            .and_then(|s| s.parameters_version.clone())
+            .unwrap_or_else(|| pool.spec.parameters.version.clone())
     }
 
     async fn verify_groth16(
