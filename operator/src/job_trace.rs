@@ -19,7 +19,7 @@ use zkfleet_contract::trace::{
 };
 use zkfleet_crds::v1alpha1::ProofJob;
 
-use crate::job::status::Charge;
+use crate::dispatcher::status::Charge;
 
 fn identity(job: &ProofJob) -> Vec<KeyValue> {
     vec![

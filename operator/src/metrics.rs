@@ -17,7 +17,7 @@ use zkfleet_crds::v1alpha1::{ProverPoolStatus, find_condition, pool_condition, s
 use kube::ResourceExt as _;
 use zkfleet_crds::v1alpha1::ProofJob;
 
-use crate::job::status::Charge;
+use crate::dispatcher::status::Charge;
 
 /// Removes every series of `vec` whose `namespace` and `pool` labels are these, whatever its
 /// third label, `other`, says.

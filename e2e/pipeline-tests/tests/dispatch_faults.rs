@@ -536,7 +536,7 @@ async fn a_lease_the_former_leader_wrote_first_keeps_its_pod_proving_and_is_not_
     use kube::ResourceExt as _;
     use kube::api::{Patch, PatchParams};
     use zkfleet_contract::lease::LeaseRef;
-    use zkfleet_operator::job::status::{self as job_status, Grant};
+    use zkfleet_operator::dispatcher::status::{self as job_status, Grant};
 
     let fleet = Fleet::start(settings()).await;
     fleet.pool("team", "cpu", "mulchain");
@@ -625,7 +625,7 @@ async fn a_proof_for_an_attempt_another_leader_ended_does_not_revive_it() {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
     use kube::api::{Patch, PatchParams};
-    use zkfleet_operator::job::status::{self as job_status, AttemptFailure};
+    use zkfleet_operator::dispatcher::status::{self as job_status, AttemptFailure};
 
     let fleet = Fleet::start(settings()).await;
     fleet.pool("team", "cpu", "mulchain");

@@ -4,20 +4,19 @@
 
 use std::time::Instant;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
 use tracing::{debug, info, warn};
 use zkfleet_contract::lease::{
     CompleteRequest, CompleteResponse, HeartbeatRequest, HeartbeatResponse, JobInput, Outcome,
 };
-use zkfleet_crds::v1alpha1::{AttemptOutcome, FlaggedPod, ProofJob, ProofJobStatus, Verification};
+use zkfleet_crds::v1alpha1::{AttemptOutcome, ProofJob, ProofJobStatus, Verification};
 
 use super::state::{Held, PoolKey};
 use super::verify::NoVerdict;
-use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, phase_name, usage};
+use super::{DispatchError, Dispatcher, phase_name, usage};
+use crate::dispatcher::status::{self as job_status, AttemptFailure, Success};
 use crate::job::input;
-use crate::job::status::{self as job_status, AttemptFailure, Success};
 use crate::job_trace;
 
 impl Dispatcher {
@@ -31,13 +30,15 @@ impl Dispatcher {
             .leases
             .iter()
             .cloned()
-            .partition(|l| self.checks.is_check(&request.caller, &l.uid));
+            .partition(|l| self.verification.checks.is_check(&request.caller, &l.uid));
         let mut revoked_checks: Vec<_> = checks
             .into_iter()
             .filter(|l| {
-                !self
-                    .checks
-                    .renew(&request.caller, l, now + self.settings.lease_duration)
+                !self.verification.checks.renew(
+                    &request.caller,
+                    l,
+                    now + self.settings.lease_duration,
+                )
             })
             .collect();
         let (mut revoked, lagging) = {
@@ -74,7 +75,11 @@ impl Dispatcher {
         &self,
         request: &CompleteRequest,
     ) -> Result<CompleteResponse, DispatchError> {
-        if self.checks.is_check(&request.caller, &request.lease.uid) {
+        if self
+            .verification
+            .checks
+            .is_check(&request.caller, &request.lease.uid)
+        {
             return self.complete_check(request).await;
         }
         let pod = &request.caller.pod;
@@ -209,7 +214,7 @@ impl Dispatcher {
                         ..Verification::default()
                     }
                 };
-                self.checks.proved(&key.namespace, pod);
+                self.verification.checks.proved(&key.namespace, pod);
                 let verified = verification.verified;
                 let success = Success {
                     result: Default::default(),
@@ -377,19 +382,7 @@ impl Dispatcher {
         let node = self
             .pod(&pool.namespace, pod)
             .and_then(|p| p.spec.as_ref().and_then(|s| s.node_name.clone()));
-        let mut flagged = self.flagged.lock().expect("lock");
-        let list = flagged.entry(pool.clone()).or_default();
-        list.retain(|f| f.pod != pod);
-        list.push(FlaggedPod {
-            pod: pod.into(),
-            node,
-            reason: reason.into(),
-            message,
-            time: Some(Time(Timestamp::now())),
-        });
-        let excess = list.len().saturating_sub(MAX_FLAGGED_PODS);
-        list.drain(..excess);
-        drop(flagged);
+        self.verification.flag(pool, pod, node, reason, message);
         // The job that was rejected may go back to Queued within the reaper's second, leaving
         // the pool's counts as they were: the flag itself asks for the pool's status.
         self.load_changed(pool);

@@ -17,7 +17,7 @@ use zkfleet_crds::v1alpha1::{Fallback, ProofJob, ProverPool};
 
 use super::Dispatcher;
 use super::state::PoolKey;
-use crate::job::status::{self as job_status};
+use crate::dispatcher::status::{self as job_status};
 use crate::job::validate;
 
 /// Whether `candidate` can prove what `current` proves: the same backend and the same

@@ -21,8 +21,8 @@ use super::auth::serving;
 use super::known_answer::Gate;
 use super::state::{Held, InputCopy, PoolKey, State};
 use super::{DispatchError, Dispatcher, served_version};
+use crate::dispatcher::status::{self as job_status, Grant};
 use crate::job::input;
-use crate::job::status::{self as job_status, Grant};
 use crate::job_trace;
 
 /// How often a lease request of a pod whose known-answer check is out looks again.
@@ -96,7 +96,7 @@ impl Dispatcher {
             // A pod of a pool with a known-answer check answers it before it gets jobs.
             let pool = self.pool(&key);
             let check = self.check_for(pool.as_deref(), &version);
-            let gate = self.checks.gate(
+            let gate = self.verification.checks.gate(
                 &request.caller.namespace,
                 &request.caller.pod,
                 check,

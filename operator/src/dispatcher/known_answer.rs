@@ -373,7 +373,7 @@ impl Dispatcher {
         let mut drawn = [0u8; 21];
         drawn.copy_from_slice(&random[..21]);
         let (uid, job) = disguise(&key, like.as_deref(), drawn);
-        self.checks.issue(
+        self.verification.checks.issue(
             &caller.namespace,
             &caller.pod,
             &uid,
@@ -402,7 +402,7 @@ impl Dispatcher {
         request: &CompleteRequest,
     ) -> Result<CompleteResponse, DispatchError> {
         let caller = &request.caller;
-        let Some(issued) = self.checks.held(caller, &request.lease) else {
+        let Some(issued) = self.verification.checks.held(caller, &request.lease) else {
             return Err(DispatchError::Stale(format!(
                 "check {} is not one pod {} holds",
                 request.lease.uid, caller.pod
@@ -414,7 +414,8 @@ impl Dispatcher {
         })?;
         if pool.spec.known_answer.is_none() {
             // The pool dropped its check meanwhile.
-            self.checks
+            self.verification
+                .checks
                 .passed(&caller.namespace, &caller.pod, Instant::now());
             return Ok(answered("Succeeded"));
         }
@@ -469,7 +470,8 @@ impl Dispatcher {
                 info!(pod = %caller.pod, pool = %caller.pool, "known-answer check passed");
                 self.metrics
                     .known_answer_checked(&key.namespace, &key.name, "passed");
-                self.checks
+                self.verification
+                    .checks
                     .passed(&caller.namespace, &caller.pod, Instant::now());
                 Ok(answered("Succeeded"))
             }
@@ -489,9 +491,13 @@ impl Dispatcher {
             return;
         };
         let window = Duration::from_secs(quarantine.window_seconds.max(1) as u64);
-        let rejected =
-            self.checks
-                .rejected(&key.namespace, pod, (uid, attempt), Instant::now(), window);
+        let rejected = self.verification.checks.rejected(
+            &key.namespace,
+            pod,
+            (uid, attempt),
+            Instant::now(),
+            window,
+        );
         let limit = quarantine.after_rejected_proofs.max(1) as u32;
         if rejected >= limit {
             let why = format!(
@@ -504,7 +510,7 @@ impl Dispatcher {
 
     /// Takes `pod` out of service: no more leases, listed on the pool's status, deleted.
     async fn quarantine(&self, key: &PoolKey, pod: &str, why: String) {
-        if !self.checks.quarantine(&key.namespace, pod) {
+        if !self.verification.checks.quarantine(&key.namespace, pod) {
             return;
         }
         warn!(pool = %key.name, %pod, %why, "pod quarantined");

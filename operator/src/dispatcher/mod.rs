@@ -21,6 +21,19 @@
 //! [`reaper`] ends leases whose pod went quiet, went away or ran out of time. The HTTP side is
 //! [`server`].
 //!
+//! Who owns what:
+//!
+//! - [`state::State`]: every queue and every lease, behind one lock and with no I/O. The two
+//!   stay together on purpose: a grant takes a job off its queue and into a lease in one step,
+//!   and a lapsed lease puts it back in one step, so no moment sees a job in both or neither.
+//! - [`verify::Verification`]: the judging part, with its own locks: verifying keys, each pod's
+//!   known-answer standing and rejected proofs ([`known_answer`]), and flagged pods.
+//! - [`status`]: the job's status transitions, as pure functions, and the one function that
+//!   writes a job's status (at its `resourceVersion`); the job controller above uses it too.
+//! - [`auth::Tokens`]: the pools' dispatcher tokens.
+//! - [`Dispatcher`]: the facade the HTTP server ([`server`]) and the controllers call; it
+//!   holds the parts above, the watches' stores and the operator's settings.
+//!
 //! The ProofJob objects are the source of truth: the queue is rebuilt from them at start, a
 //! lease is on the job's status before it is handed out, and every status write is made at the
 //! job's `resourceVersion`, so a restart loses nothing and nothing completes twice.
@@ -35,6 +48,7 @@ pub mod record;
 mod remote_verify;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod usage;
 pub mod verify;
 
@@ -60,7 +74,6 @@ use zkfleet_crds::v1alpha1::{
 use crate::artifacts::ArtifactStore;
 use crate::build::POOL_LABEL;
 use crate::metrics::Metrics;
-use crate::verifying_keys::VerifyingKeys;
 use state::{Limits, PoolKey, State};
 
 pub use reaper::{PIN_GRACE, pin_stranded, retry_backoff};
@@ -126,16 +139,13 @@ pub struct Dispatcher {
     state: Mutex<State>,
     /// Long-polls waiting on a pool, woken when one of its jobs is queued.
     wakeups: Mutex<HashMap<PoolKey, Arc<Notify>>>,
-    /// Pods whose proofs did not verify, per pool, for the pool's status.
-    flagged: Mutex<HashMap<PoolKey, Vec<FlaggedPod>>>,
     tokens: auth::Tokens,
-    /// Where each pod stands with its pool's known-answer check, and its rejected proofs.
-    checks: known_answer::Checks,
+    /// Verifying keys, known-answer standings, rejected proofs and flagged pods.
+    verification: verify::Verification,
     pods: Store<Pod>,
     pods_writer: Mutex<Option<reflector::store::Writer<Pod>>>,
     pools: Store<ProverPool>,
     pools_writer: Mutex<Option<reflector::store::Writer<ProverPool>>>,
-    keys: VerifyingKeys,
     /// Where proofs too large for a status go; `None`: nowhere durable, so such jobs fail.
     artifacts: Option<ArtifactStore>,
     /// Set once the ProofJob watch has listed every job: before that the queue is incomplete.
@@ -165,15 +175,13 @@ impl Dispatcher {
         Arc::new(Self {
             load_changes_tx,
             load_changes_rx: Mutex::new(Some(load_changes_rx)),
-            keys: VerifyingKeys::new(client.clone()),
+            verification: verify::Verification::new(client.clone()),
             client,
             settings,
             metrics,
             state: Mutex::new(State::default()),
             wakeups: Mutex::default(),
-            flagged: Mutex::default(),
             tokens: auth::Tokens::default(),
-            checks: known_answer::Checks::default(),
             pods,
             pods_writer: Mutex::new(Some(pods_writer)),
             pools,
@@ -334,12 +342,7 @@ impl Dispatcher {
 
     /// Pods flagged since the pool's status was last written, for the pool controller to add.
     pub fn flagged(&self, namespace: &str, pool: &str) -> Vec<FlaggedPod> {
-        self.flagged
-            .lock()
-            .expect("lock")
-            .get(&PoolKey::new(namespace, pool))
-            .cloned()
-            .unwrap_or_default()
+        self.verification.flagged(&PoolKey::new(namespace, pool))
     }
 
     /// Every pool's queued and running jobs in a namespace (for the external metrics API).

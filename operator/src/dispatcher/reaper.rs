@@ -20,7 +20,7 @@ use zkfleet_crds::v1alpha1::{AttemptOutcome, ProofJob, ProverPool, RolloutState}
 use super::state::{Lapse, Lapsed, PoolKey};
 use super::{DispatchError, Dispatcher, is_ready, served_version};
 use crate::build::POOL_LABEL;
-use crate::job::status::{self as job_status, AttemptFailure};
+use crate::dispatcher::status::{self as job_status, AttemptFailure};
 use crate::job_trace;
 
 /// Annotation the ReplicaSet controller reads to pick which pods to remove first (lowest
@@ -170,7 +170,6 @@ impl Dispatcher {
             .lock()
             .expect("lock")
             .retain(|k, _| exists(k));
-        self.flagged.lock().expect("lock").retain(|k, _| exists(k));
         self.wakeups
             .lock()
             .expect("lock")
@@ -180,8 +179,8 @@ impl Dispatcher {
             .lock()
             .expect("lock")
             .retain(|(namespace, pod), _| self.pod(namespace, pod).is_some());
-        self.checks
-            .retain(|namespace, pod| self.pod(namespace, pod).is_some());
+        self.verification
+            .retain(exists, |namespace, pod| self.pod(namespace, pod).is_some());
     }
 
     /// Marks busy pods expensive to delete and idle ones cheap, so a scale-down removes idle

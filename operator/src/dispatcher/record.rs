@@ -15,8 +15,8 @@ use zkfleet_crds::v1alpha1::{AttemptOutcome, JobPhase, ProofJob, ProofJobStatus,
 
 use super::state::{Held, Limits, PoolKey};
 use super::{DispatchError, Dispatcher, phase_name, retry_backoff};
+use crate::dispatcher::status::{self as job_status, AttemptFailure, Charge, Success};
 use crate::job;
-use crate::job::status::{self as job_status, AttemptFailure, Charge, Success};
 use crate::job_trace;
 
 /// Most bytes of public signals and outputs kept on a status whose proof went to the artifact

@@ -356,7 +356,7 @@ impl State {
                 // A lease granted before this operator started: honour it for one lease
                 // duration; the pod's heartbeats renew it, a dead pod's do not.
                 let status = job.status.clone().unwrap_or_default();
-                let attempt = crate::job::status::current_attempt(&status);
+                let attempt = crate::dispatcher::status::current_attempt(&status);
                 let current = status
                     .attempts
                     .iter()
@@ -967,7 +967,7 @@ fn lagging(entry: &Entry, lease: &LeaseRef, caller: &Caller) -> bool {
         return false;
     }
     let status = entry.job.status.clone().unwrap_or_default();
-    let mut known = crate::job::status::current_attempt(&status);
+    let mut known = crate::dispatcher::status::current_attempt(&status);
     if let Tracked::Leased(held, _) = &entry.tracked {
         known = known.max(held.attempt);
     }

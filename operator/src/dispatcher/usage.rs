@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use zkfleet_contract::lease::Usage;
 use zkfleet_crds::v1alpha1::{ProofJob, ProverPool};
 
-use crate::job::status::Charge;
+use crate::dispatcher::status::Charge;
 
 /// Status times have whole seconds: a report may exceed the attempt's span by this much.
 const STATUS_CLOCK_SLACK_MILLIS: i64 = 1_000;

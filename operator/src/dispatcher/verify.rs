@@ -6,21 +6,94 @@
 //! with the pool's verifying key, against the signals the verifier derived. Either way, the pod
 //! that made the proof never judges it, and what it says it proved is only compared.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
 use kube::api::Api;
 use serde_json::Value;
 use tracing::{debug, info};
 use zkfleet_contract::lease::JobInput;
 use zkfleet_contract::verify::VerifyResponse;
-use zkfleet_crds::v1alpha1::{ParametersSpec, ProofJob, ProverPool};
+use zkfleet_crds::v1alpha1::{FlaggedPod, ParametersSpec, ProofJob, ProverPool};
 
+use super::known_answer::Checks;
 use super::remote_verify::Question;
-use super::{DispatchError, Dispatcher, is_ready, remote_verify, served_version};
+use super::state::PoolKey;
+use super::{DispatchError, Dispatcher, MAX_FLAGGED_PODS, is_ready, remote_verify, served_version};
 use crate::build::{self, POOL_LABEL};
 use crate::params::Serving;
+use crate::verifying_keys::VerifyingKeys;
+
+/// The dispatcher's judging part, with its own state and locks, apart from the queue: the
+/// pools' verifying keys, every pod's known-answer standing and rejected proofs, and the pods
+/// flagged for the pools' status. Nothing here holds the queue's lock or writes a job.
+pub struct Verification {
+    pub(super) keys: VerifyingKeys,
+    pub(super) checks: Checks,
+    /// Pods whose proofs did not verify, per pool, for the pool's status.
+    flagged: Mutex<HashMap<PoolKey, Vec<FlaggedPod>>>,
+}
+
+impl Verification {
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            keys: VerifyingKeys::new(client),
+            checks: Checks::default(),
+            flagged: Mutex::default(),
+        }
+    }
+
+    /// Lists `pod` (on `node`) on its pool's `status.flaggedPods`: one entry per pod, the
+    /// newest kept, at most [`MAX_FLAGGED_PODS`].
+    pub fn flag(
+        &self,
+        pool: &PoolKey,
+        pod: &str,
+        node: Option<String>,
+        reason: &str,
+        message: Option<String>,
+    ) {
+        let mut flagged = self.flagged.lock().expect("lock");
+        let list = flagged.entry(pool.clone()).or_default();
+        list.retain(|f| f.pod != pod);
+        list.push(FlaggedPod {
+            pod: pod.into(),
+            node,
+            reason: reason.into(),
+            message,
+            time: Some(Time(Timestamp::now())),
+        });
+        let excess = list.len().saturating_sub(MAX_FLAGGED_PODS);
+        list.drain(..excess);
+    }
+
+    /// The pods flagged in `pool`.
+    pub fn flagged(&self, pool: &PoolKey) -> Vec<FlaggedPod> {
+        self.flagged
+            .lock()
+            .expect("lock")
+            .get(pool)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Forgets pools and pods that no longer exist.
+    pub fn retain(
+        &self,
+        pool_exists: impl Fn(&PoolKey) -> bool,
+        pod_exists: impl Fn(&str, &str) -> bool,
+    ) {
+        self.flagged
+            .lock()
+            .expect("lock")
+            .retain(|k, _| pool_exists(k));
+        self.checks.retain(pod_exists);
+    }
+}
 
 /// `Ok` when the proof verified, else why not.
 pub type Verdict = Result<(), String>;
@@ -133,7 +206,7 @@ impl Dispatcher {
         public_signals: &[String],
     ) -> Result<bool, NoVerdict> {
         let parameters = self.parameters(pool, version).await;
-        let verifier = match self.keys.get(pool, &parameters).await {
+        let verifier = match self.verification.keys.get(pool, &parameters).await {
             Ok(v) => v,
             Err(e) if e.is_unreadable() => self.key_from_pods(pool, &parameters).await?,
             Err(e) if e.is_transient() => {
@@ -221,7 +294,12 @@ impl Dispatcher {
                 continue;
             };
             let port = build::PROVER_PORT as u16;
-            match self.keys.get_or_ask_pod(pool, parameters, &ip, port).await {
+            match self
+                .verification
+                .keys
+                .get_or_ask_pod(pool, parameters, &ip, port)
+                .await
+            {
                 Ok(v) => return Ok(v),
                 Err(e) => debug!(error = %e, pod = %pod.name_any(), "no verifying key from pod"),
             }

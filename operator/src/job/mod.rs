@@ -5,7 +5,6 @@
 
 pub mod input;
 pub mod reuse;
-pub mod status;
 pub mod validate;
 
 use std::future::Future;
@@ -26,6 +25,7 @@ use tracing::{info, instrument, warn};
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
 
 use crate::artifacts::ArtifactStore;
+use crate::dispatcher::status;
 use crate::job_trace;
 use crate::metrics::Metrics;
 use input::InputError;
