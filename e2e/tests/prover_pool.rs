@@ -130,6 +130,59 @@ async fn pool_asking_for_more_gpus_than_the_node_has_reports_missing_capacity() 
     );
 }
 
+/// A pool whose pods run but cannot serve says why, in the prover's words, on its `Ready`
+/// condition and in an Event: here `acceleration: gpu`, which this prover has no code for.
+#[tokio::test]
+async fn a_pool_whose_provers_are_not_ready_quotes_their_reason() {
+    let Setup { release: _r, ns } = setup("pool-not-ready", "").await;
+    let params = Parameters::create(&ns, "v1", "mulchain", &["circuit.zkey", "circuit.wasm"]).await;
+    create_pool_with(
+        &ns,
+        "gpu-only",
+        1,
+        &params,
+        serde_json::json!({"backend": {"type": "groth16-bn254", "groth16": {"acceleration": "gpu"}}}),
+    )
+    .await;
+    let pool = ns
+        .wait_for::<ProverPool>(
+            "gpu-only",
+            "Ready=False quoting the prover",
+            3 * MINUTE,
+            |p| {
+                condition(p, "Ready").is_some_and(|(status, reason, _)| {
+                    status == "False" && reason == "ProversNotReady"
+                })
+            },
+        )
+        .await
+        .unwrap();
+    let (_, _, message) = condition(&pool, "Ready").unwrap();
+    assert!(
+        message.starts_with("0/1 prover pods ready: pod gpu-only-prover-")
+            && message.contains("no GPU code")
+            && message.contains("set spec.backend.groth16.acceleration to auto or cpu"),
+        "{message}"
+    );
+    let events = poll_until(MINUTE, || {
+        let ns = &ns;
+        async move {
+            let events = pool_events(ns, "gpu-only").await;
+            events
+                .iter()
+                .any(|(kind, reason, note)| {
+                    kind == "Warning" && reason == "ProversNotReady" && note.contains("no GPU code")
+                })
+                .then_some(events)
+        }
+    })
+    .await;
+    assert!(
+        events.is_some(),
+        "a ProversNotReady Event quotes the prover"
+    );
+}
+
 #[tokio::test]
 async fn scale_subresource_resizes_the_pool() {
     let Setup { release: _r, ns } = setup("pool-scale", "").await;

@@ -6,7 +6,7 @@ use kube::runtime::events::{Event, EventType};
 use zkfleet_crds::v1alpha1::{ProverPoolStatus, find_condition, pool_condition, status as cond};
 
 use super::rollout::{Decision, RolloutEvent};
-use super::status::QUARANTINED_REASON;
+use super::status::{PROVERS_NOT_READY, QUARANTINED_REASON};
 
 /// Events for what changed between `prior` and `next`.
 pub fn transitions(
@@ -54,6 +54,14 @@ pub fn transitions(
             ));
         }
     }
+    if let (None, Some(not_ready)) = (provers_not_ready(prior), provers_not_ready(Some(next))) {
+        events.push(event(
+            EventType::Warning,
+            PROVERS_NOT_READY,
+            "CheckProvers",
+            not_ready.message.clone(),
+        ));
+    }
     if let (None, Some(now_short)) = (capacity_short(prior), capacity_short(Some(next))) {
         events.push(event(
             EventType::Warning,
@@ -69,6 +77,12 @@ fn capacity_short(status: Option<&ProverPoolStatus>) -> Option<&Condition> {
     status
         .and_then(|s| find_condition(&s.conditions, pool_condition::CAPACITY_AVAILABLE))
         .filter(|c| c.status == cond::FALSE)
+}
+
+fn provers_not_ready(status: Option<&ProverPoolStatus>) -> Option<&Condition> {
+    status
+        .and_then(|s| find_condition(&s.conditions, pool_condition::READY))
+        .filter(|c| c.reason == PROVERS_NOT_READY)
 }
 
 /// An Event about the pool.
@@ -115,6 +129,37 @@ mod tests {
             )],
             ..ProverPoolStatus::default()
         }
+    }
+
+    fn ready(reason: &str, message: &str) -> ProverPoolStatus {
+        let now = Time(Timestamp::from_second(0).unwrap());
+        ProverPoolStatus {
+            conditions: vec![new_condition(
+                pool_condition::READY,
+                cond::FALSE,
+                reason,
+                message.to_string(),
+                None,
+                now,
+            )],
+            ..ProverPoolStatus::default()
+        }
+    }
+
+    #[test]
+    fn provers_not_ready_is_announced_on_the_transition_with_their_reason() {
+        let quoted = "0/1 prover pods ready: pod p: acceleration gpu: no GPU code yet";
+        let not_ready = ready(PROVERS_NOT_READY, quoted);
+        let events = transitions(
+            Some(&ready("NoPodsReady", "0/1 prover pods ready")),
+            &not_ready,
+            &decision(None),
+        );
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, PROVERS_NOT_READY);
+        assert_eq!(events[0].type_, EventType::Warning);
+        assert_eq!(events[0].note.as_deref(), Some(quoted));
+        assert!(transitions(Some(&not_ready), &not_ready, &decision(None)).is_empty());
     }
 
     #[test]

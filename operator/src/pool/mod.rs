@@ -273,6 +273,7 @@ async fn reconcile_pool(obj: &DynamicObject, ctx: &Context) -> Result<Action, Er
 
     // status
     let mut next = status::compute(&pool, Some(&deployment), &world.pods, &decision, Time(now));
+    status::quote_not_ready(&mut next, &world.not_ready);
     let (namespace, name) = (pool.namespace().unwrap_or_default(), pool.name_any());
     let (queued, running) = ctx.queues.load(&namespace, &name);
     status::apply_load(

@@ -93,6 +93,37 @@ pub fn apply_load(status: &mut ProverPoolStatus, load: &Load) {
     status.flagged_pods.drain(..excess);
 }
 
+/// `reason` of the `Ready` condition when no pod is ready and a running prover said why.
+pub const PROVERS_NOT_READY: &str = "ProversNotReady";
+
+/// Quotes the provers' own reasons (by pod name, from their `/readyz`) on a `Ready` condition
+/// that says no pod is ready for no reason the scheduler gave: the pod knows what is wrong (a
+/// GPU pool on a node without a GPU, a proving key that does not load), the kubelet only that
+/// its probe failed. Two pods at most are quoted.
+pub fn quote_not_ready(status: &mut ProverPoolStatus, not_ready: &BTreeMap<String, String>) {
+    if not_ready.is_empty() {
+        return;
+    }
+    let Some(ready) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == pool_condition::READY)
+    else {
+        return;
+    };
+    // Only "0/N ready" with nothing said yet: an unschedulable pod's reason comes first.
+    if ready.reason != "NoPodsReady" || ready.message.contains(':') {
+        return;
+    }
+    let quoted: Vec<String> = not_ready
+        .iter()
+        .take(2)
+        .map(|(pod, reason)| format!("pod {pod}: {reason}"))
+        .collect();
+    ready.reason = PROVERS_NOT_READY.into();
+    ready.message = format!("{}: {}", ready.message, quoted.join("; "));
+}
+
 /// How long a quarantined pod keeps the pool's `ProversHealthy` condition `False`.
 pub const QUARANTINE_SHOWN_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -523,6 +554,57 @@ mod tests {
         );
         assert_eq!(cond(&s, "Ready"), ("False", "NoPodsReady"));
         assert_eq!(cond(&s, "ParametersReady"), ("False", "Loading"));
+        // The scheduler's reason stands: a prover's is not quoted over it.
+        let mut quoted = s.clone();
+        quote_not_ready(
+            &mut quoted,
+            &BTreeMap::from([("a".into(), "no GPU".into())]),
+        );
+        assert_eq!(quoted, s);
+    }
+
+    /// A GPU pool on a node without a GPU: the pods run and say why they are not ready, and the
+    /// pool's `Ready` condition quotes them.
+    #[test]
+    fn the_ready_condition_quotes_why_the_provers_are_not_ready() {
+        let pool = pool(GPU_POOL);
+        let mut s = compute(
+            &pool,
+            Some(&deployment(2, 0)),
+            &[],
+            &decision(&pool, RolloutState::Progressing),
+            at(0),
+        );
+        assert_eq!(cond(&s, "Ready"), ("False", "NoPodsReady"));
+        let reason = "acceleration gpu: this zkfleet-prover has no GPU code yet; set spec.backend.groth16.acceleration to auto or cpu";
+        let not_ready = BTreeMap::from([
+            ("gpu-pool-prover-b".to_string(), reason.to_string()),
+            ("gpu-pool-prover-a".to_string(), reason.to_string()),
+            ("gpu-pool-prover-c".to_string(), reason.to_string()),
+        ]);
+        quote_not_ready(&mut s, &not_ready);
+        assert_eq!(cond(&s, "Ready"), ("False", PROVERS_NOT_READY));
+        let message = &find_condition(&s.conditions, "Ready").unwrap().message;
+        assert_eq!(
+            message,
+            &format!(
+                "0/2 prover pods ready: pod gpu-pool-prover-a: {reason}; pod gpu-pool-prover-b: {reason}"
+            )
+        );
+        // Nothing to quote, or pods ready: the condition is left as it is.
+        let before = s.clone();
+        quote_not_ready(&mut s, &BTreeMap::new());
+        assert_eq!(s, before);
+        let mut ready = compute(
+            &pool,
+            Some(&deployment(2, 2)),
+            &[],
+            &decision(&pool, RolloutState::Complete),
+            at(0),
+        );
+        let unchanged = ready.clone();
+        quote_not_ready(&mut ready, &not_ready);
+        assert_eq!(ready, unchanged);
     }
 
     #[test]
