@@ -111,8 +111,9 @@ impl Parameters {
     }
 }
 
+/// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Creates a groth16 pool of `replicas` pods, with `gpus` GPUs each when given.

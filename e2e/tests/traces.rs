@@ -94,7 +94,7 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> (axum::http::Status
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    zkfleet_e2e::fleet::hex(bytes)
 }
 
 /// The node's address, where pods reach this test's receiver.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use kube::runtime::wait::await_condition;
-use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, job_condition};
+use zkfleet_crds::v1alpha1::{JobPhase, ProofJob};
 
 use crate::cluster::Cluster;
 
@@ -115,15 +115,7 @@ pub fn outcome(job: &ProofJob) -> Option<Outcome> {
 fn still_waiting(job: &ProofJob) -> String {
     let status = job.status.clone().unwrap_or_default();
     let phase = status.phase.map_or("Pending".into(), |p| format!("{p:?}"));
-    let detail = status
-        .conditions
-        .iter()
-        .filter(|c| c.type_ == job_condition::QUEUED || c.type_ == job_condition::RUNNING)
-        .filter(|c| !c.message.is_empty())
-        .map(|c| c.message.clone())
-        .next_back()
-        .or(status.message);
-    match detail {
+    match status.message.filter(|m| !m.is_empty()) {
         Some(detail) => format!("it is still {phase} ({detail})"),
         None => format!("it is still {phase}"),
     }
@@ -178,10 +170,7 @@ mod tests {
     fn unfinished_jobs_have_no_outcome_and_say_what_they_wait_for() {
         assert_eq!(outcome(&job(json!({"phase": "Running"}))), None);
         assert_eq!(outcome(&job(json!(null))), None);
-        let queued = job(json!({"phase": "Queued", "conditions": [{
-            "type": "Queued", "status": "True", "reason": "Waiting",
-            "message": "no ready pod serves the pool", "lastTransitionTime": "2025-01-01T00:00:00Z",
-        }]}));
+        let queued = job(json!({"phase": "Queued", "message": "no ready pod serves the pool"}));
         assert_eq!(
             still_waiting(&queued),
             "it is still Queued (no ready pod serves the pool)"

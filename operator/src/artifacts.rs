@@ -177,7 +177,7 @@ impl ArtifactStore {
     ) -> Result<StoredArtifact, ArtifactError> {
         let key = Self::key(namespace, job_name, job_uid);
         let location = self.location(&key);
-        let sha256 = crate::params::hex(&Sha256::digest(&bytes));
+        let sha256 = hex::encode(Sha256::digest(&bytes));
         let size_bytes = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
         let path = self.path(&key);
         self.store
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(stored.location, format!("file://{}", path.display()));
         assert_eq!(std::fs::read(&path).unwrap(), proof);
         assert_eq!(stored.size_bytes, proof.len() as i64);
-        assert_eq!(stored.sha256, crate::params::hex(&Sha256::digest(&proof)));
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(&proof)));
 
         // A retry replaces the object.
         let again = store

@@ -27,7 +27,7 @@ pub fn digest(spec: &ParametersSpec) -> String {
         hasher.update(file.sha256.to_ascii_lowercase().as_bytes());
         hasher.update(b"\n");
     }
-    format!("sha256:{}", hex(&hasher.finalize()))
+    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 /// Hex part of [`digest`], used as the node-local cache directory name.
@@ -41,7 +41,7 @@ pub fn fingerprint(spec: &ParametersSpec) -> String {
     let mut canonical = spec.clone();
     canonical.files.sort_by(|a, b| a.name.cmp(&b.name));
     let bytes = serde_json::to_vec(&canonical).expect("ParametersSpec serializes");
-    hex(&Sha256::digest(&bytes))[..16].to_string()
+    hex::encode(Sha256::digest(&bytes))[..16].to_string()
 }
 
 /// The version and digest shown in `status.parameters`.
@@ -50,10 +50,6 @@ pub fn revision(spec: &ParametersSpec) -> ParametersRevision {
         version: spec.version.clone(),
         digest: digest(spec),
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Which parameters a Deployment template serves, and what it can go back to. Recorded on the

@@ -527,7 +527,7 @@ async fn from_url(url: &str, file: &KeyFile) -> Result<Verifier, VkError> {
         }
     }
     drop(tx);
-    let actual = crate::params::hex(&hasher.finalize());
+    let actual = hex::encode(hasher.finalize());
     if actual != expected.hex() {
         return Err(VkError::DigestMismatch {
             name,

@@ -8,8 +8,6 @@ pub mod status {
     pub const TRUE: &str = "True";
     /// The condition does not hold.
     pub const FALSE: &str = "False";
-    /// The operator cannot tell yet.
-    pub const UNKNOWN: &str = "Unknown";
 }
 
 /// Condition types of a `ProverPool`.
@@ -27,20 +25,6 @@ pub mod pool_condition {
     /// `False` while a pod was quarantined in the last hour (a failed known-answer check or
     /// too many rejected proofs).
     pub const PROVERS_HEALTHY: &str = "ProversHealthy";
-}
-
-/// Condition types of a `ProofJob`.
-pub mod job_condition {
-    /// The job is in its pool's queue (its pool exists and can serve it).
-    pub const QUEUED: &str = "Queued";
-    /// A prover pod holds the job's lease.
-    pub const RUNNING: &str = "Running";
-    /// The proof passed verification.
-    pub const VERIFIED: &str = "Verified";
-    /// The job finished successfully.
-    pub const SUCCEEDED: &str = "Succeeded";
-    /// The job failed for good.
-    pub const FAILED: &str = "Failed";
 }
 
 /// Sets `new` in `conditions`, replacing the condition of the same type. The

@@ -612,13 +612,6 @@ pub enum AttemptOutcome {
     VerificationFailed,
 }
 
-impl AttemptOutcome {
-    /// Whether a job whose attempt ended this way may be retried (within `maxRetries`).
-    pub fn is_retryable(self) -> bool {
-        !matches!(self, Self::Succeeded)
-    }
-}
-
 /// A computed proof. Small proofs are inline; large ones are stored and referenced.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -22,7 +22,7 @@ impl DispatcherToken {
     pub fn generate() -> Result<Self, getrandom::Error> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)?;
-        Ok(Self(crate::params::hex(&bytes)))
+        Ok(Self(hex::encode(bytes)))
     }
 
     /// The token stored in an existing Secret, when it holds a usable one.

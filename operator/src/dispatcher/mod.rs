@@ -369,7 +369,7 @@ impl Dispatcher {
     /// Taken once (by the pool controller); later calls get an empty stream.
     pub fn load_changes(&self) -> futures::stream::BoxStream<'static, (String, String)> {
         match self.load_changes_rx.lock().expect("lock").take() {
-            Some(rx) => tokio_stream_from(rx),
+            Some(rx) => tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed(),
             None => futures::stream::empty().boxed(),
         }
     }
@@ -498,13 +498,6 @@ impl crate::external_metrics::PoolLoads for Dispatcher {
             )
             .collect()
     }
-}
-
-/// The receiving end of a channel as a stream.
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> futures::stream::BoxStream<'static, T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
 fn phase_name(phase: Option<JobPhase>) -> String {

@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use zkfleet_contract::lease::{self, FileContent, JobInput};
 use zkfleet_crds::v1alpha1::{InputFile, InputFormat, InputSource, ProofJob};
 
-use crate::params::hex;
+use hex::encode as hex;
 
 /// Label a Secret must carry, set to `"true"`, before ProofJobs may read it as input: whoever
 /// may create ProofJobs in a namespace need not be allowed to read its Secrets, and must not
@@ -197,7 +197,7 @@ fn check_sha256(
     field: &str,
 ) -> Result<(), InputError> {
     if let Some(expected) = expected {
-        let actual = hex(&Sha256::digest(bytes));
+        let actual = hex(Sha256::digest(bytes));
         if !actual.eq_ignore_ascii_case(expected) {
             return Err(InputError::Invalid(format!(
                 "{field} is {expected} but the sha256 of {what} is {actual}; fix {field} or the input"
@@ -279,7 +279,7 @@ pub fn digest(key: &[u8], input: &JobInput) -> String {
         other => serde_json::to_vec(other),
     };
     mac.update(&canonical.unwrap_or_default());
-    format!("hmac-sha256:{}", hex(&mac.finalize().into_bytes()))
+    format!("hmac-sha256:{}", hex(mac.finalize().into_bytes()))
 }
 
 #[cfg(test)]
@@ -332,7 +332,7 @@ mod tests {
         ));
         assert!(m.contains(&"0".repeat(64)) && m.contains("Secret s"), "{m}");
         assert!(!m.contains("42"), "inputs may be private: {m}");
-        let right = hex(&Sha256::digest(br#"{"a": "1"}"#));
+        let right = hex(Sha256::digest(br#"{"a": "1"}"#));
         assert!(
             decode(
                 InputFormat::CircuitInputs,
