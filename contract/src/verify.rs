@@ -17,6 +17,11 @@ use crate::lease::JobInput;
 /// valid); a request that cannot be checked at all gets an [`crate::ErrorBody`].
 pub const VERIFY_PATH: &str = "/v1/verify";
 
+/// Response header in which a prover or verifier pod names itself (its `POD_NAME`), on every
+/// answer: a client that gets an answer it cannot use can say which pod gave it, and an answer
+/// without it came from something that is not a zkfleet pod.
+pub const ANSWERED_BY_HEADER: &str = "x-zkfleet-pod";
+
 /// A proof to check.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -109,6 +109,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.proof_timeout_seconds),
         args.max_body_bytes,
     )?;
+    if let Some(pod) = &args.pod_name {
+        state.set_pod_name(pod);
+    }
     let agent = match args.agent().map_err(anyhow::Error::msg)? {
         Some(config) => {
             tracing::info!(

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use zkfleet_contract::verify::ANSWERED_BY_HEADER;
+
 use crate::backend::{Backend, BackendError, ParamsError, ProofInput, Verdict, stone};
 use crate::metrics::Metrics;
 use crate::params::Fetched;
@@ -51,6 +53,8 @@ pub struct AppState {
     drain_signal: tokio::sync::watch::Sender<bool>,
     /// Orders updates of the free slots metric, so the last one written is the latest count.
     free_slots_update: std::sync::Mutex<()>,
+    /// This pod's name, sent with every answer ([`ANSWERED_BY_HEADER`]); set once at start.
+    answered_by: std::sync::OnceLock<HeaderValue>,
 }
 
 impl AppState {
@@ -76,7 +80,16 @@ impl AppState {
             load_seconds: RwLock::new(None),
             drain_signal: tokio::sync::watch::Sender::new(false),
             free_slots_update: std::sync::Mutex::new(()),
+            answered_by: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Names the pod in every answer from now on (`POD_NAME`, from the Downward API). A name
+    /// that is no valid header value is left out.
+    pub fn set_pod_name(&self, pod: &str) {
+        if let Ok(value) = HeaderValue::from_str(pod) {
+            let _ = self.answered_by.set(value);
+        }
     }
 
     /// Records the outcome of loading parameters.
@@ -362,9 +375,11 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Builds the router.
+/// Builds the router. Every answer names the pod that gave it, once it is known
+/// ([`AppState::set_pod_name`]), in [`ANSWERED_BY_HEADER`].
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
+    let named = state.clone();
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -373,6 +388,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/verification-key", get(verification_key))
         .route("/v1/prove", post(prove))
         .route("/v1/verify", post(verify))
+        .layer(axum::middleware::map_response(
+            move |mut response: Response| {
+                let pod = named.answered_by.get().cloned();
+                async move {
+                    if let Some(pod) = pod {
+                        response.headers_mut().insert(ANSWERED_BY_HEADER, pod);
+                    }
+                    response
+                }
+            },
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -586,3 +586,45 @@ async fn a_valid_proof_of_another_input_is_refused_against_the_jobs_own_statemen
     assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(false)), "{v}");
     assert_eq!(v["input_rejected"], json!(true), "{v}");
 }
+
+/// Every answer, an error or a route that does not exist included, names the pod that gave
+/// it, so a client that cannot use an answer can say where it came from.
+#[tokio::test]
+async fn every_answer_names_the_pod_that_gave_it() {
+    use zkfleet_contract::verify::ANSWERED_BY_HEADER;
+    let state = state_with(&files("mulchain"), 1);
+    let app = router(state.clone());
+    let answered_by = |uri: &'static str, method: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let pod = resp
+                .headers()
+                .get(ANSWERED_BY_HEADER)
+                .map(|v| v.to_str().unwrap().to_string());
+            (resp.status(), pod)
+        }
+    };
+    // Before the pod knows its name, nothing is claimed.
+    assert_eq!(answered_by("/healthz", "GET").await, (StatusCode::OK, None));
+    state.set_pod_name("pool-verifier-5d9c7-x2x4q");
+    let pod = Some("pool-verifier-5d9c7-x2x4q".to_string());
+    assert_eq!(
+        answered_by("/healthz", "GET").await,
+        (StatusCode::OK, pod.clone())
+    );
+    assert_eq!(
+        answered_by("/v1/verify", "POST").await,
+        (StatusCode::BAD_REQUEST, pod.clone())
+    );
+    assert_eq!(
+        answered_by("/v1/no-such-route", "GET").await,
+        (StatusCode::NOT_FOUND, pod)
+    );
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use zkfleet_contract::ErrorBody;
 use zkfleet_contract::lease::JobInput;
-use zkfleet_contract::verify::{VERIFY_PATH, VerifyRequest, VerifyResponse};
+use zkfleet_contract::verify::{ANSWERED_BY_HEADER, VERIFY_PATH, VerifyRequest, VerifyResponse};
 
 /// Longest one verification may take; STARK verifiers take milliseconds to a few seconds.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -55,6 +55,12 @@ pub async fn verify(base_url: &str, question: Question<'_>) -> Result<VerifyResp
         .await
         .map_err(|e| format!("POST {url}: {e}"))?;
     let status = response.status();
+    // Which pod answered: a refusal is only worth reading with it (a Service briefly routing
+    // to an address another pod now has answers without it).
+    let by = match response.headers().get(ANSWERED_BY_HEADER) {
+        Some(pod) => format!("pod {}", String::from_utf8_lossy(pod.as_bytes())),
+        None => "something that is not a zkfleet pod (no x-zkfleet-pod header)".to_string(),
+    };
     let body = response
         .bytes()
         .await
@@ -67,7 +73,10 @@ pub async fn verify(base_url: &str, question: Question<'_>) -> Result<VerifyResp
             .map_err(|e| format!("{url} answered {status} without a verdict: {e}"));
     }
     Err(match serde_json::from_slice::<ErrorBody>(&body) {
-        Ok(e) => format!("{url} answered {status}: {} ({})", e.message, e.code),
-        Err(_) => format!("{url} answered {status}"),
+        Ok(e) => format!(
+            "{url} answered {status}, by {by}: {} ({})",
+            e.message, e.code
+        ),
+        Err(_) => format!("{url} answered {status}, by {by}"),
     })
 }
