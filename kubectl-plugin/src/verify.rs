@@ -54,12 +54,11 @@ pub async fn run(
     artifact: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let job = cluster.job(name).await?;
-    let pool_name = &job.spec.pool_ref.name;
-    let pool = cluster
-        .pools()
-        .get_opt(pool_name)
+    let (pool_namespace, pool_name) = proving_pool(&job, &cluster.namespace);
+    let pool = kube::Api::<ProverPool>::namespaced(cluster.client.clone(), &pool_namespace)
+        .get_opt(&pool_name)
         .await
-        .with_context(|| format!("reading ProverPool {pool_name}"))?;
+        .with_context(|| format!("reading ProverPool {pool_namespace}/{pool_name}"))?;
     let proof = artifact::load(&job, artifact).await?;
     if let Some(message) = not_checkable(&job, pool.as_ref(), &proof) {
         eprintln!("{message}");
@@ -86,6 +85,24 @@ pub async fn run(
     let signals = proof.public_signals.clone().unwrap_or_default();
     let verdict = verifier.verify(&Value::Object(proof.proof.clone()), &signals);
     Ok(report(name, &key, verdict))
+}
+
+/// The pool whose key checks the job's proof, as `(namespace, name)`: the one that proved it
+/// (`status.pool`, set when the job moved to a fallback pool), else `spec.poolRef`, in its own
+/// namespace when it names one (a shared pool). Never a same-named pool of the job's namespace
+/// that did not prove it: that one could supply any key.
+pub fn proving_pool(job: &ProofJob, job_namespace: &str) -> (String, String) {
+    if let Some(current) = job.status.as_ref().and_then(|s| s.pool.as_ref()) {
+        return (current.namespace.clone(), current.name.clone());
+    }
+    let reference = &job.spec.pool_ref;
+    (
+        reference
+            .namespace
+            .clone()
+            .unwrap_or_else(|| job_namespace.to_string()),
+        reference.name.clone(),
+    )
 }
 
 /// Prints the verdict and gives the exit status.
@@ -296,6 +313,26 @@ mod tests {
     use super::*;
     use crate::test_support::job;
     use serde_json::json;
+
+    /// The proof is checked with the key of the pool that made it, never with a same-named
+    /// pool of the job's own namespace.
+    #[test]
+    fn the_key_comes_from_the_pool_that_proved_the_job() {
+        let own = job(json!({"phase": "Succeeded"}));
+        assert_eq!(proving_pool(&own, "team"), ("team".into(), "alpha".into()));
+        let mut shared = own.clone();
+        shared.spec.pool_ref.namespace = Some("fleet".into());
+        assert_eq!(
+            proving_pool(&shared, "team"),
+            ("fleet".into(), "alpha".into())
+        );
+        let moved = job(json!({"phase": "Succeeded",
+            "pool": {"namespace": "fleet", "name": "beta", "sinceAttempt": 2}}));
+        assert_eq!(
+            proving_pool(&moved, "team"),
+            ("fleet".into(), "beta".into())
+        );
+    }
 
     fn pool(backend: Value, files: &[&str]) -> ProverPool {
         serde_json::from_value(json!({
