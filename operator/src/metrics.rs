@@ -178,7 +178,7 @@ impl Metrics {
         let outcomes = IntCounterVec::new(
             Opts::new(
                 "zkfleet_jobs_finished_total",
-                "ProofJobs that finished, by namespace, pool and outcome (Succeeded or the failure reason)",
+                "ProofJobs that finished, by namespace, pool and outcome (Succeeded or the failure reason); jobs refused at admission have pool=\"\"",
             ),
             &["namespace", "pool", "outcome"],
         )
@@ -551,6 +551,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a job refused at admission. Its pool is left out (`pool=""`): a refused job may
+    /// name any pool, one that does not exist included, and each name would be a series kept
+    /// for good.
+    pub fn job_refused(&self, job: &ProofJob, reason: &str) {
+        let namespace = job.namespace().unwrap_or_default();
+        self.outcomes
+            .with_label_values(&[namespace.as_str(), "", reason])
+            .inc();
+    }
+
     /// Counts a job answered by result reuse (also counted as `Succeeded` in
     /// `zkfleet_jobs_finished_total`).
     pub fn result_reused(&self, job: &ProofJob) {
@@ -622,6 +632,12 @@ mod tests {
         }))
         .unwrap();
         m.job_finished(&job, "Succeeded");
+        // Refused jobs naming made-up pools add no series per name.
+        for made_up in ["no-such-pool-1", "no-such-pool-2"] {
+            let mut refused = job.clone();
+            refused.spec.pool_ref.name = made_up.into();
+            m.job_refused(&refused, "PoolNotFound");
+        }
         m.lease_lapsed("PodLost");
         m.proof_rejected("team", "cpu");
         m.dispatched(Duration::from_millis(30));
@@ -633,6 +649,10 @@ mod tests {
         assert!(text.contains(
             r#"zkfleet_jobs_finished_total{namespace="team",outcome="Succeeded",pool="cpu"} 1"#
         ));
+        assert!(text.contains(
+            r#"zkfleet_jobs_finished_total{namespace="team",outcome="PoolNotFound",pool=""} 2"#
+        ));
+        assert!(!text.contains("no-such-pool"), "{text}");
         assert!(text.contains(r#"zkfleet_dispatch_lease_lapses_total{reason="PodLost"} 1"#));
         assert!(
             text.contains(

@@ -226,7 +226,7 @@ async fn admit(
         }
         Err((reason, message)) => {
             info!(reason, "refused");
-            ctx.metrics.job_finished(&stored, reason);
+            ctx.metrics.job_refused(&stored, reason);
             job_trace::admitted(&stored, Some(reason));
             job_trace::finished(&stored, reason);
             let event = Event {
