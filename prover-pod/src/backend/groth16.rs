@@ -66,20 +66,9 @@ impl Groth16Backend {
             // With an expected digest the file is always hashed and compared,
             // so a cache entry is only used for the exact bytes asked for.
             Some(expected) => {
-                let expected = expected.trim_start_matches("sha256:");
-                let bytes = std::fs::read(&files.zkey).map_err(|e| {
-                    ParamsError::Unavailable(format!("cannot read {}: {e}", files.zkey.display()))
-                })?;
-                let actual = preprocessed::sha256_hex(&bytes);
-                if !actual.eq_ignore_ascii_case(expected) {
-                    return Err(ParamsError::DigestMismatch {
-                        file: files.zkey.display().to_string(),
-                        expected: expected.to_ascii_lowercase(),
-                        actual,
-                    });
-                }
-                drop(bytes);
-                preprocessed::load(&files.zkey, Some(&actual), files.cache_dir.as_deref())
+                drop(read_checked(&files.zkey, Some(expected))?);
+                let digest = expected.trim_start_matches("sha256:").to_ascii_lowercase();
+                preprocessed::load(&files.zkey, Some(&digest), files.cache_dir.as_deref())
             }
             None => preprocessed::load(&files.zkey, None, files.cache_dir.as_deref()),
         }
@@ -90,20 +79,7 @@ impl Groth16Backend {
         let prover = Prover::new(zkey).map_err(|e| ParamsError::Invalid(e.to_string()))?;
         let witness = match &files.wasm {
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| {
-                    ParamsError::Unavailable(format!("cannot read {}: {e}", path.display()))
-                })?;
-                if let Some(expected) = files.wasm_sha256.as_ref().filter(|_| !checked) {
-                    let expected = expected.trim_start_matches("sha256:");
-                    let actual = preprocessed::sha256_hex(&bytes);
-                    if !actual.eq_ignore_ascii_case(expected) {
-                        return Err(ParamsError::DigestMismatch {
-                            file: path.display().to_string(),
-                            expected: expected.to_ascii_lowercase(),
-                            actual,
-                        });
-                    }
-                }
+                let bytes = read_checked(path, files.wasm_sha256.as_deref().filter(|_| !checked))?;
                 let calc = WitnessCalculator::new(&bytes)
                     .map_err(|e| ParamsError::Invalid(format!("{}: {e}", path.display())))?;
                 if calc.witness_size() != prover.n_vars() {
@@ -160,19 +136,10 @@ impl Groth16Backend {
     /// The public signals a proof of `input` must carry, `witness[1..=nPublic]`: computed
     /// here from the circuit inputs with the circuit's wasm, or read off the witness itself.
     pub fn public_signals_of(&self, input: ProofInput) -> Result<Vec<String>, BackendError> {
+        // A .wtns is checked in witness_of; the wasm's witness has the zkey's length (checked
+        // at load) and w[0] = 1.
         let witness = self.witness_of(input)?;
-        let (n_vars, n_public) = (self.prover.n_vars(), self.prover.n_public());
-        if witness.len() != n_vars {
-            return Err(Groth16Error::WrongWitnessLength {
-                expected: n_vars,
-                got: witness.len(),
-            }
-            .into());
-        }
-        if witness[0] != ark_bn254::Fr::from(1u64) {
-            return Err(Groth16Error::WitnessNotOne.into());
-        }
-        Ok(json::public_json(&witness[1..=n_public]))
+        Ok(json::public_json(&witness[1..=self.prover.n_public()]))
     }
 
     /// The witness of `input`: computed from circuit inputs with the circuit's wasm, or read
@@ -367,13 +334,12 @@ impl Backend for Groth16Backend {
     }
 }
 
-/// Reads the circuit's r1cs (checking its digest unless the loader just did) and checks it is
-/// the zkey's circuit.
-fn load_r1cs(
+/// A parameter file's bytes, refused when `expected_sha256` (hex, `sha256:` prefix allowed) is
+/// given and they have another digest.
+fn read_checked(
     path: &std::path::Path,
     expected_sha256: Option<&str>,
-    prover: &Prover,
-) -> Result<ConstraintSystem, ParamsError> {
+) -> Result<Vec<u8>, ParamsError> {
     let bytes = std::fs::read(path)
         .map_err(|e| ParamsError::Unavailable(format!("cannot read {}: {e}", path.display())))?;
     if let Some(expected) = expected_sha256 {
@@ -387,6 +353,17 @@ fn load_r1cs(
             });
         }
     }
+    Ok(bytes)
+}
+
+/// Reads the circuit's r1cs (checking its digest unless the loader just did) and checks it is
+/// the zkey's circuit.
+fn load_r1cs(
+    path: &std::path::Path,
+    expected_sha256: Option<&str>,
+    prover: &Prover,
+) -> Result<ConstraintSystem, ParamsError> {
+    let bytes = read_checked(path, expected_sha256)?;
     let constraints = ConstraintSystem::parse(&bytes)
         .map_err(|e| ParamsError::Invalid(format!("{}: {e}", path.display())))?;
     if constraints.n_wires != prover.n_vars() || constraints.n_public != prover.n_public() {
