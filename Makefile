@@ -7,6 +7,10 @@ SHELL := /bin/bash
 export ZKFLEET_CACHE ?= $(HOME)/.cache/zkfleet
 export CARGO_TARGET_DIR ?= $(ZKFLEET_CACHE)/cargo-target
 export CARGO_TERM_COLOR ?= never
+# No incremental compilation data: in the shared target dir it grew to 24 GB over a day of
+# builds and filled the disk until the kubelet evicted the cluster's pods; the test and image
+# builds gain little from it.
+export CARGO_INCREMENTAL ?= 0
 
 .PHONY: build test unit e2e cluster-up cluster-down demo crds manifests lint fixtures bench-prover bench-dispatch fuzz chaos
 
