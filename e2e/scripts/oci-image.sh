@@ -10,10 +10,15 @@
 # binary and flags always give the same image digest.
 #
 # usage: oci-image.sh --binary PATH --image REF [--entrypoint-arg ARG]...
-#                     [--extra-binary PATH]... [--user UID[:GID]]
+#                     [--extra-binary PATH]... [--lib-dir DIR] [--user UID[:GID]]
 #                     [--output FILE.tar] [--import] [--address CONTAINERD_SOCKET]
 #   --extra-binary  another static binary beside the entrypoint in /usr/local/bin
 #              (an exec prover image: zkfleet-prover plus the prover's own CLI)
+#   --lib-dir  shared libraries for dynamically linked extra binaries (a C++
+#              prover such as Stone): every file in DIR goes to
+#              /lib/x86_64-linux-gnu/, and the dynamic loader the binaries
+#              name must be among them (it also goes where they look for it).
+#              Without it every binary must be statically linked.
 #   --user     image config User (default 65532, the nonroot user; 0 for root)
 #   --output   where to write the OCI image-layout tarball
 #              (default $ZKFLEET_CACHE/images/<REF with / and : as _>.tar)
@@ -28,7 +33,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 usage() { sed -n '/^# usage:/,/^# Prints/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "oci-image.sh: $*" >&2; exit 1; }
 
-binary= image= user=65532 output= import=0
+binary= image= user=65532 output= import=0 lib_dir=
 entry_args=() extra_binaries=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
     --image) image=${2:?}; shift 2 ;;
     --entrypoint-arg) entry_args+=("${2?}"); shift 2 ;;
     --extra-binary) extra_binaries+=("${2:?}"); shift 2 ;;
+    --lib-dir) lib_dir=${2:?}; shift 2 ;;
     --user) user=${2:?}; shift 2 ;;
     --output) output=${2:?}; shift 2 ;;
     --import) import=1; shift ;;
@@ -63,7 +69,8 @@ mkdir -p "$(dirname "$output")"
 
 # Writes to a temporary file next to the output, renamed into place on success.
 extra_list=$(printf '%s\n' ${extra_binaries[@]+"${extra_binaries[@]}"})
-digest=$(OCI_EXTRA_BINARIES=$extra_list python3 - "$binary" "$image" "$user" "$ca_bundle" "$output" "${entry_args[@]}" <<'PY'
+[ -z "$lib_dir" ] || [ -d "$lib_dir" ] || die "--lib-dir $lib_dir is not a directory"
+digest=$(OCI_EXTRA_BINARIES=$extra_list OCI_LIB_DIR=$lib_dir python3 - "$binary" "$image" "$user" "$ca_bundle" "$output" "${entry_args[@]}" <<'PY'
 import hashlib, io, json, os, struct, sys, tarfile, tempfile
 
 binary, ref, user, ca_bundle, output = sys.argv[1:6]
@@ -74,10 +81,14 @@ def fail(msg):
     sys.exit(f"oci-image.sh: {msg}")
 
 extras = [p for p in os.environ.get("OCI_EXTRA_BINARIES", "").split("\n") if p]
+lib_dir = os.environ.get("OCI_LIB_DIR", "")
+libs = sorted(os.listdir(lib_dir)) if lib_dir else []
 
 # Refuse what cannot run in a scratch image: non-ELF files and dynamically
 # linked executables (a PT_INTERP program header names the loader they need).
-def static_elf_arch(binary):
+def static_elf_arch(binary, loaders=()):
+    """The ELF machine of an executable that runs in the image: static, or dynamic with its
+    loader (PT_INTERP) among `loaders`, the --lib-dir files."""
     with open(binary, "rb") as f:
         head = f.read(64)
         if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
@@ -88,14 +99,23 @@ def static_elf_arch(binary):
         phentsize, phnum = struct.unpack_from("<HH", head, 54)
         for i in range(phnum):
             f.seek(phoff + i * phentsize)
-            if struct.unpack("<I", f.read(4))[0] == 3:  # PT_INTERP
+            header = f.read(phentsize)
+            if struct.unpack_from("<I", header)[0] == 3:  # PT_INTERP
+                offset, = struct.unpack_from("<Q", header, 8)
+                size, = struct.unpack_from("<Q", header, 32)
+                f.seek(offset)
+                interp = f.read(size).rstrip(b"\0").decode()
+                if os.path.basename(interp) in loaders:
+                    interpreters.add(interp)
+                    continue
                 fail(f"{binary} is dynamically linked; build it statically "
                      "(Rust: --target x86_64-unknown-linux-musl, Go: CGO_ENABLED=0)")
     return arch
 
+interpreters = set()
 arch = static_elf_arch(binary)
 for extra in extras:
-    if static_elf_arch(extra) != arch:
+    if static_elf_arch(extra, libs) != arch:
         fail(f"{extra} is not built for {arch}, as {binary} is")
 
 EPOCH = 0
@@ -140,6 +160,21 @@ entries = [
     (f"usr/local/bin/{os.path.basename(extra)}", tarfile.REGTYPE, 0o755, 0, extra)
     for extra in extras
 ]
+if libs:
+    entries += [
+        ("lib", tarfile.DIRTYPE, 0o755, 0, None),
+        ("lib/x86_64-linux-gnu", tarfile.DIRTYPE, 0o755, 0, None),
+    ] + [
+        (f"lib/x86_64-linux-gnu/{lib}", tarfile.REGTYPE, 0o755, 0, os.path.join(lib_dir, lib))
+        for lib in libs
+    ]
+    # The loader where the binaries name it (/lib64/ld-linux-x86-64.so.2 on amd64).
+    for interp in sorted(interpreters):
+        parent = os.path.dirname(interp).lstrip("/")
+        if parent != "lib/x86_64-linux-gnu":
+            entries.append((parent, tarfile.DIRTYPE, 0o755, 0, None))
+            entries.append((interp.lstrip("/"), tarfile.REGTYPE, 0o755, 0,
+                            os.path.join(lib_dir, os.path.basename(interp))))
 entries.sort(key=lambda e: e[0])
 
 class Hashing(io.RawIOBase):
