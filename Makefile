@@ -24,16 +24,20 @@ test: lint unit e2e
 unit:
 	eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
 	  export ZKFLEET_MIDEN_VM="$$(e2e/scripts/build-miden.sh | tail -1)" && \
+	  export ZKFLEET_STONE="$$(e2e/scripts/build-stone.sh | tail -1)" && \
+	  export ZKFLEET_CAIRO="$$(e2e/scripts/build-cairo.sh | tail -1)" && \
 	  cargo test --workspace --exclude zkfleet-e2e && \
 	  cargo test --manifest-path fuzz/Cargo.toml
 	cargo test -p zkfleet-e2e --lib --bins
 
 ## Real-cluster tests: brings the local cluster up if needed (e2e/cluster).
 e2e: cluster-up
-	e2e/scripts/build-images.sh
+	e2e/scripts/build-images.sh --provers
 	cargo build -p kubectl-zkfleet
 	eval "$$(e2e/cluster env)" && eval "$$(prover-pod/fixtures/make-fixtures.sh)" && \
 	  export ZKFLEET_MIDEN_VM="$$(e2e/scripts/build-miden.sh | tail -1)" && \
+	  export ZKFLEET_STONE="$$(e2e/scripts/build-stone.sh | tail -1)" && \
+	  export ZKFLEET_CAIRO="$$(e2e/scripts/build-cairo.sh | tail -1)" && \
 	  export ZKFLEET_PROMTOOL="$$(e2e/scripts/build-promtool.sh | tail -1)" && \
 	  cargo test -p zkfleet-e2e --test '*' -- --test-threads 4
 

@@ -1,5 +1,5 @@
 //! What the zkfleet operator and its prover pods agree on, and nothing else: the lease
-//! protocol, the JSON error body, sha256 digests, the verifier protocol and, with the
+//! protocol, the table of proof systems, the JSON error body, sha256 digests, the verifier protocol and, with the
 //! `object-store` feature, which URLs name which object store. Both deployables depend on this
 //! crate; neither depends on the other.
 
@@ -8,6 +8,7 @@ pub mod error;
 pub mod lease;
 #[cfg(feature = "object-store")]
 pub mod store;
+pub mod systems;
 #[cfg(feature = "otel")]
 pub mod trace;
 pub mod verify;

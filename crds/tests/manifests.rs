@@ -239,6 +239,8 @@ fn samples_parse_into_the_api_types_and_fit_the_schema() {
         "job-miden.yaml",
         "pool-stone.yaml",
         "job-stone.yaml",
+        "pool-stwo.yaml",
+        "job-stwo.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

@@ -2,13 +2,17 @@
 # Builds zkfleet's static binaries for musl (the operator, the prover and the
 # e2e test server) and imports them into the cluster's containerd as images
 # tagged with the workspace version, so pods with imagePullPolicy IfNotPresent
-# run them (the chart's defaults point at these references). With the default
-# set it also builds the exec prover images of real third-party provers:
+# run them (the chart's defaults point at these references). With --provers it
+# also builds the exec prover images of real third-party provers, which the
+# e2e tests use and the demo does not (Stone alone takes 40 minutes cold):
 # zkfleet.local/zkfleet-prover-miden (zkfleet-prover plus miden-vm, from
-# build-miden.sh), what a Miden pool's spec.image names, and
-# zkfleet.local/zkfleet-prover-stone-standin (zkfleet-prover plus a stand-in
-# for Stone's binaries, which cannot be built here).
-#   build-images.sh [PACKAGE:BINARY:IMAGE]...   (default: every image below)
+# build-miden.sh), what a Miden pool's spec.image names;
+# zkfleet.local/zkfleet-prover-stone (plus Stone's cpu_air_prover and
+# cpu_air_verifier, built from source by build-stone.sh); and
+# zkfleet.local/zkfleet-prover-stwo (plus zkfleet-stwo-prove and zkfleet-cairo,
+# from build-cairo.sh).
+#   build-images.sh [--provers] [PACKAGE:BINARY:IMAGE]...
+#     (default: the operator, prover and test server images)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -16,6 +20,11 @@ repo=$(cd "$here/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
 
+provers=0
+if [ "${1:-}" = --provers ]; then
+  provers=1
+  shift
+fi
 images=("$@")
 default_set=0
 if [ ${#images[@]} -eq 0 ]; then
@@ -47,17 +56,27 @@ for spec in "${images[@]}"; do
     --image "$image:$tag" --import
 done
 
-if [ "$default_set" = 1 ]; then
+if [ "$default_set" = 1 ] && [ "$provers" = 1 ]; then
   miden=$("$here/scripts/build-miden.sh" | tail -1)
   "$here/scripts/oci-image.sh" \
     --binary "$target_dir/x86_64-unknown-linux-musl/release/zkfleet-prover" \
     --extra-binary "$miden" \
     --image "zkfleet.local/zkfleet-prover-miden:$version" --import
-  # Stone cannot be built here: its pool's image carries a stand-in that checks the flags,
-  # files and FRI parameters the pod passes (e2e/stone-standin).
-  (cd "$repo" && cargo build -q --release --target x86_64-unknown-linux-musl -p zkfleet-e2e-stone-standin)
+  # Stone, built from source (build-stone.sh): its binaries load glog, gflags, libdw and the
+  # C++ runtime, so the image carries those libraries and the loader beside them.
+  stone=$("$here/scripts/build-stone.sh" | tail -1)
   "$here/scripts/oci-image.sh" \
     --binary "$target_dir/x86_64-unknown-linux-musl/release/zkfleet-prover" \
-    --extra-binary "$target_dir/x86_64-unknown-linux-musl/release/stone-standin" \
-    --image "zkfleet.local/zkfleet-prover-stone-standin:$version" --import
+    --extra-binary "$stone/bin/cpu_air_prover" \
+    --extra-binary "$stone/bin/cpu_air_verifier" \
+    --lib-dir "$stone/lib" \
+    --image "zkfleet.local/zkfleet-prover-stone:$version" --import
+  # Stwo, through zkfleet's Cairo tools (build-cairo.sh): the nightly-built prover and the
+  # stable-built verifier, both static.
+  cairo=$("$here/scripts/build-cairo.sh" | tail -1)
+  "$here/scripts/oci-image.sh" \
+    --binary "$target_dir/x86_64-unknown-linux-musl/release/zkfleet-prover" \
+    --extra-binary "$cairo/bin/zkfleet-stwo-prove" \
+    --extra-binary "$cairo/bin/zkfleet-cairo" \
+    --image "zkfleet.local/zkfleet-prover-stwo:$version" --import
 fi

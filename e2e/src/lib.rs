@@ -6,6 +6,7 @@ pub mod chaos;
 pub mod fake_gpu;
 pub mod fleet;
 pub mod helm;
+pub mod kubectl;
 
 use std::fmt::Debug;
 use std::path::PathBuf;

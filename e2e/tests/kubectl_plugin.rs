@@ -4,87 +4,13 @@
 //! that `verify` checks with the pool's key; `status` and `logs` show the pool and the prover.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use kube::api::DeleteParams;
 use serde_json::json;
 use zkfleet_crds::v1alpha1::ProofJob;
 use zkfleet_e2e::fleet::*;
-use zkfleet_e2e::helm::repo_dir;
-use zkfleet_e2e::{TestNamespace, cluster_dir, poll_until};
-
-/// What one run of the plugin did.
-#[derive(Debug)]
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// The plugin binary, built from this checkout for this test run (the shared target directory
-/// may hold one built from another checkout). `make e2e` builds it first, so this is quick.
-fn plugin() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = std::process::Command::new(cargo)
-            .current_dir(repo_dir())
-            .args([
-                "build",
-                "-p",
-                "kubectl-zkfleet",
-                "--bin",
-                "kubectl-zkfleet",
-                "--message-format=json",
-            ])
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "cargo build -p kubectl-zkfleet failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Cargo names the binary it built, wherever the target directory is.
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|m| {
-                m["reason"] == "compiler-artifact" && m["target"]["name"] == "kubectl-zkfleet"
-            })
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the kubectl-zkfleet executable")
-    })
-}
-
-/// The kubeconfig the harness uses, passed on as kubectl would find it.
-fn kubeconfig() -> PathBuf {
-    std::env::var_os("KUBECONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cluster_dir().join("admin.kubeconfig"))
-}
-
-/// Runs `kubectl-zkfleet -n <ns> <args>`.
-async fn kubectl_zkfleet(ns: &TestNamespace, args: &[&str]) -> Ran {
-    let out = tokio::process::Command::new(plugin())
-        .env("KUBECONFIG", kubeconfig())
-        .arg("-n")
-        .arg(&ns.name)
-        .args(args)
-        .output()
-        .await
-        .expect("the plugin runs");
-    let ran = Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    eprintln!(
-        "$ kubectl zkfleet -n {} {}\n{ran:#?}",
-        ns.name,
-        args.join(" ")
-    );
-    ran
-}
+use zkfleet_e2e::kubectl::kubectl_zkfleet;
+use zkfleet_e2e::poll_until;
 
 fn snarkjs() -> PathBuf {
     let root = std::env::var_os("ZKFLEET_FIXTURES").expect("ZKFLEET_FIXTURES is set");

@@ -1,11 +1,15 @@
-//! STARK and VM provers in the fleet, end to end on the real cluster: a Miden VM pool (the real
-//! `miden-vm`, built from crates.io by `e2e/scripts/build-miden.sh` and packed with the prover
-//! into `zkfleet.local/zkfleet-prover-miden`) takes ProofJobs applied with `kubectl apply`;
-//! every proof is verified by the pool's verifier before the job succeeds, and the test checks
-//! each proof again with its own `miden-vm verify` against the program hash it computes itself.
+//! STARK and VM provers in the fleet, end to end on the real cluster, each the real third-party
+//! prover: Stone (built from source by `e2e/scripts/build-stone.sh`), Stwo (through the Cairo
+//! tools of `cairo/`, built by `e2e/scripts/build-cairo.sh`) and Miden VM (`miden-vm`, built
+//! from crates.io by `e2e/scripts/build-miden.sh`), each packed with the prover into its own
+//! image. Pools take ProofJobs applied with `kubectl apply`, the API or `kubectl zkfleet
+//! submit`; every proof is verified by the pool's verifier Deployment before the job succeeds,
+//! and the test checks each proof again with its own copy of that system's verifier against
+//! the statement it derives itself (the program hash, the run, the output it computes).
+//! Stone jobs are real Cairo runs of `cairo/programs/fib_output.json` made by cairo-vm.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -13,6 +17,7 @@ use serde_json::{Value, json};
 use zkfleet_crds::v1alpha1::{AttemptOutcome, JobPhase, ProofJob, ProverPool};
 use zkfleet_e2e::fleet::*;
 use zkfleet_e2e::helm::{Release, repo_dir};
+use zkfleet_e2e::kubectl::{kubectl_apply, kubectl_zkfleet};
 use zkfleet_e2e::{TestNamespace, image};
 
 /// The Miden fixtures: `fib.masm` and its inputs.
@@ -99,30 +104,6 @@ spec:
 
 fn fib_inputs(n: u64) -> String {
     json!({"operand_stack": [n.to_string()]}).to_string()
-}
-
-/// `kubectl apply -f -` in the test's namespace.
-fn kubectl_apply(ns: &TestNamespace, yaml: &str) {
-    let mut child = Command::new("kubectl")
-        .args(["apply", "-n", &ns.name, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn wait_finished(ns: &TestNamespace, name: &str) -> ProofJob {
@@ -278,47 +259,7 @@ async fn a_pod_that_tampers_with_stark_proofs_never_completes_a_job_and_is_flagg
     miden_pool(&ns, 0).await;
     let faulty = start_faulty_pod(&ns, "miden", "corrupt-proofs").await;
     kubectl_apply(&ns, &miden_job_yaml("first", &fib_inputs(20)));
-    // Only the faulty pod proves: the verifier rejects its proof, but one rejection cannot
-    // tell the pod from the input, so nobody is flagged yet.
-    ns.wait_for::<ProofJob>("first", "its first proof rejected", 3 * MINUTE, |j| {
-        !attempts_with(j, AttemptOutcome::VerificationFailed).is_empty()
-    })
-    .await
-    .unwrap();
-    let pool = ns.api::<ProverPool>().get("miden").await.unwrap();
-    assert_eq!(pool.status.unwrap().flagged_pods, []);
-
-    // An honest pod joins: the job succeeds there, never on the faulty pod.
-    scale(&ns, "miden", 1).await;
-    let job = wait_finished(&ns, "first").await;
-    let status = job.status.clone().unwrap();
-    assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
-    assert!(!attempts_with(&job, AttemptOutcome::Succeeded).contains(&faulty));
-    let rejected = attempts_with(&job, AttemptOutcome::VerificationFailed);
-    assert!(!rejected.is_empty(), "{status:#?}");
-    assert!(rejected.iter().all(|p| *p == faulty));
-    let message = job
-        .status
-        .unwrap()
-        .attempts
-        .iter()
-        .find(|a| a.outcome == Some(AttemptOutcome::VerificationFailed))
-        .and_then(|a| a.message.clone())
-        .unwrap_or_default();
-    assert!(message.contains("miden-vm verify"), "{message}");
-    // The honest pod proved the job the faulty one failed: that isolates it.
-    let pool = ns
-        .wait_for::<ProverPool>("miden", "the faulty pod flagged", 3 * MINUTE, |p| {
-            p.status
-                .as_ref()
-                .is_some_and(|s| s.flagged_pods.iter().any(|f| f.pod == faulty))
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        pool.status.unwrap().flagged_pods[0].reason,
-        "VerificationFailed"
-    );
+    assert_tampering_pod_caught(&ns, "miden", "first", &faulty, "miden-vm verify").await;
 }
 
 #[tokio::test]
@@ -413,109 +354,321 @@ async fn a_pod_that_answers_with_another_jobs_stark_proof_is_caught() {
     .unwrap();
 }
 
-/// A Cairo run as `cairo-run --proof_mode` writes it: public input with an output segment of two
-/// cells, private input, trace and memory.
-fn cairo_run_files() -> Value {
-    cairo_run_files_with_output("0x2a")
+/// zkfleet's Cairo tool `name` (`zkfleet-cairo`, `zkfleet-stwo-prove`), as
+/// e2e/scripts/build-cairo.sh builds it for the Stwo image.
+fn cairo_tool(name: &str) -> PathBuf {
+    let Some(dir) = std::env::var_os("ZKFLEET_CAIRO") else {
+        panic!(
+            "ZKFLEET_CAIRO is not set: `make e2e` sets it to the directory e2e/scripts/build-cairo.sh prints"
+        );
+    };
+    PathBuf::from(dir).join("bin").join(name)
 }
 
-/// [`cairo_run_files`] whose first output cell holds `first`: another statement.
-fn cairo_run_files_with_output(first: &str) -> Value {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let public = json!({
-        "layout": "small", "n_steps": 1024, "rc_min": 0, "rc_max": 100,
-        "memory_segments": {
-            "program": {"begin_addr": 1, "stop_ptr": 5},
-            "output": {"begin_addr": 20, "stop_ptr": 22},
-        },
-        "public_memory": [
-            {"address": 1, "value": "0x40780017fff7fff", "page": 0},
-            {"address": 21, "value": "0x90", "page": 0},
-            {"address": 20, "value": first, "page": 0},
-        ],
-    });
-    let private = json!({"trace_path": "/cairo/trace.bin", "memory_path": "/cairo/memory.bin"});
-    json!([
-        {"name": "public_input.json", "inline": {"json": public.to_string()}},
-        {"name": "private_input.json", "inline": {"json": private.to_string()}},
-        {"name": "trace.bin", "inline": {"base64": b64("trace bytes")}},
-        {"name": "memory.bin", "inline": {"base64": b64("memory bytes")}},
-    ])
+/// Runs Stone's `cpu_air_verifier`, as e2e/scripts/build-stone.sh built it for the Stone image,
+/// through the loader and libraries the image carries.
+fn stone_verifier() -> Command {
+    let Some(dir) = std::env::var_os("ZKFLEET_STONE") else {
+        panic!(
+            "ZKFLEET_STONE is not set: `make e2e` sets it to the directory e2e/scripts/build-stone.sh prints"
+        );
+    };
+    let dir = PathBuf::from(dir);
+    let mut command = Command::new(dir.join("lib/ld-linux-x86-64.so.2"));
+    command
+        .arg("--library-path")
+        .arg(dir.join("lib"))
+        .arg(dir.join("bin/cpu_air_verifier"));
+    command
 }
 
-/// The Stone pool (the stand-in's image) of `replicas` pods, and its program ConfigMap.
-async fn stone_pool(ns: &TestNamespace, replicas: i32) {
-    let program = r#"{"prime": "0x800000000000011000000000000000000000000000000000000000000000001", "data": []}"#;
-    let program_sha256 = hex(&<sha2::Sha256 as sha2::Digest>::digest(program.as_bytes()));
+/// A compiled Cairo program of `cairo/programs/` (its source beside it).
+fn cairo_program(name: &str) -> PathBuf {
+    repo_dir().join("cairo/programs").join(name)
+}
+
+/// The n-th number of the programs' Fibonacci sequence (1, 1, 2, 3, ...; fib(0) = 1), computed
+/// here: the test trusts no output the fleet reports.
+fn fib(n: u64) -> u128 {
+    let (mut a, mut b) = (1u128, 1u128);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    b
+}
+
+/// A pool's program ConfigMap and the sha256 its parameters pin.
+async fn program_config_map(ns: &TestNamespace, name: &str, file: &str) -> String {
+    let program = std::fs::read_to_string(cairo_program(file)).unwrap();
+    let sha256 = hex(&<sha2::Sha256 as sha2::Digest>::digest(program.as_bytes()));
     let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cairo-program"},
-        "data": {"program.json": program},
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+        "data": {file: program},
     }))
     .unwrap();
     ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
         .create(&Default::default(), &cm)
         .await
         .unwrap();
+    sha256
+}
+
+/// A real Cairo run of `fib_output.json` on `n`, for Stone: the four files `cairo-run
+/// --proof_mode` writes, made by `zkfleet-cairo run` (cairo-vm), in a directory of their own
+/// under the names the pool takes.
+fn stone_run(dir: &Path, n: u64) -> PathBuf {
+    let run = dir.join(format!("run-{n}"));
+    std::fs::create_dir_all(&run).unwrap();
+    let input = dir.join(format!("input-{n}.json"));
+    std::fs::write(&input, json!({"n": n}).to_string()).unwrap();
+    let out = Command::new(cairo_tool("zkfleet-cairo"))
+        .arg("run")
+        .arg("--program")
+        .arg(cairo_program("fib_output.json"))
+        .arg("--program-input")
+        .arg(&input)
+        .args(["--layout", "small"])
+        .arg("--air-public-input")
+        .arg(run.join("public_input.json"))
+        .arg("--air-private-input")
+        .arg(run.join("private_input.json"))
+        .arg("--trace-file")
+        .arg(run.join("trace.bin"))
+        .arg("--memory-file")
+        .arg(run.join("memory.bin"))
+        .output()
+        .expect("zkfleet-cairo runs");
+    assert!(
+        out.status.success(),
+        "zkfleet-cairo run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+/// The files of `run` as a job's `input.files`: JSON inline as JSON, the rest as base64.
+fn input_files(run: &Path) -> Value {
+    let mut files: Vec<Value> = std::fs::read_dir(run)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let bytes = std::fs::read(&path).unwrap();
+            let inline = if name.ends_with(".json") {
+                json!({"json": String::from_utf8(bytes).unwrap()})
+            } else {
+                json!({"base64": base64::engine::general_purpose::STANDARD.encode(bytes)})
+            };
+            json!({"name": name, "inline": inline})
+        })
+        .collect();
+    files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Value::Array(files)
+}
+
+/// The Stone pool of `replicas` pods: the image with the real `cpu_air_prover` and
+/// `cpu_air_verifier`, and the compiled program its jobs run pinned in its parameters.
+async fn stone_pool(ns: &TestNamespace, replicas: i32) {
+    let sha256 = program_config_map(ns, "cairo-program", "fib_output.json").await;
     let pool: ProverPool = serde_json::from_value(json!({
         "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
         "metadata": {"name": "stone"},
         "spec": {
             "replicas": replicas,
-            "image": image("zkfleet-prover-stone-standin"),
-            "backend": {"type": "exec", "exec": {
-                "profile": "stone",
-                // The stand-in takes Stone's flags after its mode, as cpu_air_prover takes them.
-                "command": ["stone-standin", "prove"],
-                "verifyCommand": ["stone-standin", "verify", "--in_file={proof}"],
-            }},
-            // Stone reads no parameter file of ours; the pool still pins what it serves (here
-            // the compiled Cairo program the jobs run), checked by every pod.
+            "image": image("zkfleet-prover-stone"),
+            // The profile's defaults: the pod adds Stone's flags, and the verifier runs
+            // `cpu_air_verifier --in_file={proof}`.
+            "backend": {"type": "exec", "exec": {"profile": "stone", "command": ["cpu_air_prover"]}},
+            // Stone reads no parameter file of ours; the pool still pins what it serves (the
+            // compiled Cairo program the jobs run), checked by every pod.
             "parameters": {
-                "version": "cairo-v1",
+                "version": "fib-v1",
                 "source": {"configMap": {"name": "cairo-program"}},
-                "files": [{"name": "program.json", "sha256": program_sha256}],
+                "files": [{"name": "fib_output.json", "sha256": sha256}],
             },
-            "jobDefaults": {"timeoutSeconds": 60},
+            "jobDefaults": {"timeoutSeconds": 180},
         },
     }))
     .unwrap();
     ns.api().create(&Default::default(), &pool).await.unwrap();
 }
 
-/// Submits a Stone job of `files` (a Cairo run's four files).
-async fn submit_stone_job(ns: &TestNamespace, name: &str, files: Value) {
+/// Submits a job of `pool` whose input is `files`.
+async fn submit_files_job(ns: &TestNamespace, pool: &str, name: &str, files: Value) {
     let job: ProofJob = serde_json::from_value(json!({
         "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProofJob",
         "metadata": {"name": name},
-        "spec": {"poolRef": {"name": "stone"}, "input": {"files": files}},
+        "spec": {"poolRef": {"name": pool}, "input": {"files": files}},
     }))
     .unwrap();
     ns.api().create(&Default::default(), &job).await.unwrap();
 }
 
+/// Whether the test's own `cpu_air_verifier` accepts the Stone proof `proof`.
+fn stone_verify(dir: &Path, proof: &Value) -> bool {
+    let file = dir.join("stone-proof.json");
+    std::fs::write(&file, proof.to_string()).unwrap();
+    stone_verifier()
+        .arg(format!("--in_file={}", file.display()))
+        .output()
+        .expect("cpu_air_verifier runs")
+        .status
+        .success()
+}
+
+/// A Stone proof with the last digit of its proof changed, as a tampering prover would.
+fn tampered_stone_proof(proof: &Value) -> Value {
+    let mut tampered = proof.clone();
+    let hex = proof["proof_hex"]
+        .as_str()
+        .expect("a Stone proof has proof_hex");
+    let last = if hex.ends_with('0') { "1" } else { "0" };
+    tampered["proof_hex"] = json!(format!("{}{last}", &hex[..hex.len() - 1]));
+    tampered
+}
+
 #[tokio::test]
-async fn a_stone_pool_completes_proof_jobs_through_its_verifier() {
-    let Setup { release: _r, ns } = setup("stark-stone", "").await;
+async fn stone_jobs_are_proved_by_cpu_air_prover_and_checked_by_cpu_air_verifier() {
+    let Setup { release, ns } = setup("stark-stone", "").await;
     stone_pool(&ns, 1).await;
     wait_serving(&ns, "stone", 1).await;
-    submit_stone_job(&ns, "cairo", cairo_run_files()).await;
-    let job = wait_finished(&ns, "cairo").await;
-    let status = job.status.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut steps = Vec::new();
+    for n in [10u64, 150] {
+        let run = stone_run(dir.path(), n);
+        let name = format!("fib-{n}");
+        let applied = Instant::now();
+        // One job as a user submits a Cairo run's directory, the other through the API.
+        if n == 10 {
+            let submitted = kubectl_zkfleet(
+                &ns,
+                &[
+                    "submit",
+                    "--pool",
+                    "stone",
+                    "--input-dir",
+                    run.to_str().unwrap(),
+                    "--name",
+                    &name,
+                ],
+            )
+            .await;
+            assert_eq!(submitted.code, Some(0), "{submitted:#?}");
+        } else {
+            submit_files_job(&ns, "stone", &name, input_files(&run)).await;
+        }
+        let job = wait_finished(&ns, &name).await;
+        let end_to_end = applied.elapsed();
+        let status = job.status.clone().unwrap();
+        assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
+        let verification = status.verification.clone().unwrap();
+        assert!(
+            verification.verified && !verification.skipped,
+            "{verification:?}"
+        );
+        let verifier = verification.verifier.clone().unwrap();
+        assert!(
+            verifier.starts_with("verifier/stone-verifier-"),
+            "{verifier}"
+        );
+        let provers = attempts_with(&job, AttemptOutcome::Succeeded);
+        assert!(!provers.iter().any(|p| verifier.ends_with(p.as_str())));
+
+        // The output is the run's, [n, fib(n)], read from the public memory.
+        let outputs = Value::Object(status.result.clone().unwrap().public_outputs.unwrap());
+        assert_eq!(
+            outputs["output"],
+            json!([format!("{n:#x}"), format!("{:#x}", fib(n))]),
+            "{outputs}"
+        );
+        steps.push(outputs["nSteps"].as_u64().unwrap());
+
+        // The test's own cpu_air_verifier accepts the proof, which is of this run's public
+        // input, and refuses it tampered.
+        let proof = proof_of(&ns, &release, &job).await;
+        let public_input: Value =
+            serde_json::from_slice(&std::fs::read(run.join("public_input.json")).unwrap()).unwrap();
+        assert_eq!(proof["public_input"], public_input);
+        assert!(
+            stone_verify(dir.path(), &proof),
+            "cpu_air_verifier refused {name}"
+        );
+        assert!(!stone_verify(dir.path(), &tampered_stone_proof(&proof)));
+        eprintln!(
+            "stone {name}: {} steps; kubectl apply to Succeeded {} ms; proving on the pod {} ms; verified in {} ms by {verifier}",
+            outputs["nSteps"],
+            end_to_end.as_millis(),
+            status.proving_millis.unwrap_or(-1),
+            verification.verifier_millis.unwrap_or(-1),
+        );
+    }
+    assert_ne!(steps[0], steps[1], "two trace lengths: {steps:?}");
+}
+
+/// Waits until `job` of `pool` has a proof refused by the verifier and then, once an honest pod
+/// joined, succeeds elsewhere; `faulty` is flagged for it, and the refusal names `verifier`.
+async fn assert_tampering_pod_caught(
+    ns: &TestNamespace,
+    pool: &str,
+    job: &str,
+    faulty: &str,
+    verifier: &str,
+) {
+    // Only the faulty pod proves: the verifier rejects its proof, but one rejection cannot
+    // tell the pod from the input, so nobody is flagged yet.
+    ns.wait_for::<ProofJob>(job, "its first proof rejected", 5 * MINUTE, |j| {
+        !attempts_with(j, AttemptOutcome::VerificationFailed).is_empty()
+    })
+    .await
+    .unwrap();
+    let status = ns
+        .api::<ProverPool>()
+        .get(pool)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.flagged_pods, []);
+
+    // An honest pod joins: the job succeeds there, never on the faulty pod.
+    scale(ns, pool, 1).await;
+    let done = wait_job_finished(ns, job, 5 * MINUTE).await;
+    let status = done.status.clone().unwrap();
     assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
-    // The verifier step was taken, by the verifier Deployment.
-    let verification = status.verification.unwrap();
-    assert!(verification.verified, "{verification:?}");
-    assert!(
-        verification
-            .verifier
-            .as_deref()
-            .is_some_and(|v| v.starts_with("verifier/stone-verifier-")),
-        "{verification:?}"
+    assert!(!attempts_with(&done, AttemptOutcome::Succeeded).contains(&faulty.to_string()));
+    let rejected = attempts_with(&done, AttemptOutcome::VerificationFailed);
+    assert!(!rejected.is_empty(), "{status:#?}");
+    assert!(rejected.iter().all(|p| p == faulty));
+    let message = status
+        .attempts
+        .iter()
+        .find(|a| a.outcome == Some(AttemptOutcome::VerificationFailed))
+        .and_then(|a| a.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains(verifier), "{message}");
+    // The honest pod proved the job the faulty one failed: that isolates it.
+    let pool = ns
+        .wait_for::<ProverPool>(pool, "the faulty pod flagged", 3 * MINUTE, |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.flagged_pods.iter().any(|f| f.pod == faulty))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        pool.status.unwrap().flagged_pods[0].reason,
+        "VerificationFailed"
     );
-    // The program output is read from the output segment, in address order.
-    let outputs = status.result.unwrap().public_outputs.unwrap();
-    assert_eq!(outputs["output"], json!(["0x2a", "0x90"]));
-    assert_eq!(outputs["nSteps"], 1024);
+}
+
+#[tokio::test]
+async fn a_pod_that_tampers_with_stone_proofs_is_refused_by_cpu_air_verifier_and_flagged() {
+    let Setup { release: _r, ns } = setup("stark-stone-corrupt", "").await;
+    stone_pool(&ns, 0).await;
+    let faulty = start_faulty_pod(&ns, "stone", "corrupt-proofs").await;
+    let dir = tempfile::tempdir().unwrap();
+    submit_files_job(&ns, "stone", "fib", input_files(&stone_run(dir.path(), 20))).await;
+    assert_tampering_pod_caught(&ns, "stone", "fib", &faulty, "exited with code").await;
 }
 
 #[tokio::test]
@@ -523,11 +676,24 @@ async fn a_stone_pod_that_answers_with_another_runs_proof_is_caught() {
     let Setup { release: _r, ns } = setup("stark-stone-liar", "").await;
     stone_pool(&ns, 0).await;
     let liar = start_faulty_pod(&ns, "stone", "wrong-statement").await;
-    submit_stone_job(&ns, "first", cairo_run_files()).await;
+    let dir = tempfile::tempdir().unwrap();
+    submit_files_job(
+        &ns,
+        "stone",
+        "first",
+        input_files(&stone_run(dir.path(), 10)),
+    )
+    .await;
     let first = wait_finished(&ns, "first").await;
     assert_eq!(first.status.unwrap().phase, Some(JobPhase::Succeeded));
     // Another run: its output differs, so its public input does.
-    submit_stone_job(&ns, "second", cairo_run_files_with_output("0x2b")).await;
+    submit_files_job(
+        &ns,
+        "stone",
+        "second",
+        input_files(&stone_run(dir.path(), 11)),
+    )
+    .await;
     wait_rejected_as_another_statement(&ns, "second").await;
     scale(&ns, "stone", 1).await;
     let job = wait_finished(&ns, "second").await;
@@ -535,9 +701,147 @@ async fn a_stone_pod_that_answers_with_another_runs_proof_is_caught() {
     assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
     assert!(!attempts_with(&job, AttemptOutcome::Succeeded).contains(&liar));
     let statement = status.verification.unwrap().statement.unwrap();
-    assert_eq!(statement["output"], json!(["0x2b", "0x90"]));
+    assert_eq!(
+        statement["output"],
+        json!(["0xb", format!("{:#x}", fib(11))])
+    );
     assert_eq!(
         status.result.unwrap().public_outputs.unwrap()["output"],
         statement["output"]
     );
+}
+
+/// The Stwo pool of `replicas` pods: the image with `zkfleet-stwo-prove` and
+/// `zkfleet-cairo`, proving `fib_stwo.json`. Its memory request is what a proof of these runs
+/// takes with the `canonical_small` preprocessed trace (see README.md, "Stwo").
+async fn stwo_pool(ns: &TestNamespace, replicas: i32) {
+    let sha256 = program_config_map(ns, "stwo-program", "fib_stwo.json").await;
+    let pool: ProverPool = serde_json::from_value(json!({
+        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
+        "metadata": {"name": "stwo"},
+        "spec": {
+            "replicas": replicas,
+            "image": image("zkfleet-prover-stwo"),
+            "backend": {"type": "exec", "exec": {"profile": "stwo", "command": ["zkfleet-stwo-prove"]}},
+            "parameters": {
+                "version": "fib-v1",
+                "source": {"configMap": {"name": "stwo-program"}},
+                "files": [{"name": "fib_stwo.json", "sha256": sha256}],
+            },
+            "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "8Gi"}},
+            "jobDefaults": {"timeoutSeconds": 300},
+        },
+    }))
+    .unwrap();
+    ns.api().create(&Default::default(), &pool).await.unwrap();
+}
+
+/// What the test's own `zkfleet-cairo stwo-verify` says of a Stwo `proof` of the pool's
+/// program on `input`: the statement it printed when the proof holds.
+fn stwo_verify(dir: &Path, proof: &Value, input: &Value) -> Option<Value> {
+    let (proof_file, input_file) = (dir.join("stwo.proof"), dir.join("stwo-input.json"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(proof["base64"].as_str().expect("a binary proof"))
+        .unwrap();
+    std::fs::write(&proof_file, bytes).unwrap();
+    std::fs::write(&input_file, input.to_string()).unwrap();
+    let out = Command::new(cairo_tool("zkfleet-cairo"))
+        .arg("stwo-verify")
+        .arg("--program")
+        .arg(cairo_program("fib_stwo.json"))
+        .arg("--program-input")
+        .arg(&input_file)
+        .arg("--proof")
+        .arg(&proof_file)
+        .output()
+        .expect("zkfleet-cairo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    out.status
+        .success()
+        .then(|| serde_json::from_str(stdout.lines().next().unwrap_or_default()).unwrap())
+}
+
+#[tokio::test]
+async fn stwo_jobs_of_two_inputs_are_proved_and_checked_by_the_stwo_verifier() {
+    let Setup { release, ns } = setup("stark-stwo", "").await;
+    stwo_pool(&ns, 1).await;
+    wait_serving(&ns, "stwo", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hashes = Vec::new();
+    for n in [10u64, 40] {
+        let name = format!("fib-{n}");
+        let input = json!({"n": n});
+        let run = dir.path().join(&name);
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("program_input.json"), input.to_string()).unwrap();
+        let applied = Instant::now();
+        if n == 10 {
+            let submitted = kubectl_zkfleet(
+                &ns,
+                &[
+                    "submit",
+                    "--pool",
+                    "stwo",
+                    "--input-dir",
+                    run.to_str().unwrap(),
+                    "--name",
+                    &name,
+                ],
+            )
+            .await;
+            assert_eq!(submitted.code, Some(0), "{submitted:#?}");
+        } else {
+            submit_files_job(&ns, "stwo", &name, input_files(&run)).await;
+        }
+        let job = wait_job_finished(&ns, &name, 5 * MINUTE).await;
+        let end_to_end = applied.elapsed();
+        let status = job.status.clone().unwrap();
+        assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
+        let verification = status.verification.clone().unwrap();
+        assert!(
+            verification.verified && !verification.skipped,
+            "{verification:?}"
+        );
+        let verifier = verification.verifier.clone().unwrap();
+        assert!(
+            verifier.starts_with("verifier/stwo-verifier-"),
+            "{verifier}"
+        );
+
+        let outputs = Value::Object(status.result.clone().unwrap().public_outputs.unwrap());
+        assert_eq!(
+            outputs["output"],
+            json!([n.to_string(), fib(n).to_string()]),
+            "{outputs}"
+        );
+        // The test's own verifier accepts the proof for this input, with the same statement,
+        // and refuses it for another input.
+        let proof = proof_of(&ns, &release, &job).await;
+        let statement =
+            stwo_verify(dir.path(), &proof, &input).expect("the test's verifier accepts");
+        assert_eq!(statement, outputs);
+        assert!(stwo_verify(dir.path(), &proof, &json!({"n": n + 1})).is_none());
+        hashes.push(statement["programHash"].clone());
+        eprintln!(
+            "stwo {name}: kubectl apply to Succeeded {} ms; proving on the pod {} ms; verified in {} ms by {verifier}",
+            end_to_end.as_millis(),
+            status.proving_millis.unwrap_or(-1),
+            verification.verifier_millis.unwrap_or(-1),
+        );
+    }
+    // One program: the same hash for both inputs.
+    assert_eq!(hashes[0], hashes[1]);
+}
+
+#[tokio::test]
+async fn a_pod_that_tampers_with_stwo_proofs_is_refused_by_the_stwo_verifier_and_flagged() {
+    let Setup { release: _r, ns } = setup("stark-stwo-corrupt", "").await;
+    stwo_pool(&ns, 0).await;
+    let faulty = start_faulty_pod(&ns, "stwo", "corrupt-proofs").await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("fib");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("program_input.json"), json!({"n": 20}).to_string()).unwrap();
+    submit_files_job(&ns, "stwo", "fib", input_files(&run)).await;
+    assert_tampering_pod_caught(&ns, "stwo", "fib", &faulty, "stwo-verify").await;
 }

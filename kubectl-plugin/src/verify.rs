@@ -10,9 +10,7 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::Value;
 use zkfleet_contract::Digest;
-use zkfleet_crds::v1alpha1::{
-    ExecProfile, ParameterFile, ParametersLocation, ProofJob, ProverPool,
-};
+use zkfleet_crds::v1alpha1::{ParameterFile, ParametersLocation, ProofJob, ProverPool};
 use zkfleet_groth16_verifier::Verifier;
 
 use crate::artifact::{self, JobProof};
@@ -141,9 +139,8 @@ pub fn not_checkable(
     let name = job.metadata.name.as_deref().unwrap_or("?");
     let profile = pool.and_then(|p| p.spec.backend.exec_profile());
     let (system, verifier) = match profile {
-        Some(ExecProfile::Miden) => ("Miden VM", "miden-vm verify"),
-        Some(ExecProfile::Stone) => ("StarkWare Stone", "cpu_air_verifier"),
-        _ => ("a STARK or VM prover", "that system's verifier"),
+        Some(p) => (p.system().title, p.system().verifier),
+        None => ("a STARK or VM prover", "that system's verifier"),
     };
     let on_cluster = job
         .status

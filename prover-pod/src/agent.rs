@@ -13,9 +13,6 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ark_bn254::{Bn254, G1Affine};
-use ark_ec::{AffineRepr, CurveGroup};
-use ark_groth16::Proof;
 use base64::Engine as _;
 use rand::Rng as _;
 use serde::Serialize;
@@ -25,7 +22,6 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::backend::{BackendError, ProofInput, ProofOutput};
-use crate::groth16::json::ProofJson;
 use crate::lease::{
     CALLER_HEADER, COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, FileContent,
     HEARTBEAT_PATH, HeartbeatRequest, HeartbeatResponse, InputFormat, JobInput, LEASE_PATH,
@@ -726,7 +722,9 @@ async fn run_job(
                     job = job.job,
                     "fault injection: uploading a corrupted proof"
                 );
-                corrupt(&mut proof);
+                if let Some((backend, _)) = state.ready_backend() {
+                    backend.tamper(&mut proof);
+                }
             }
             tracing::info!(job = job.job, proving_millis, "proved");
             Outcome::Proved {
@@ -972,42 +970,6 @@ async fn download(url: &str, sha256: &str) -> Result<Vec<u8>, JobFailure> {
     })
 }
 
-/// Fault injection: makes a proof the verifier must reject. A Groth16 proof gets another
-/// valid curve point as `pi_a` (so it still parses); anything else is wrapped out of shape.
-fn corrupt(proof: &mut Value) {
-    // A binary STARK proof keeps its shape with one byte flipped in its middle, so only a
-    // real verifier can tell.
-    if let Some(mut bytes) = proof["base64"]
-        .as_str()
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .filter(|b| !b.is_empty())
-    {
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x01;
-        proof["base64"] = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-        return;
-    }
-    // A Stone proof file keeps its shape with its last proof digit changed.
-    if let Some(hex) = proof["proof_hex"].as_str().filter(|h| !h.is_empty()) {
-        let mut hex = hex.to_string();
-        let last = if hex.ends_with('0') { "1" } else { "0" };
-        hex.replace_range(hex.len() - 1.., last);
-        proof["proof_hex"] = Value::String(hex);
-        return;
-    }
-    let parsed = serde_json::from_value::<ProofJson>(proof.clone())
-        .ok()
-        .and_then(|p| p.to_proof().ok());
-    *proof = match parsed {
-        Some(p) => {
-            let a: G1Affine = (p.a + G1Affine::generator()).into_affine();
-            let tampered: Proof<Bn254> = Proof { a, ..p };
-            serde_json::to_value(ProofJson::from_proof(&tampered)).unwrap_or(Value::Null)
-        }
-        None => serde_json::json!({ "corrupted": proof.take() }),
-    };
-}
-
 /// Renews the held leases every third of the shortest lease (at least every second) and
 /// abandons the ones the dispatcher revokes. Runs on its own thread and runtime.
 async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -1135,22 +1097,5 @@ mod tests {
         assert!(*rx.borrow());
         assert_eq!(held.revoke(&job.lease), None);
         assert_eq!(held.len(), 0);
-    }
-
-    #[test]
-    fn corrupted_groth16_proofs_still_parse() {
-        let g = G1Affine::generator();
-        let p: Proof<Bn254> = Proof {
-            a: g,
-            b: ark_bn254::G2Affine::generator(),
-            c: g,
-        };
-        let mut v = serde_json::to_value(ProofJson::from_proof(&p)).unwrap();
-        let before = v.clone();
-        corrupt(&mut v);
-        assert_ne!(v["pi_a"], before["pi_a"]);
-        assert_eq!(v["pi_b"], before["pi_b"]);
-        let back: ProofJson = serde_json::from_value(v).unwrap();
-        assert!(back.to_proof().is_ok());
     }
 }

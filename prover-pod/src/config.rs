@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use zkfleet_contract::systems::{ProofSystem, proof_system};
 
 use crate::agent::{AgentConfig, Fault, Faults};
 use crate::lease::Caller;
@@ -48,32 +49,27 @@ pub enum BackendKind {
     Exec,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ExecProfile {
-    /// `snarkjs groth16 prove {zkey} {witness} {proof} {public}`.
-    Snarkjs,
-    /// `rapidsnark {zkey} {witness} {proof} {public}`.
-    Rapidsnark,
-    /// StarkWare Stone's `cpu_air_prover` proving Cairo runs: POST /v1/prove
-    /// `{"stone": {"publicInput": {..}, "privateInput": {..}, "trace": b64,
-    /// "memory": b64}}` (n_steps a power of two ≥ 512); the pod writes
-    /// cpu_air_params.json (FRI parameters from n_steps) and
-    /// cpu_air_prover_config.json, and needs no zkey.
-    Stone,
-    /// Miden VM's `miden-vm prove` proving the pool's MASM program (the one `.masm` parameter
-    /// file) on a job's `inputs.json`; verified with `miden-vm verify`.
-    Miden,
-}
+/// An exec profile: a proof system of zkfleet's table
+/// ([`zkfleet_contract::systems::PROOF_SYSTEMS`]), named as pools name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecProfile(pub &'static ProofSystem);
 
 impl ExecProfile {
     pub fn name(self) -> &'static str {
-        match self {
-            ExecProfile::Snarkjs => "snarkjs",
-            ExecProfile::Rapidsnark => "rapidsnark",
-            ExecProfile::Stone => "stone",
-            ExecProfile::Miden => "miden",
-        }
+        self.0.name
     }
+}
+
+/// Parses --exec-profile: a name from the table of proof systems.
+fn exec_profile(name: &str) -> Result<ExecProfile, String> {
+    proof_system(name).map(ExecProfile).ok_or_else(|| {
+        format!(
+            "no proof system named {name:?}: use one of {}",
+            zkfleet_contract::systems::names()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 impl BackendKind {
@@ -208,11 +204,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ZKFLEET_DRAIN_TIMEOUT_SECONDS", default_value_t = 900)]
     pub drain_timeout_seconds: u64,
 
-    /// exec backend: which prover's command line and file contract to use.
+    /// exec backend: which proof system's command line and file contract to use, by its name
+    /// in zkfleet's table of proof systems.
     #[arg(
         long,
         env = "ZKFLEET_EXEC_PROFILE",
-        value_enum,
+        value_parser = exec_profile,
         default_value = "snarkjs"
     )]
     pub exec_profile: ExecProfile,

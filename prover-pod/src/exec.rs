@@ -5,8 +5,8 @@
 //! Profiles fix the template and the file contract:
 //! - `snarkjs`: `snarkjs groth16 prove {zkey} {witness} {proof} {public}`
 //! - `rapidsnark`: `rapidsnark {zkey} {witness} {proof} {public}` (same files)
-//! - `stone`: Stone's `cpu_air_prover`; the pod writes the FRI parameters
-//!   itself from the trace length (see [`fri_parameters`]).
+//! - STARK and VM systems build their own command lines in their backends
+//!   (`crate::backend`), with [`render`] and [`run`].
 
 use std::io::Read;
 use std::os::unix::process::CommandExt as _;
@@ -14,167 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cancel::Cancel;
-
-/// Why the Stone FRI parameters cannot be chosen.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FriError {
-    #[error("n_steps must be a power of two, got {0}")]
-    NotPowerOfTwo(u64),
-    #[error("n_steps must be at least 512, got {0}")]
-    TooFewSteps(u64),
-    #[error("last_layer_degree_bound must be a power of two, got {0}")]
-    LastLayerNotPowerOfTwo(u64),
-    #[error(
-        "last_layer_degree_bound {bound} leaves no FRI steps for n_steps {n_steps}: \
-         log2(bound) must be below log2(n_steps) + 4 = {total}"
-    )]
-    LastLayerTooLarge {
-        bound: u64,
-        n_steps: u64,
-        total: u32,
-    },
-    #[error("the largest FRI step must be between 1 and 8, got {0}")]
-    BadMaxStep(u32),
-}
-
-/// Stone FRI layout: log2(last_layer_degree_bound) + Σ fri_step_list = log2(n_steps) + 4.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FriParameters {
-    pub fri_step_list: Vec<u32>,
-    pub last_layer_degree_bound: u64,
-}
-
-/// log2 of the blow-up Stone uses (`log_n_cosets`), the "+ 4" of the equation.
-pub const LOG_N_COSETS: u32 = 4;
-
-/// Chooses FRI parameters for a trace of `n_steps`: the first step is 0 (as
-/// in Stone's examples), then steps of `max_step` and a smaller remainder;
-/// the last layer defaults to degree bound 64.
-pub fn fri_parameters(
-    n_steps: u64,
-    last_layer_degree_bound: Option<u64>,
-    max_step: u32,
-) -> Result<FriParameters, FriError> {
-    if !(1..=8).contains(&max_step) {
-        return Err(FriError::BadMaxStep(max_step));
-    }
-    if !n_steps.is_power_of_two() {
-        return Err(FriError::NotPowerOfTwo(n_steps));
-    }
-    if n_steps < 512 {
-        return Err(FriError::TooFewSteps(n_steps));
-    }
-    let total = n_steps.trailing_zeros() + LOG_N_COSETS;
-    let bound = last_layer_degree_bound.unwrap_or(64);
-    if !bound.is_power_of_two() {
-        return Err(FriError::LastLayerNotPowerOfTwo(bound));
-    }
-    let log_bound = bound.trailing_zeros();
-    if log_bound >= total {
-        return Err(FriError::LastLayerTooLarge {
-            bound,
-            n_steps,
-            total,
-        });
-    }
-    let mut rest = total - log_bound;
-    let mut steps = vec![0];
-    while rest > 0 {
-        let s = rest.min(max_step);
-        steps.push(s);
-        rest -= s;
-    }
-    Ok(FriParameters {
-        fri_step_list: steps,
-        last_layer_degree_bound: bound,
-    })
-}
-
-/// The `cpu_air_params.json` Stone reads.
-pub fn stone_parameter_file(fri: &FriParameters, n_queries: u32, proof_of_work_bits: u32) -> Value {
-    json!({
-        "field": "PrimeField0",
-        "stark": {
-            "fri": {
-                "fri_step_list": fri.fri_step_list,
-                "last_layer_degree_bound": fri.last_layer_degree_bound,
-                "n_queries": n_queries,
-                "proof_of_work_bits": proof_of_work_bits,
-            },
-            "log_n_cosets": LOG_N_COSETS,
-        },
-        "use_extension_field": false,
-    })
-}
-
-/// Defaults of the Stone profile: 18 queries with 24 proof-of-work bits
-/// (Stone's example, ~80 bits of security at blow-up 16), a last FRI layer of
-/// degree bound 64, and FRI steps of at most 4 (folding by 16).
-pub const STONE_N_QUERIES: u32 = 18;
-pub const STONE_PROOF_OF_WORK_BITS: u32 = 24;
-pub const STONE_LAST_LAYER_DEGREE_BOUND: u64 = 64;
-pub const STONE_MAX_FRI_STEP: u32 = 4;
-
-/// The `cpu_air_prover_config.json` the pod writes: Stone's own example
-/// settings, which keep the low-degree extension in memory only where it
-/// pays and split the work into tasks for all cores.
-pub fn stone_prover_config() -> Value {
-    json!({
-        "cached_lde_config": {
-            "store_full_lde": false,
-            "use_fft_for_eval": false,
-        },
-        "constraint_polynomial_task_size": 256,
-        "n_out_of_memory_merkle_layers": 1,
-        "table_prover_n_tasks_per_segment": 32,
-    })
-}
-
-/// Why a Stone request cannot be proved as given.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum StoneInputError {
-    #[error(
-        "public_input has no n_steps: give the public input cairo-run wrote (--air_public_input), which holds n_steps"
-    )]
-    MissingSteps,
-    #[error(
-        "n_steps {0}: {1}; run the Cairo program with a step count that is a power of two of at least 512 (cairo-run --proof_mode pads the trace to one)"
-    )]
-    BadSteps(String, FriError),
-    #[error(
-        "n_steps {0} is not a whole number: give the power of two (at least 512) cairo-run wrote"
-    )]
-    NotANumber(String),
-}
-
-/// The FRI parameters for a Cairo run, from the `n_steps` of its public input.
-pub fn stone_fri_for(public_input: &Value) -> Result<FriParameters, StoneInputError> {
-    let n_steps = public_input
-        .get("n_steps")
-        .ok_or(StoneInputError::MissingSteps)?;
-    let n = n_steps
-        .as_u64()
-        .ok_or_else(|| StoneInputError::NotANumber(n_steps.to_string()))?;
-    fri_parameters(n, Some(STONE_LAST_LAYER_DEGREE_BOUND), STONE_MAX_FRI_STEP)
-        .map_err(|e| StoneInputError::BadSteps(n.to_string(), e))
-}
-
-/// One Stone proof's inputs: what `cairo-run` wrote for the program run.
-#[derive(Clone, Debug)]
-pub struct StoneInput {
-    /// `--air_public_input` JSON (holds `n_steps`, layout, memory segments).
-    pub public_input: Value,
-    /// `--air_private_input` JSON; its `trace_path` and `memory_path` are
-    /// replaced with the files the pod writes.
-    pub private_input: Value,
-    /// `--trace_file` bytes.
-    pub trace: Vec<u8>,
-    /// `--memory_file` bytes.
-    pub memory: Vec<u8>,
-}
 
 pub fn work_dir(work_root: Option<&Path>) -> Result<tempfile::TempDir, ExecError> {
     Ok(match work_root {
@@ -185,63 +27,11 @@ pub fn work_dir(work_root: Option<&Path>) -> Result<tempfile::TempDir, ExecError
     })
 }
 
-fn read_json(p: &Path) -> Result<Value, ExecError> {
+pub(crate) fn read_json(p: &Path) -> Result<Value, ExecError> {
     let bytes = std::fs::read(p)
         .map_err(|e| ExecError::Output(format!("{} not written: {e}", p.display())))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ExecError::Output(format!("{} is not JSON: {e}", p.display())))
-}
-
-/// A Stone proof: writes the inputs, `cpu_air_params.json` (from `fri`) and
-/// `cpu_air_prover_config.json` into a fresh directory, runs the template
-/// and returns the proof JSON it wrote to `{proof}`.
-pub fn prove_stone_files(
-    template: &[String],
-    input: &StoneInput,
-    fri: &FriParameters,
-    work_root: Option<&Path>,
-    timeout: Duration,
-    cancel: &Cancel,
-) -> Result<Value, ExecError> {
-    let dir = work_dir(work_root)?;
-    let path = |name: &str| dir.path().join(name);
-    let (trace, memory) = (path("trace.bin"), path("memory.bin"));
-    std::fs::write(&trace, &input.trace)?;
-    std::fs::write(&memory, &input.memory)?;
-    let mut private = input.private_input.clone();
-    if let Some(obj) = private.as_object_mut() {
-        obj.insert("trace_path".into(), json!(trace.to_string_lossy()));
-        obj.insert("memory_path".into(), json!(memory.to_string_lossy()));
-    }
-    let write = |name: &str, v: &Value| -> Result<PathBuf, ExecError> {
-        let p = path(name);
-        std::fs::write(
-            &p,
-            serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?,
-        )?;
-        Ok(p)
-    };
-    let private = write("private_input.json", &private)?;
-    let public = write("public_input.json", &input.public_input)?;
-    let parameters = write(
-        "cpu_air_params.json",
-        &stone_parameter_file(fri, STONE_N_QUERIES, STONE_PROOF_OF_WORK_BITS),
-    )?;
-    let config = write("cpu_air_prover_config.json", &stone_prover_config())?;
-    let proof = path("proof.json");
-    let argv = render(
-        template,
-        &[
-            ("proof", &proof),
-            ("public_input", &public),
-            ("private_input", &private),
-            ("prover_config", &config),
-            ("parameters", &parameters),
-            ("workdir", dir.path()),
-        ],
-    )?;
-    run(&argv, dir.path(), timeout, cancel)?;
-    read_json(&proof)
 }
 
 /// Why an external prover run failed.
@@ -399,10 +189,10 @@ pub fn prove_groth16_files(
     Ok((proof, public))
 }
 
-/// The command a pod runs: the profile's, or a custom template. For
-/// `stone`, a template without placeholders names the program (and any
-/// leading arguments) and Stone's flags are appended, so a ProverPool command
-/// of just `[cpu_air_prover]` works.
+/// The command a pod runs: the profile's (its proof system's default command), or a custom
+/// template. A template without placeholders names the program (and any leading arguments)
+/// and the profile's default arguments are appended, so a ProverPool command of just
+/// `[cpu_air_prover]` works.
 pub fn command(
     profile: &str,
     program: Option<&str>,
@@ -433,13 +223,9 @@ fn command_from(
     custom: Option<Vec<String>>,
 ) -> Option<Vec<String>> {
     match custom {
-        Some(words)
-            if profile == "stone"
-                && !words.is_empty()
-                && !words.iter().any(|w| w.contains('{')) =>
-        {
+        Some(words) if !words.is_empty() && !words.iter().any(|w| w.contains('{')) => {
             let mut t = words;
-            t.extend(profile_template("stone", Some("-"))?.into_iter().skip(1));
+            t.extend(profile_template(profile, Some("-"))?.into_iter().skip(1));
             Some(t)
         }
         Some(words) => Some(words),
@@ -447,112 +233,24 @@ fn command_from(
     }
 }
 
-/// The default command of each profile.
+/// The default command of a profile, from the table of proof systems, with `program` in
+/// place of the system's own program when given.
 pub fn profile_template(profile: &str, program: Option<&str>) -> Option<Vec<String>> {
-    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    match profile {
-        "snarkjs" => {
-            let mut t = v(&[program.unwrap_or("snarkjs")]);
-            t.extend(v(&[
-                "groth16",
-                "prove",
-                "{zkey}",
-                "{witness}",
-                "{proof}",
-                "{public}",
-            ]));
-            Some(t)
-        }
-        "rapidsnark" => Some(v(&[
-            program.unwrap_or("rapidsnark"),
-            "{zkey}",
-            "{witness}",
-            "{proof}",
-            "{public}",
-        ])),
-        "stone" => Some(v(&[
-            program.unwrap_or("cpu_air_prover"),
-            "--out_file={proof}",
-            "--public_input_file={public_input}",
-            "--private_input_file={private_input}",
-            "--prover_config_file={prover_config}",
-            "--parameter_file={parameters}",
-        ])),
-        // The miden system builds its own command lines; the template names the program.
-        "miden" => Some(v(&[program.unwrap_or("miden-vm")])),
-        _ => None,
+    let system = zkfleet_contract::systems::proof_system(profile)?;
+    let mut template: Vec<String> = system
+        .default_command
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    if let Some(program) = program {
+        template[0] = program.to_string();
     }
+    Some(template)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check(n_steps: u64, p: &FriParameters) {
-        let sum: u32 = p.fri_step_list.iter().sum();
-        assert_eq!(
-            p.last_layer_degree_bound.trailing_zeros() + sum,
-            n_steps.trailing_zeros() + 4
-        );
-        assert!(p.last_layer_degree_bound.is_power_of_two());
-    }
-
-    #[test]
-    fn fri_equation_holds_for_every_valid_size() {
-        for log in 9..=30 {
-            let n = 1u64 << log;
-            for bound in [None, Some(1), Some(32), Some(128), Some(1u64 << (log + 3))] {
-                for max_step in 1..=5 {
-                    let p = fri_parameters(n, bound, max_step).unwrap();
-                    check(n, &p);
-                    assert!(p.fri_step_list.iter().all(|s| *s <= max_step));
-                }
-            }
-        }
-        // Stone's example layout: 16384 steps -> last layer 64, steps [0, 4, 4, 4].
-        let p = fri_parameters(16384, None, 4).unwrap();
-        assert_eq!(
-            p,
-            FriParameters {
-                fri_step_list: vec![0, 4, 4, 4],
-                last_layer_degree_bound: 64
-            }
-        );
-        assert_eq!(
-            fri_parameters(512, None, 4).unwrap().fri_step_list,
-            vec![0, 4, 3]
-        );
-    }
-
-    #[test]
-    fn impossible_fri_combinations_are_refused() {
-        assert_eq!(
-            fri_parameters(1000, None, 4),
-            Err(FriError::NotPowerOfTwo(1000))
-        );
-        assert_eq!(fri_parameters(0, None, 4), Err(FriError::NotPowerOfTwo(0)));
-        assert_eq!(
-            fri_parameters(256, None, 4),
-            Err(FriError::TooFewSteps(256))
-        );
-        assert_eq!(
-            fri_parameters(1024, Some(100), 4),
-            Err(FriError::LastLayerNotPowerOfTwo(100))
-        );
-        assert_eq!(
-            fri_parameters(1024, Some(1 << 14), 4),
-            Err(FriError::LastLayerTooLarge {
-                bound: 1 << 14,
-                n_steps: 1024,
-                total: 14
-            })
-        );
-        assert_eq!(fri_parameters(1024, None, 0), Err(FriError::BadMaxStep(0)));
-        let msg = fri_parameters(1024, Some(1 << 20), 4)
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("last_layer_degree_bound"), "{msg}");
-    }
 
     /// Whether `pid` has exited (gone, or a zombie waiting for its reaper).
     fn exited(pid: &str) -> bool {
@@ -676,7 +374,5 @@ mod tests {
         assert_eq!(listed, ["/opt/my prover/prove", "--zkey", "{zkey}"]);
         assert!(command("snarkjs", None, Some("[1, 2]")).is_err());
         assert!(command("snarkjs", None, Some("[]")).is_err());
-        let p = stone_parameter_file(&fri_parameters(16384, None, 4).unwrap(), 18, 24);
-        assert_eq!(p["stark"]["fri"]["fri_step_list"], json!([0, 4, 4, 4]));
     }
 }

@@ -1,9 +1,10 @@
-//! The `stone` exec profile through the router. Stone's `cpu_air_prover` is
-//! not available here, so a shell script standing in for it checks the flags
-//! and files the pod passes (the FRI equation of the parameter file
-//! included) and writes a proof file.
+//! The `stone` exec profile through the router, with StarkWare's real `cpu_air_prover` and
+//! `cpu_air_verifier` (built from source by e2e/scripts/build-stone.sh; `make unit` sets
+//! ZKFLEET_STONE) proving real Cairo runs of `cairo/programs/fib_output.json`, made by
+//! cairo-vm through `zkfleet-cairo run` (ZKFLEET_CAIRO, from e2e/scripts/build-cairo.sh).
+//! One stand-in stays, for fault injection: a prover that exits with an error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,86 +16,58 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use zkfleet_prover::backend::Backend;
-use zkfleet_prover::backend::stone::StoneBackend;
+use zkfleet_prover::backend::stone::{STONE_MAX_FRI_STEP, StoneBackend, fri_parameters};
 use zkfleet_prover::exec;
 use zkfleet_prover::server::{AppState, router};
 
-/// Stands in for Stone's cpu_air_prover: fails unless it gets every flag,
-/// the parameter file satisfies log2(last_layer_degree_bound) +
-/// Σ fri_step_list = log2(n_steps) + 4, and the private input points at the
-/// trace and memory the request sent.
-const STAND_IN_CPU_AIR_PROVER: &str = r#"#!/bin/sh
-set -eu
-out= priv= pub= conf= params=
-for a in "$@"; do
-  case "$a" in
-    --out_file=*) out=${a#*=} ;;
-    --private_input_file=*) priv=${a#*=} ;;
-    --public_input_file=*) pub=${a#*=} ;;
-    --prover_config_file=*) conf=${a#*=} ;;
-    --parameter_file=*) params=${a#*=} ;;
-    *) echo "unexpected argument $a" >&2; exit 64 ;;
-  esac
-done
-for f in "$out" "$priv" "$pub" "$conf" "$params"; do
-  [ -n "$f" ] || { echo "a flag is missing: $*" >&2; exit 65; }
-done
-flat() { tr -d ' \n' < "$1"; }
-field() { flat "$1" | sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p"; }
-log2() { n=$1; l=0; while [ "$n" -gt 1 ]; do n=$((n / 2)); l=$((l + 1)); done; echo $l; }
-n_steps=$(field "$pub" n_steps)
-bound=$(field "$params" last_layer_degree_bound)
-steps=$(flat "$params" | sed -n 's/.*"fri_step_list":\[\([0-9,]*\)\].*/\1/p')
-sum=0
-for s in $(echo "$steps" | tr , ' '); do sum=$((sum + s)); done
-[ $(( $(log2 "$bound") + sum )) -eq $(( $(log2 "$n_steps") + 4 )) ] || {
-  echo "FRI equation fails: bound $bound steps $steps n_steps $n_steps" >&2; exit 66; }
-trace=$(field "$priv" trace_path | tr -d '"')
-memory=$(field "$priv" memory_path | tr -d '"')
-[ "$(cat "$trace")" = "TRACE" ] && [ "$(cat "$memory")" = "MEMORY" ] || {
-  echo "trace or memory not where the private input says" >&2; exit 67; }
-grep -q store_full_lde "$conf" || { echo "no prover config" >&2; exit 68; }
-printf '{"stand_in": true, "n_steps": %s, "fri_step_list": [%s], "public_input": %s}' "$n_steps" "$steps" "$(cat "$pub")" > "$out"
-"#;
-
-/// Stands in for Stone's cpu_air_verifier: checks its one flag and accepts the stand-in
-/// prover's proofs, unless they were tampered with.
-const STAND_IN_CPU_AIR_VERIFIER: &str = r#"#!/bin/sh
-set -eu
-case "${1:-}" in --in_file=*) in=${1#*=} ;; *) echo "usage: --in_file=PROOF" >&2; exit 64 ;; esac
-[ $# -eq 1 ] || { echo "unexpected arguments: $*" >&2; exit 64; }
-grep -q '"stand_in": *true' "$in" || { echo "Invalid proof" >&2; exit 1; }
-grep -q tampered "$in" && { echo "Proof verification failed" >&2; exit 1; }
-echo "Proof verified successfully."
-"#;
-
-/// Stands in for a cpu_air_prover that fails on its input.
+/// Fault injection: stands in for a cpu_air_prover that fails on its input.
 const FAILING_CPU_AIR_PROVER: &str = "#!/bin/sh\necho 'reading trace' >&2\necho 'Invalid trace: segment out of bounds' >&2\nexit 7\n";
 
-fn stone_app(dir: &Path, script: &str) -> Router {
-    let path = dir.join("cpu_air_prover.sh");
-    std::fs::write(&path, script).unwrap();
-    let verifier = dir.join("cpu_air_verifier.sh");
-    std::fs::write(&verifier, STAND_IN_CPU_AIR_VERIFIER).unwrap();
-    // Run through sh, as a ProverPool command without placeholders would be:
-    // the profile appends Stone's flags.
-    let template = exec::command("stone", None, Some(&format!("sh {}", path.display())))
-        .unwrap()
-        .unwrap();
-    let verify_template = vec![
-        "sh".to_string(),
-        verifier.display().to_string(),
-        "--in_file={proof}".into(),
-    ];
+/// Stone's build directory (bin/, lib/).
+fn stone() -> PathBuf {
+    PathBuf::from(std::env::var_os("ZKFLEET_STONE").expect(
+        "ZKFLEET_STONE is not set: `make unit` sets it to the directory e2e/scripts/build-stone.sh prints",
+    ))
+}
+
+/// Runs one of Stone's binaries through the loader and libraries built beside it, as the
+/// image does.
+fn stone_command(binary: &str) -> Vec<String> {
+    let dir = stone();
+    vec![
+        dir.join("lib/ld-linux-x86-64.so.2").display().to_string(),
+        "--library-path".into(),
+        dir.join("lib").display().to_string(),
+        dir.join("bin").join(binary).display().to_string(),
+    ]
+}
+
+/// A router over a Stone backend whose prover is `prover` (a command without placeholders:
+/// the profile appends Stone's flags, as for a ProverPool command).
+fn stone_app_with(dir: &Path, prover: Vec<String>) -> Router {
+    let template = exec::command(
+        "stone",
+        None,
+        Some(&serde_json::to_string(&prover).unwrap()),
+    )
+    .unwrap()
+    .unwrap();
+    let mut verify_template = stone_command("cpu_air_verifier");
+    verify_template.push("--in_file={proof}".into());
     let state = AppState::new("exec", "v1".into(), 1, Duration::from_secs(60), 1 << 20).unwrap();
     let backend: Arc<dyn Backend> = Arc::new(StoneBackend {
         template,
         verify_template: Some(verify_template),
         work_root: Some(dir.to_path_buf()),
-        timeout: Duration::from_secs(60),
+        timeout: Duration::from_secs(300),
     });
     state.set_params(Ok((backend, String::new())), 0.0);
     router(state)
+}
+
+/// A router over the real Stone.
+fn stone_app(dir: &Path) -> Router {
+    stone_app_with(dir, stone_command("cpu_air_prover"))
 }
 
 async fn post(app: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
@@ -110,54 +83,99 @@ async fn post(app: &Router, uri: &str, body: Value) -> (StatusCode, Value) {
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
-fn cairo_run(n_steps: Value) -> Value {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+/// A real Cairo run of `fib_output.json` on `n` (layout `small`), as a /v1/prove request.
+fn cairo_run(dir: &Path, n: u64) -> Value {
+    let cairo = std::env::var_os("ZKFLEET_CAIRO").expect(
+        "ZKFLEET_CAIRO is not set: `make unit` sets it to the directory e2e/scripts/build-cairo.sh prints",
+    );
+    let run = dir.join(format!("run-{n}"));
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("input.json"), json!({"n": n}).to_string()).unwrap();
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cairo/programs/fib_output.json");
+    let out = std::process::Command::new(PathBuf::from(cairo).join("bin/zkfleet-cairo"))
+        .arg("run")
+        .arg("--program")
+        .arg(program)
+        .arg("--program-input")
+        .arg(run.join("input.json"))
+        .arg("--air-public-input")
+        .arg(run.join("public.json"))
+        .arg("--air-private-input")
+        .arg(run.join("private.json"))
+        .arg("--trace-file")
+        .arg(run.join("trace.bin"))
+        .arg("--memory-file")
+        .arg(run.join("memory.bin"))
+        .output()
+        .expect("zkfleet-cairo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read_json = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(run.join(name)).unwrap()).unwrap()
+    };
+    let b64 = |name: &str| {
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(run.join(name)).unwrap())
+    };
     json!({
         "backend": "exec",
         "stone": {
-            "publicInput": {
-                "layout": "recursive", "n_steps": n_steps,
-                "memory_segments": {"output": {"begin_addr": 10, "stop_ptr": 12}},
-                "public_memory": [
-                    {"address": 1, "value": "0x7", "page": 0},
-                    {"address": 11, "value": "0x37", "page": 0},
-                    {"address": 10, "value": "0xa", "page": 0},
-                ],
-            },
-            "privateInput": {"trace_path": "/elsewhere/trace.bin", "memory_path": "/elsewhere/memory.bin", "pedersen": []},
-            "trace": b64("TRACE"),
-            "memory": b64("MEMORY"),
+            "publicInput": read_json("public.json"),
+            "privateInput": read_json("private.json"),
+            "trace": b64("trace.bin"),
+            "memory": b64("memory.bin"),
         }
     })
 }
 
+/// The programs' Fibonacci numbers (fib(0) = 1), hex as Stone's public memory writes them.
+fn fib_hex(n: u64) -> String {
+    let (mut a, mut b) = (1u64, 1u64);
+    for _ in 0..n {
+        (a, b) = (b, a + b);
+    }
+    format!("{b:#x}")
+}
+
 #[tokio::test]
-async fn stone_proves_with_fri_parameters_from_n_steps() {
+async fn stone_proves_real_runs_with_fri_parameters_from_n_steps() {
     let dir = tempfile::tempdir().unwrap();
-    let app = stone_app(dir.path(), STAND_IN_CPU_AIR_PROVER);
-    for (n, steps) in [
-        (512, json!([0, 4, 3])),
-        (1 << 20, json!([0, 4, 4, 4, 4, 2])),
-    ] {
-        let (s, v) = post(&app, "/v1/prove", cairo_run(json!(n))).await;
+    let app = stone_app(dir.path());
+    let mut seen = Vec::new();
+    for n in [10u64, 150] {
+        let request = cairo_run(dir.path(), n);
+        let n_steps = request["stone"]["publicInput"]["n_steps"].as_u64().unwrap();
+        let (s, v) = post(&app, "/v1/prove", request).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["backend"], "exec");
-        assert_eq!(v["proof"]["stand_in"], true, "{v}");
-        assert_eq!(v["proof"]["n_steps"], n);
-        assert_eq!(v["proof"]["fri_step_list"], steps);
+        // Stone's proof records the parameters it proved with: the pod's choice for n_steps.
+        let fri = fri_parameters(n_steps, None, STONE_MAX_FRI_STEP).unwrap();
+        assert_eq!(
+            v["proof"]["proof_parameters"]["stark"]["fri"]["fri_step_list"],
+            json!(fri.fri_step_list),
+            "{}",
+            v["proof"]["proof_parameters"]
+        );
         assert_eq!(v["public_signals"], json!([]));
-        // The program output is read from the output segment of the public memory, in
-        // address order.
-        assert_eq!(v["public_outputs"]["output"], json!(["0xa", "0x37"]), "{v}");
-        assert_eq!(v["public_outputs"]["nSteps"], n);
+        // The program output is read from the output segment of the public memory.
+        assert_eq!(
+            v["public_outputs"]["output"],
+            json!([format!("{n:#x}"), fib_hex(n)]),
+            "{v}"
+        );
+        assert_eq!(v["public_outputs"]["nSteps"], n_steps);
+        seen.push(n_steps);
     }
+    assert_ne!(seen[0], seen[1], "two trace lengths: {seen:?}");
 }
 
 #[tokio::test]
 async fn stone_proofs_are_checked_by_the_verifier_command_and_their_output() {
     let dir = tempfile::tempdir().unwrap();
-    let app = stone_app(dir.path(), STAND_IN_CPU_AIR_PROVER);
-    let (s, proved) = post(&app, "/v1/prove", cairo_run(json!(1024))).await;
+    let app = stone_app(dir.path());
+    let (s, proved) = post(&app, "/v1/prove", cairo_run(dir.path(), 10)).await;
     assert_eq!(s, StatusCode::OK, "{proved}");
     let verify =
         |proof: &Value, outputs: &Value| json!({"proof": proof, "public_outputs": outputs});
@@ -169,9 +187,12 @@ async fn stone_proofs_are_checked_by_the_verifier_command_and_their_output() {
     .await;
     assert_eq!((s, &v["valid"]), (StatusCode::OK, &json!(true)), "{v}");
 
-    // A tampered proof: the verifier command says no, and its words are the reason.
+    // A tampered proof (the last digit of its proof changed): cpu_air_verifier says no, and
+    // its exit status is the reason.
     let mut tampered = proved["proof"].clone();
-    tampered["tampered"] = json!(true);
+    let hex = tampered["proof_hex"].as_str().unwrap().to_string();
+    let last = if hex.ends_with('0') { "1" } else { "0" };
+    tampered["proof_hex"] = json!(format!("{}{last}", &hex[..hex.len() - 1]));
     let (s, v) = post(
         &app,
         "/v1/verify",
@@ -183,7 +204,7 @@ async fn stone_proofs_are_checked_by_the_verifier_command_and_their_output() {
         v["reason"]
             .as_str()
             .unwrap()
-            .contains("Proof verification failed"),
+            .contains("the verify command exited with code"),
         "{v}"
     );
 
@@ -202,15 +223,21 @@ async fn stone_proofs_are_checked_by_the_verifier_command_and_their_output() {
 #[tokio::test]
 async fn stone_refuses_trace_lengths_without_a_fri_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let app = stone_app(dir.path(), STAND_IN_CPU_AIR_PROVER);
+    let app = stone_app(dir.path());
+    let run = cairo_run(dir.path(), 10);
+    let with_steps = |n: Value| {
+        let mut r = run.clone();
+        r["stone"]["publicInput"]["n_steps"] = n;
+        r
+    };
     for n in [json!(1000), json!(256), json!(-4), json!("1024")] {
-        let (s, v) = post(&app, "/v1/prove", cairo_run(n.clone())).await;
+        let (s, v) = post(&app, "/v1/prove", with_steps(n.clone())).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{n}: {v}");
         assert_eq!(v["code"], "invalid_n_steps", "{v}");
         let msg = v["message"].as_str().unwrap();
         assert!(msg.contains("power of two") && msg.contains("512"), "{msg}");
     }
-    let mut missing = cairo_run(json!(1024));
+    let mut missing = run.clone();
     missing["stone"]["publicInput"]
         .as_object_mut()
         .unwrap()
@@ -222,7 +249,7 @@ async fn stone_refuses_trace_lengths_without_a_fri_layout() {
         "{v}"
     );
 
-    let mut bad = cairo_run(json!(1024));
+    let mut bad = run.clone();
     bad["stone"]["trace"] = json!("not base64!");
     let (s, v) = post(&app, "/v1/prove", bad).await;
     assert_eq!(
@@ -252,15 +279,17 @@ async fn stone_refuses_trace_lengths_without_a_fri_layout() {
     );
 
     // And it still proves.
-    let (s, v) = post(&app, "/v1/prove", cairo_run(json!(1024))).await;
+    let (s, v) = post(&app, "/v1/prove", run).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 #[tokio::test]
 async fn stone_failure_reports_exit_code_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
-    let app = stone_app(dir.path(), FAILING_CPU_AIR_PROVER);
-    let (s, v) = post(&app, "/v1/prove", cairo_run(json!(2048))).await;
+    let script = dir.path().join("failing_cpu_air_prover.sh");
+    std::fs::write(&script, FAILING_CPU_AIR_PROVER).unwrap();
+    let app = stone_app_with(dir.path(), vec!["sh".into(), script.display().to_string()]);
+    let (s, v) = post(&app, "/v1/prove", cairo_run(dir.path(), 10)).await;
     // A prover that exits with a status refused the input: a client error, not retried.
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["code"], "input_rejected");

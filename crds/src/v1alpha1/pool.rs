@@ -11,6 +11,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use zkfleet_contract::systems::{self, ProofSystem, proof_system};
+
 use super::schema;
 
 /// Desired state of a pool of prover pods.
@@ -246,24 +248,13 @@ impl Backend {
     /// rapidsnark): the operator verifies them itself with the pool's verifying key, and jobs
     /// carry circuit inputs or a witness.
     pub fn proves_groth16(&self) -> bool {
-        !matches!(
-            self.exec_profile(),
-            Some(ExecProfile::Stone | ExecProfile::Miden)
-        )
+        self.exec_profile()
+            .is_none_or(|p| p.system().proves_groth16())
     }
 
     /// The named input files each job of the pool carries, for provers that take files.
     pub fn input_files(&self) -> &'static [&'static str] {
-        match self.exec_profile() {
-            Some(ExecProfile::Stone) => &[
-                "public_input.json",
-                "private_input.json",
-                "trace.bin",
-                "memory.bin",
-            ],
-            Some(ExecProfile::Miden) => &["inputs.json"],
-            _ => &[],
-        }
+        self.exec_profile().map_or(&[], |p| p.system().input_files)
     }
 }
 
@@ -355,9 +346,11 @@ pub struct ExecSettings {
     #[schemars(length(min = 1, max = 64), inner(length(max = 4096)))]
     pub command: Vec<String>,
 
-    /// Output conventions of the command: `snarkjs` and `rapidsnark` write snarkjs
-    /// `proof.json`/`public.json` (verified by the operator as Groth16 BN254); `stone` and
-    /// `miden` write STARK proofs, checked by the pool's verifier Deployment. Default `snarkjs`.
+    /// The proof system the command speaks, one of zkfleet's table of proof systems (the
+    /// schema lists their names). Groth16 systems write snarkjs `proof.json`/`public.json`,
+    /// which the operator verifies with the pool's key; STARK and VM systems write their own
+    /// proofs, checked by the pool's verifier Deployment with the system's verifier. Default
+    /// `snarkjs`.
     #[serde(default)]
     pub profile: ExecProfile,
 
@@ -378,33 +371,66 @@ fn default_exec_timeout_seconds() -> i32 {
     3600
 }
 
-/// Output conventions of an exec prover.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecProfile {
-    /// snarkjs: Groth16 BN254 proof.json and public.json.
-    #[default]
-    Snarkjs,
-    /// rapidsnark: same outputs as snarkjs, faster native prover.
-    Rapidsnark,
-    /// StarkWare Stone (`cpu_air_prover`): a STARK proof file, checked by the pool's verifier
-    /// with `cpu_air_verifier`.
-    Stone,
-    /// Miden VM (`miden-vm prove`, a Plonky3-based STARK): proves the pool's MASM program
-    /// (`parameters.files`, named by `command`) on each job's `inputs.json`; checked by the
-    /// pool's verifier with `miden-vm verify`.
-    Miden,
-}
+/// The proof system an exec prover speaks: a row of zkfleet's table of proof systems
+/// ([`zkfleet_contract::systems::PROOF_SYSTEMS`]), named in manifests by its name. The CRD
+/// lists the names, so the API server refuses any other.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub struct ExecProfile(&'static ProofSystem);
 
 impl ExecProfile {
     /// The profile's name in manifests, which is also the proof system's name in the prover.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Snarkjs => "snarkjs",
-            Self::Rapidsnark => "rapidsnark",
-            Self::Stone => "stone",
-            Self::Miden => "miden",
-        }
+        self.0.name
+    }
+
+    /// The proof system's row in the table.
+    pub fn system(self) -> &'static ProofSystem {
+        self.0
+    }
+}
+
+impl Default for ExecProfile {
+    fn default() -> Self {
+        Self::named("snarkjs").expect("snarkjs is in the table")
+    }
+}
+
+impl ExecProfile {
+    /// The profile named `name`, when the table has it.
+    pub fn named(name: &str) -> Option<Self> {
+        proof_system(name).map(Self)
+    }
+}
+
+impl TryFrom<String> for ExecProfile {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::named(&name).ok_or_else(|| {
+            format!(
+                "unknown exec profile {name:?}: use one of {}",
+                systems::names().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+impl From<ExecProfile> for String {
+    fn from(profile: ExecProfile) -> String {
+        profile.name().to_string()
+    }
+}
+
+impl JsonSchema for ExecProfile {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ExecProfile".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "enum": systems::names().collect::<Vec<_>>(),
+        })
     }
 }
 
@@ -923,7 +949,7 @@ mod tests {
                 groth16: None,
                 exec: Some(ExecSettings {
                     command: vec!["rapidsnark".into(), "{params}/circuit.zkey".into()],
-                    profile: ExecProfile::Rapidsnark,
+                    profile: ExecProfile::named("rapidsnark").unwrap(),
                     timeout_seconds: 120,
                     verify_command: None,
                 }),

@@ -2,7 +2,7 @@
 //! cannot catch end up here, each with a message saying what to change.
 
 use kube::ResourceExt;
-use zkfleet_crds::v1alpha1::{BackendKind, ExecProfile, ProverPool};
+use zkfleet_crds::v1alpha1::{BackendKind, ProverPool};
 
 use crate::build::deployment::zkey_name;
 
@@ -32,11 +32,16 @@ pub enum Invalid {
     /// `backend.type: exec` without settings.
     #[error("spec.backend.type is exec but spec.backend.exec is missing: add the prover command")]
     MissingExecSettings,
-    /// A Miden pool without exactly one MASM program among its files.
+    /// A pool of a system that proves a pool-held program (Miden, Stwo) without exactly one
+    /// program among its files.
     #[error(
-        "the miden profile proves one MASM program, but spec.parameters.files lists {found} .masm files: list exactly one, with its sha256"
+        "the {profile} profile proves one program ({ext}), but spec.parameters.files lists {found} {ext} files: list exactly one, with its sha256"
     )]
-    MissingProgram { found: usize },
+    MissingProgram {
+        profile: &'static str,
+        ext: &'static str,
+        found: usize,
+    },
 }
 
 impl Invalid {
@@ -67,12 +72,18 @@ pub fn validate(pool: &ProverPool) -> Result<(), Invalid> {
     }
     let files = &pool.spec.parameters.files;
     match pool.spec.backend.exec_profile() {
-        // Stone proves Cairo runs: its pods read no parameter file of ours.
-        Some(ExecProfile::Stone) => {}
-        Some(ExecProfile::Miden) => {
-            let found = files.iter().filter(|f| f.name.ends_with(".masm")).count();
-            if found != 1 {
-                return Err(Invalid::MissingProgram { found });
+        // A keyless system needs no proving key; one that proves a pool-held program needs
+        // exactly one (Stone proves the runs jobs carry: it reads no parameter file of ours).
+        Some(profile) if profile.system().keyless => {
+            if let Some(ext) = profile.system().program_extension {
+                let found = files.iter().filter(|f| f.name.ends_with(ext)).count();
+                if found != 1 {
+                    return Err(Invalid::MissingProgram {
+                        profile: profile.name(),
+                        ext,
+                        found,
+                    });
+                }
             }
         }
         _ => {
@@ -170,11 +181,26 @@ mod tests {
             "  backend:\n    type: groth16-bn254\n",
             "  backend:\n    type: exec\n    exec:\n      profile: miden\n      command: [miden-vm]\n",
         );
-        assert_eq!(
-            validate(&pool(&yaml)),
-            Err(Invalid::MissingProgram { found: 0 })
-        );
+        let e = validate(&pool(&yaml)).unwrap_err();
+        assert_eq!(e.reason(), "MissingProgram");
+        assert!(e.to_string().contains("lists 0 .masm files"), "{e}");
         let with_program = yaml.replace("name: circuit.zkey", "name: fib.masm");
+        assert_eq!(validate(&pool(&with_program)), Ok(()));
+    }
+
+    #[test]
+    fn stwo_pools_need_exactly_one_compiled_program() {
+        let yaml = CPU_POOL.replace(
+            "  backend:\n    type: groth16-bn254\n",
+            "  backend:\n    type: exec\n    exec:\n      profile: stwo\n      command: [zkfleet-stwo-prove]\n",
+        );
+        let e = validate(&pool(&yaml)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the stwo profile proves one program (.json)"),
+            "{e}"
+        );
+        let with_program = yaml.replace("name: circuit.zkey", "name: fib.json");
         assert_eq!(validate(&pool(&with_program)), Ok(()));
     }
 }

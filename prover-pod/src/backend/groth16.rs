@@ -232,9 +232,30 @@ pub struct ExecGroth16Backend {
     pub timeout: std::time::Duration,
 }
 
+/// Fault injection for Groth16: another valid curve point as `pi_a`, so the proof still
+/// parses and only the pairing check refuses it.
+fn tamper_groth16(proof: &mut Value) {
+    use ark_ec::{AffineRepr as _, CurveGroup as _};
+    let parsed = serde_json::from_value::<ProofJson>(proof.clone())
+        .ok()
+        .and_then(|p| p.to_proof().ok());
+    match parsed {
+        Some(p) => {
+            let a = (p.a + ark_bn254::G1Affine::generator()).into_affine();
+            let tampered = ark_groth16::Proof::<ark_bn254::Bn254> { a, ..p };
+            *proof = serde_json::to_value(ProofJson::from_proof(&tampered)).unwrap_or(Value::Null);
+        }
+        None => super::tamper_binary(proof),
+    }
+}
+
 impl Backend for ExecGroth16Backend {
     fn system(&self) -> &'static str {
         self.system
+    }
+
+    fn tamper(&self, proof: &mut Value) {
+        tamper_groth16(proof);
     }
 
     fn prove(&self, input: ProofInput, cancel: &Cancel) -> Result<ProofOutput, BackendError> {
@@ -292,6 +313,10 @@ impl Backend for ExecGroth16Backend {
 impl Backend for Groth16Backend {
     fn system(&self) -> &'static str {
         "groth16-bn254"
+    }
+
+    fn tamper(&self, proof: &mut Value) {
+        tamper_groth16(proof);
     }
 
     fn prove(&self, input: ProofInput, cancel: &Cancel) -> Result<ProofOutput, BackendError> {
@@ -478,4 +503,27 @@ fn load_files(ctx: &LoadContext) -> Result<(Arc<Groth16Backend>, String), Params
         "proving key loaded"
     );
     Ok((b, digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tampered_groth16_proofs_still_parse() {
+        use ark_ec::AffineRepr as _;
+        let g = ark_bn254::G1Affine::generator();
+        let p = ark_groth16::Proof::<ark_bn254::Bn254> {
+            a: g,
+            b: ark_bn254::G2Affine::generator(),
+            c: g,
+        };
+        let mut v = serde_json::to_value(ProofJson::from_proof(&p)).unwrap();
+        let before = v.clone();
+        tamper_groth16(&mut v);
+        assert_ne!(v["pi_a"], before["pi_a"]);
+        assert_eq!(v["pi_b"], before["pi_b"]);
+        let back: ProofJson = serde_json::from_value(v).unwrap();
+        assert!(back.to_proof().is_ok());
+    }
 }

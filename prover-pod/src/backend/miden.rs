@@ -28,7 +28,10 @@ use crate::exec::{self, ExecError};
 /// Miden's input file.
 pub const INPUTS: &str = "inputs.json";
 
-const FILES: &[&str] = &[INPUTS];
+/// The input files a job carries, from the table of proof systems.
+fn takes() -> &'static [&'static str] {
+    super::files_of("miden")
+}
 
 /// The Miden VM proof system, with its program loaded.
 pub struct MidenBackend {
@@ -153,7 +156,7 @@ fn parse_inputs(
 ) -> Result<Value, BackendError> {
     let inputs = super::json_file(
         "miden",
-        FILES,
+        takes(),
         files,
         INPUTS,
         "give Miden's input file, {\"operand_stack\": [\"1\", ...]}",
@@ -172,12 +175,8 @@ impl Backend for MidenBackend {
         "miden"
     }
 
-    fn input_files(&self) -> &'static [&'static str] {
-        FILES
-    }
-
     fn check(&self, input: &ProofInput) -> Result<(), BackendError> {
-        super::check_kind(self.system(), FILES, input)?;
+        super::check_kind(self.system(), takes(), input)?;
         if let ProofInput::Files(files) = input {
             parse_inputs(files)?;
         }
@@ -188,7 +187,7 @@ impl Backend for MidenBackend {
         let ProofInput::Files(files) = input else {
             return Err(BackendError::WrongInput {
                 system: "miden",
-                takes: format!("the input files {}", FILES.join(", ")),
+                takes: format!("the input files {}", takes().join(", ")),
                 given: "circuit inputs or a witness",
             });
         };
@@ -296,7 +295,7 @@ impl Backend for MidenBackend {
         let ProofInput::Files(files) = input else {
             return Err(BackendError::WrongInput {
                 system: "miden",
-                takes: format!("the input files {}", FILES.join(", ")),
+                takes: format!("the input files {}", takes().join(", ")),
                 given: "circuit inputs or a witness",
             });
         };

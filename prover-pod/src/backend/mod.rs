@@ -4,12 +4,15 @@
 //! through [`crate::runner`] and verify through [`Backend::verify`]. Errors carry stable codes
 //! (the `code` of the HTTP error body and the `outcome` label of the proofs metric).
 //!
-//! Adding a proof system: a module here with its `load` function and its tests, plus one line
-//! in [`REGISTRY`].
+//! Adding a proof system: its row in zkfleet's table of proof systems
+//! (`zkfleet_contract::systems`: name, input files, default command, verifier), a module here
+//! with its `load` function and its tests, and one line in [`REGISTRY`]. The test below holds
+//! the two lists together.
 
 pub mod groth16;
 pub mod miden;
 pub mod stone;
+pub mod stwo;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,11 +23,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::cancel::Cancel;
-use crate::exec::{ExecError, StoneInputError};
+use crate::exec::ExecError;
 use crate::groth16::json;
 use crate::groth16::witness::WitnessError;
 use crate::groth16::{Groth16Error, wtns};
 use crate::params::{FetchError, Fetched};
+use stone::StoneInputError;
 
 pub use groth16::{ExecGroth16Backend, Groth16Backend, Groth16Files};
 
@@ -238,10 +242,10 @@ pub trait Backend: Send + Sync {
     /// The proof system's name in the registry (`groth16-bn254`, `snarkjs`, `rapidsnark`,
     /// `stone`, `miden`).
     fn system(&self) -> &'static str;
-    /// The named input files a job must carry, or empty for Groth16 systems, which take
-    /// circuit inputs or a witness.
+    /// The named input files a job must carry (from the table of proof systems), or empty
+    /// for Groth16 systems, which take circuit inputs or a witness.
     fn input_files(&self) -> &'static [&'static str] {
-        &[]
+        files_of(self.system())
     }
     /// Refuses a request before it takes a slot (input of the wrong kind, a missing file,
     /// a Stone trace length no FRI layout fits).
@@ -272,6 +276,13 @@ pub trait Backend: Send + Sync {
         public_outputs: Option<&Value>,
         input: ProofInput,
     ) -> Result<Judged, BackendError>;
+    /// Fault injection (`corrupt-proofs`): changes `proof` so this system's verifier must
+    /// refuse it, keeping its shape where it can so only a real verifier can tell. The default
+    /// flips one bit in the middle of a binary proof (`{"base64": ..}`) and wraps anything
+    /// else out of shape.
+    fn tamper(&self, proof: &mut Value) {
+        tamper_binary(proof);
+    }
     /// snarkjs `verification_key.json`, when the system has one.
     fn verification_key(&self) -> Option<Value> {
         None
@@ -316,6 +327,30 @@ pub fn check_kind(
             given: input.kind(),
         }),
     }
+}
+
+/// The default [`Backend::tamper`]: one bit flipped in the middle of a binary proof, else
+/// the proof wrapped out of shape.
+pub(crate) fn tamper_binary(proof: &mut Value) {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    match proof["base64"]
+        .as_str()
+        .and_then(|b| engine.decode(b).ok())
+        .filter(|b| !b.is_empty())
+    {
+        Some(mut bytes) => {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x01;
+            proof["base64"] = Value::String(engine.encode(bytes));
+        }
+        None => *proof = serde_json::json!({ "corrupted": proof.take() }),
+    }
+}
+
+/// The input files of `system`, from the table of proof systems.
+pub(crate) fn files_of(system: &str) -> &'static [&'static str] {
+    zkfleet_contract::systems::proof_system(system).map_or(&[], |s| s.input_files)
 }
 
 /// A JSON input file of a file-taking system, parsed; `reason` ends the message of a file that
@@ -376,6 +411,7 @@ pub const REGISTRY: &[(&str, LoadFn)] = &[
     ("rapidsnark", groth16::load_exec),
     ("stone", stone::load),
     ("miden", miden::load),
+    ("stwo", stwo::load),
 ];
 
 /// Loads the proof system named `system` (see [`REGISTRY`]).
@@ -471,5 +507,32 @@ impl ParamsError {
             ParamsError::Invalid(_) => "invalid_parameters",
             ParamsError::Unavailable(_) => "parameters_unavailable",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_proof_system_of_the_table_has_a_backend_and_back() {
+        for system in zkfleet_contract::systems::PROOF_SYSTEMS {
+            assert!(
+                REGISTRY.iter().any(|(name, _)| *name == system.name),
+                "{} is in the table but has no backend in REGISTRY",
+                system.name
+            );
+        }
+        for (name, _) in REGISTRY {
+            assert!(
+                *name == "groth16-bn254" || zkfleet_contract::systems::proof_system(name).is_some(),
+                "{name} has a backend but no row in the table"
+            );
+        }
+        // The files the backends read by name are the ones the table lists.
+        assert!(files_of("stone").contains(&stone::PUBLIC_INPUT));
+        assert!(files_of("stone").contains(&stone::TRACE));
+        assert!(files_of("miden").contains(&miden::INPUTS));
+        assert!(files_of("stwo").contains(&stwo::PROGRAM_INPUT));
     }
 }
