@@ -9,30 +9,29 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use rand::Rng as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::backend::{BackendError, ProofInput, ProofOutput};
+use crate::backend::ProofOutput;
+use crate::config::{AgentConfig, Faults};
+use crate::input::{JobFailure, resolve};
 use crate::lease::{
-    CALLER_HEADER, COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, FileContent,
-    HEARTBEAT_PATH, HeartbeatRequest, HeartbeatResponse, InputFormat, JobInput, LEASE_PATH,
-    LeaseRef, LeaseRequest, LeaseResponse, LeasedJob, Outcome,
+    CALLER_HEADER, COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, HEARTBEAT_PATH,
+    HeartbeatRequest, HeartbeatResponse, JobInput, LEASE_PATH, LeaseRef, LeaseRequest,
+    LeaseResponse, LeasedJob, Outcome,
 };
-use crate::params::{self, Digest, FetchError};
-use crate::runner::{self, RunError, Slot};
-use crate::server::{AppState, ErrorBody};
+use crate::runner::{self, Slot};
+use crate::state::AppState;
 use crate::usage::CpuMeter;
 use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status};
 use opentelemetry::{KeyValue, global};
+use zkfleet_contract::ErrorBody;
 use zkfleet_contract::trace;
 
 /// Extra time a lease request may take beyond the wait the dispatcher is allowed.
@@ -47,89 +46,6 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How often the lease loop looks whether the parameters are ready yet.
 const READY_POLL: Duration = Duration::from_millis(200);
-
-/// What agent mode needs, from the `serve` flags.
-#[derive(Clone, Debug)]
-pub struct AgentConfig {
-    /// Base URL of the dispatcher, such as `http://zkfleet-operator.zkfleet:8443`.
-    pub dispatcher_url: String,
-    /// The pool and the pod, as the dispatcher checks them.
-    pub caller: Caller,
-    /// File holding the pool's dispatcher token (a mounted Secret key).
-    pub token_file: PathBuf,
-    /// Longest the dispatcher may hold a lease request open.
-    pub lease_wait_seconds: u32,
-    /// Test-only misbehaviour.
-    pub faults: Faults,
-}
-
-/// One test-only fault (`--fault-injection`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// Tamper with every proof before it is uploaded, so the dispatcher's verifier rejects it.
-    CorruptProofs,
-    /// Wait this many milliseconds before proving each leased job (cancellable).
-    DelayMs(u64),
-    /// Prove nothing: answer every lease at once with a placeholder proof (which does not
-    /// verify). For benchmarks of the dispatcher with verification off.
-    SkipProving,
-    /// Answer every job after the first with the first proof this pod made: a valid proof of
-    /// another statement, as a pod that mixes up jobs (or lies) would send.
-    WrongStatement,
-}
-
-impl FromStr for Fault {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if s == "corrupt-proofs" {
-            return Ok(Fault::CorruptProofs);
-        }
-        if s == "skip-proving" {
-            return Ok(Fault::SkipProving);
-        }
-        if s == "wrong-statement" {
-            return Ok(Fault::WrongStatement);
-        }
-        if let Some(ms) = s.strip_prefix("delay-ms=") {
-            return ms
-                .parse()
-                .map(Fault::DelayMs)
-                .map_err(|_| format!("delay-ms wants a number of milliseconds, not {ms:?}"));
-        }
-        Err(format!(
-            "unknown fault {s:?}: use corrupt-proofs, wrong-statement, skip-proving or delay-ms=<N>"
-        ))
-    }
-}
-
-/// The faults in effect.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Faults {
-    pub corrupt_proofs: bool,
-    pub delay: Option<Duration>,
-    pub skip_proving: bool,
-    pub wrong_statement: bool,
-}
-
-impl Faults {
-    pub fn from_list(faults: &[Fault]) -> Self {
-        let mut out = Faults::default();
-        for f in faults {
-            match *f {
-                Fault::CorruptProofs => out.corrupt_proofs = true,
-                Fault::DelayMs(ms) => out.delay = Some(Duration::from_millis(ms)),
-                Fault::SkipProving => out.skip_proving = true,
-                Fault::WrongStatement => out.wrong_statement = true,
-            }
-        }
-        out
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Faults::default()
-    }
-}
 
 /// Why agent mode cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -589,45 +505,6 @@ impl Agent {
     }
 }
 
-/// A failed attempt as reported to the dispatcher.
-#[derive(Debug)]
-pub(crate) struct JobFailure {
-    pub(crate) code: String,
-    pub(crate) message: String,
-    pub(crate) retryable: bool,
-    /// Whether the runner already counted it in the proofs metric.
-    counted: bool,
-}
-
-impl JobFailure {
-    fn new(code: &str, message: impl Into<String>, retryable: bool) -> Self {
-        JobFailure {
-            code: code.into(),
-            message: message.into(),
-            retryable,
-            counted: false,
-        }
-    }
-}
-
-impl From<BackendError> for JobFailure {
-    fn from(e: BackendError) -> Self {
-        // Bad input cannot be fixed by a retry; the pod's own failures might be.
-        JobFailure::new(e.code(), e.to_string(), !e.is_client_error())
-    }
-}
-
-impl From<RunError> for JobFailure {
-    fn from(e: RunError) -> Self {
-        let mut failure = match e {
-            RunError::Backend(e) => JobFailure::from(e),
-            e => JobFailure::new(e.code(), e.to_string(), true),
-        };
-        failure.counted = true;
-        failure
-    }
-}
-
 /// One leased job, from its slot to the acknowledged result.
 async fn run_job(
     shared: Arc<Shared>,
@@ -882,94 +759,6 @@ async fn prove(
     Ok((out, digest))
 }
 
-/// Turns the lease's input into what the backend proves (the verifier derives its statement
-/// from the same input, resolved the same way).
-pub(crate) async fn resolve(input: JobInput) -> Result<ProofInput, JobFailure> {
-    match input {
-        JobInput::CircuitInputs { inputs } => Ok(ProofInput::Inputs(inputs)),
-        JobInput::Witness { witness_base64 } => base64::engine::general_purpose::STANDARD
-            .decode(witness_base64.trim())
-            .map(ProofInput::Wtns)
-            .map_err(|e| {
-                JobFailure::new(
-                    "invalid_witness",
-                    format!("witness is not base64: {e}"),
-                    false,
-                )
-            }),
-        JobInput::Url {
-            url,
-            sha256,
-            format,
-        } => {
-            let bytes = download(&url, &sha256).await?;
-            match format {
-                InputFormat::Witness => Ok(ProofInput::Wtns(bytes)),
-                InputFormat::CircuitInputs => serde_json::from_slice::<Value>(&bytes)
-                    .map(ProofInput::Inputs)
-                    .map_err(|e| {
-                        JobFailure::new(
-                            "invalid_input",
-                            format!("{url} is not circuit inputs JSON: {e}"),
-                            false,
-                        )
-                    }),
-            }
-        }
-        JobInput::Files { files } => {
-            let mut out = std::collections::BTreeMap::new();
-            for file in files {
-                let bytes = match file.content {
-                    FileContent::Inline { base64 } => base64::engine::general_purpose::STANDARD
-                        .decode(base64.trim())
-                        .map_err(|e| {
-                            JobFailure::new(
-                                "invalid_input_file",
-                                format!("input file {} is not base64: {e}", file.name),
-                                false,
-                            )
-                        })?,
-                    FileContent::Url { url, sha256 } => download(&url, &sha256).await?,
-                };
-                out.insert(file.name, bytes);
-            }
-            Ok(ProofInput::Files(out))
-        }
-    }
-}
-
-/// Downloads an input file into a temporary directory and checks its sha256.
-async fn download(url: &str, sha256: &str) -> Result<Vec<u8>, JobFailure> {
-    let digest: Digest = sha256
-        .parse()
-        .map_err(|e: String| JobFailure::new("invalid_input_url", e, false))?;
-    let dir = tempfile::tempdir().map_err(|e| {
-        JobFailure::new(
-            "internal",
-            format!("cannot make a directory for the input: {e}"),
-            true,
-        )
-    })?;
-    let path = params::download(url, digest, dir.path())
-        .await
-        .map_err(|e| match e {
-            FetchError::DigestMismatch { .. } => {
-                JobFailure::new("input_digest_mismatch", format!("input {url}: {e}"), false)
-            }
-            FetchError::Unavailable { message, .. } => {
-                JobFailure::new("input_unavailable", format!("input {url}: {message}"), true)
-            }
-            FetchError::Config(m) => JobFailure::new("invalid_input_url", m, false),
-        })?;
-    tokio::fs::read(&path).await.map_err(|e| {
-        JobFailure::new(
-            "input_unavailable",
-            format!("cannot read the downloaded input: {e}"),
-            true,
-        )
-    })
-}
-
 /// Renews the held leases every third of the shortest lease (at least every second) and
 /// abandons the ones the dispatcher revokes. Runs on its own thread and runtime.
 async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -1046,6 +835,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Fault;
 
     #[test]
     fn faults_parse() {

@@ -2,11 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zkfleet_contract::systems::{ProofSystem, proof_system};
 
-use crate::agent::{AgentConfig, Fault, Faults};
 use crate::lease::Caller;
 use crate::params::{self, Digest, FileSpec, Source, Spec};
 
@@ -585,5 +586,88 @@ mod tests {
         let mut ftp = full;
         ftp[1] = "ftp://op";
         assert!(serve(&ftp).agent().is_err());
+    }
+}
+
+/// What agent mode needs, from the `serve` flags.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Base URL of the dispatcher, such as `http://zkfleet-operator.zkfleet:8443`.
+    pub dispatcher_url: String,
+    /// The pool and the pod, as the dispatcher checks them.
+    pub caller: Caller,
+    /// File holding the pool's dispatcher token (a mounted Secret key).
+    pub token_file: PathBuf,
+    /// Longest the dispatcher may hold a lease request open.
+    pub lease_wait_seconds: u32,
+    /// Test-only misbehaviour.
+    pub faults: Faults,
+}
+
+/// One test-only fault (`--fault-injection`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Tamper with every proof before it is uploaded, so the dispatcher's verifier rejects it.
+    CorruptProofs,
+    /// Wait this many milliseconds before proving each leased job (cancellable).
+    DelayMs(u64),
+    /// Prove nothing: answer every lease at once with a placeholder proof (which does not
+    /// verify). For benchmarks of the dispatcher with verification off.
+    SkipProving,
+    /// Answer every job after the first with the first proof this pod made: a valid proof of
+    /// another statement, as a pod that mixes up jobs (or lies) would send.
+    WrongStatement,
+}
+
+impl FromStr for Fault {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "corrupt-proofs" {
+            return Ok(Fault::CorruptProofs);
+        }
+        if s == "skip-proving" {
+            return Ok(Fault::SkipProving);
+        }
+        if s == "wrong-statement" {
+            return Ok(Fault::WrongStatement);
+        }
+        if let Some(ms) = s.strip_prefix("delay-ms=") {
+            return ms
+                .parse()
+                .map(Fault::DelayMs)
+                .map_err(|_| format!("delay-ms wants a number of milliseconds, not {ms:?}"));
+        }
+        Err(format!(
+            "unknown fault {s:?}: use corrupt-proofs, wrong-statement, skip-proving or delay-ms=<N>"
+        ))
+    }
+}
+
+/// The faults in effect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub corrupt_proofs: bool,
+    pub delay: Option<Duration>,
+    pub skip_proving: bool,
+    pub wrong_statement: bool,
+}
+
+impl Faults {
+    pub fn from_list(faults: &[Fault]) -> Self {
+        let mut out = Faults::default();
+        for f in faults {
+            match *f {
+                Fault::CorruptProofs => out.corrupt_proofs = true,
+                Fault::DelayMs(ms) => out.delay = Some(Duration::from_millis(ms)),
+                Fault::SkipProving => out.skip_proving = true,
+                Fault::WrongStatement => out.wrong_statement = true,
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Faults::default()
     }
 }

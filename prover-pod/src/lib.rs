@@ -7,10 +7,12 @@ pub mod cancel;
 pub mod config;
 pub mod exec;
 pub mod groth16;
+pub mod input;
 pub mod metrics;
 pub mod params;
 pub mod runner;
 pub mod server;
+pub mod state;
 pub mod usage;
 
 /// The lease protocol with the operator's dispatcher (from the shared contract crate).

@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::backend::{Backend, BackendError, ProofInput, ProofOutput};
 use crate::cancel::Cancel;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// A proof slot taken from the pod's semaphore; giving it back updates the free slots metric.
 pub struct Slot {

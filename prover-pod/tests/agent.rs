@@ -21,11 +21,12 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
-use zkfleet_prover::agent::{Agent, AgentConfig, Faults};
+use zkfleet_prover::agent::Agent;
 use zkfleet_prover::backend::{
     Backend, BackendError, Groth16Backend, Groth16Files, Judged, ProofInput, ProofOutput, Verdict,
 };
 use zkfleet_prover::cancel::Cancel;
+use zkfleet_prover::config::{AgentConfig, Faults};
 use zkfleet_prover::groth16::json::ProofJson;
 use zkfleet_prover::lease::{
     COMPLETE_PATH, Caller, CompleteRequest, CompleteResponse, HEARTBEAT_PATH, HeartbeatRequest,

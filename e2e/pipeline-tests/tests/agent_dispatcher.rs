@@ -17,8 +17,9 @@ use zkfleet_contract::lease::Caller;
 use zkfleet_crds::v1alpha1::{Attempt, AttemptOutcome, ProofJob, ProofJobStatus};
 use zkfleet_fake_api::Rule;
 use zkfleet_operator::dispatcher::Settings;
-use zkfleet_prover::agent::{Agent, AgentConfig, Faults};
+use zkfleet_prover::agent::Agent;
 use zkfleet_prover::backend::Backend;
+use zkfleet_prover::config::{AgentConfig, Faults};
 use zkfleet_prover::server::AppState;
 
 use zkfleet_pipeline_tests::{Fleet, circuit, inline_inputs, settings, sha256_hex, token_of};
