@@ -106,6 +106,18 @@ fn fib_inputs(n: u64) -> String {
     json!({"operand_stack": [n.to_string()]}).to_string()
 }
 
+/// Waits until the pool's verifier Deployment has its one replica ready.
+async fn wait_verifier_ready(ns: &TestNamespace, pool: &str) {
+    ns.wait_for::<k8s_openapi::api::apps::v1::Deployment>(
+        &format!("{pool}-verifier"),
+        "the verifier ready",
+        2 * MINUTE,
+        |d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(1),
+    )
+    .await
+    .unwrap();
+}
+
 async fn wait_finished(ns: &TestNamespace, name: &str) -> ProofJob {
     wait_job_finished(ns, name, 3 * MINUTE).await
 }
@@ -166,14 +178,7 @@ async fn miden_jobs_applied_with_kubectl_succeed_with_proofs_miden_vm_accepts() 
     miden_pool(&ns, 1).await;
     wait_serving(&ns, "miden", 1).await;
     // The pool runs a verifier apart from its provers.
-    ns.wait_for::<k8s_openapi::api::apps::v1::Deployment>(
-        "miden-verifier",
-        "the verifier ready",
-        2 * MINUTE,
-        |d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(1),
-    )
-    .await
-    .unwrap();
+    wait_verifier_ready(&ns, "miden").await;
 
     let hash = program_hash();
     let cases = [
@@ -532,6 +537,8 @@ async fn stone_jobs_are_proved_by_cpu_air_prover_and_checked_by_cpu_air_verifier
     let Setup { release, ns } = setup("stark-stone", "").await;
     stone_pool(&ns, 1).await;
     wait_serving(&ns, "stone", 1).await;
+    // The verifier too, so the time from apply to Succeeded is the fleet's alone.
+    wait_verifier_ready(&ns, "stone").await;
     let dir = tempfile::tempdir().unwrap();
     let mut steps = Vec::new();
     for n in [10u64, 150] {
@@ -766,6 +773,7 @@ async fn stwo_jobs_of_two_inputs_are_proved_and_checked_by_the_stwo_verifier() {
     let Setup { release, ns } = setup("stark-stwo", "").await;
     stwo_pool(&ns, 1).await;
     wait_serving(&ns, "stwo", 1).await;
+    wait_verifier_ready(&ns, "stwo").await;
     let dir = tempfile::tempdir().unwrap();
     let mut hashes = Vec::new();
     for n in [10u64, 40] {

@@ -404,10 +404,10 @@ impl ServeArgs {
         }
     }
 
-    /// Whether the proof system reads no proving key (Stone, Miden): any listed parameter files
-    /// are fetched and checked, and the system finds its own among them.
+    /// Whether the proof system reads no proving key (the table's `keyless`): any listed
+    /// parameter files are fetched and checked, and the system finds its own among them.
     pub fn is_keyless(&self) -> bool {
-        matches!(self.system(), "stone" | "miden")
+        proof_system(self.system()).is_some_and(|s| s.keyless)
     }
 
     /// --exec-verify-template as arguments, when given.
@@ -439,7 +439,7 @@ impl ServeArgs {
         }
         let mut files = self.parameter_files.clone();
         if self.is_keyless() {
-            // Stone and Miden read no proving key; any listed files are fetched and checked.
+            // Keyless systems read no proving key; any listed files are fetched and checked.
             let none = ResolvedFiles {
                 zkey: String::new(),
                 wasm: None,

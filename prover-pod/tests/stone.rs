@@ -132,7 +132,7 @@ fn cairo_run(dir: &Path, n: u64) -> Value {
 
 /// The programs' Fibonacci numbers (fib(0) = 1), hex as Stone's public memory writes them.
 fn fib_hex(n: u64) -> String {
-    let (mut a, mut b) = (1u64, 1u64);
+    let (mut a, mut b) = (1u128, 1u128);
     for _ in 0..n {
         (a, b) = (b, a + b);
     }
