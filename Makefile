@@ -91,4 +91,5 @@ manifests:
 lint:
 	cargo fmt --all --check
 	cargo fmt --manifest-path fuzz/Cargo.toml --check
+	cargo fmt --manifest-path cairo/Cargo.toml --check
 	cargo clippy --workspace --all-targets -- -D warnings

@@ -10,8 +10,7 @@
 
 use std::rc::Rc;
 
-use cairo_vm::Felt252;
-use cairo_vm::cairo_run::{CairoRunConfig, cairo_run_program};
+use cairo_vm::cairo_run::{cairo_run_program, CairoRunConfig};
 use cairo_vm::hint_processor::builtin_hint_processor::builtin_hint_processor_definition::{
     BuiltinHintProcessor, HintFunc,
 };
@@ -20,6 +19,7 @@ use cairo_vm::types::layout_name::LayoutName;
 use cairo_vm::types::program::Program;
 use cairo_vm::vm::errors::hint_errors::HintError;
 use cairo_vm::vm::runners::cairo_runner::CairoRunner;
+use cairo_vm::Felt252;
 use serde_json::Value;
 
 /// Why a program could not be run on an input. `Input` is the job's fault (its input does not
@@ -113,7 +113,10 @@ fn input_hint(code: &str) -> Option<(String, String)> {
 fn hint_processor(program: &Value, input: &Value) -> Result<BuiltinHintProcessor, RunError> {
     let mut processor = BuiltinHintProcessor::new_empty();
     // "hints" maps each pc to the hints that run there.
-    let hints = program["hints"].as_object().into_iter().flat_map(|h| h.values());
+    let hints = program["hints"]
+        .as_object()
+        .into_iter()
+        .flat_map(|h| h.values());
     let hints = hints.filter_map(|at_pc| at_pc.as_array()).flatten();
     for code in hints.filter_map(|h| h["code"].as_str()) {
         if !code.contains("program_input") {
@@ -220,9 +223,7 @@ impl Statement {
             .get_memory_segment_addresses()
             .map_err(|e| RunError::Program(e.to_string()))?;
         let output = match segments.get("output") {
-            Some(&(begin, stop)) => (begin..stop)
-                .map(cell)
-                .collect::<Result<_, _>>()?,
+            Some(&(begin, stop)) => (begin..stop).map(cell).collect::<Result<_, _>>()?,
             None => Vec::new(),
         };
         Ok(Statement { program, output })
@@ -240,11 +241,14 @@ impl Statement {
 /// Stwo's program hash, `0x` hex: Blake2s of the program section, through cairo-air's own
 /// functions, so it is the hash Stwo's tools report.
 pub fn program_hash(program: &[[u32; 8]]) -> String {
-    let section: cairo_air::air::MemorySection =
-        program.iter().enumerate().map(|(i, v)| (i as u32, *v)).collect();
-    let hash = cairo_air::utils::construct_f252(
-        &cairo_air::utils::encode_and_hash_memory_section(&section),
-    );
+    let section: cairo_air::air::MemorySection = program
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, *v))
+        .collect();
+    let hash = cairo_air::utils::construct_f252(&cairo_air::utils::encode_and_hash_memory_section(
+        &section,
+    ));
     format!("0x{hash:x}")
 }
 

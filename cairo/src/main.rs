@@ -5,10 +5,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cairo_air::utils::{ProofFormat, deserialize_proof_from_file};
+use cairo_air::utils::{deserialize_proof_from_file, ProofFormat};
 use clap::{Parser, Subcommand};
 use stwo::core::vcs_lifted::blake2_merkle::{Blake2sMerkleChannel, Blake2sMerkleHasher};
-use zkfleet_cairo::{RunError, RunOptions, Statement, layout, limbs, run};
+use zkfleet_cairo::{layout, limbs, run, RunError, RunOptions, Statement};
 
 /// Exit status of `stwo-verify` when the proof is refused.
 const INVALID: u8 = 1;
@@ -141,10 +141,12 @@ fn write_stone_files(
         .relocated_trace
         .as_ref()
         .ok_or("the run left no trace")?;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(trace_file).map_err(|e| e.to_string())?);
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(trace_file).map_err(|e| e.to_string())?);
     cairo_vm::cairo_run::write_encoded_trace(trace, &mut out).map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(memory_file).map_err(|e| e.to_string())?);
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(memory_file).map_err(|e| e.to_string())?);
     cairo_vm::cairo_run::write_encoded_memory(&runner.relocated_memory, &mut out)
         .map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;

@@ -8,14 +8,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cairo_air::utils::{ProofFormat, serialize_proof_to_file};
+use cairo_air::utils::{serialize_proof_to_file, ProofFormat};
 use clap::{Parser, ValueEnum};
 use stwo::core::fri::FriConfig;
 use stwo::core::pcs::PcsConfig;
 use stwo::core::vcs_lifted::blake2_merkle::Blake2sMerkleChannel;
-use stwo_cairo_prover::prover::{ChannelHash, ProverParameters, prove_cairo};
 use stwo_cairo_common::preprocessed_columns::preprocessed_trace::PreProcessedTraceVariant;
-use zkfleet_cairo::{RunError, RunOptions, Statement, run};
+use stwo_cairo_prover::prover::{prove_cairo, ChannelHash, ProverParameters};
+use zkfleet_cairo::{run, RunError, RunOptions, Statement};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Preprocessed {
