@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use zkfleet_crds::v1alpha1::{AttemptOutcome, JobPhase, ProofJob, ProverPool};
+use zkfleet_crds::v1alpha1::{AttemptOutcome, JobPhase, ProofJob, ProverPool, Verification};
 use zkfleet_e2e::fleet::*;
 use zkfleet_e2e::helm::{Release, repo_dir};
 use zkfleet_e2e::kubectl::{kubectl_apply, kubectl_zkfleet};
@@ -402,20 +402,48 @@ fn fib(n: u64) -> u128 {
     b
 }
 
-/// A pool's program ConfigMap and the sha256 its parameters pin.
-async fn program_config_map(ns: &TestNamespace, name: &str, file: &str) -> String {
-    let program = std::fs::read_to_string(cairo_program(file)).unwrap();
-    let sha256 = hex(&<sha2::Sha256 as sha2::Digest>::digest(program.as_bytes()));
+/// Creates a pool named after its `profile` (`stone`, `stwo`) of `replicas` pods of `image`,
+/// running `command`, with the compiled Cairo `program` of `cairo/programs/` pinned in its
+/// parameters (from a ConfigMap) and `spec` merged over the rest of its spec.
+async fn cairo_pool(
+    ns: &TestNamespace,
+    profile: &str,
+    replicas: i32,
+    command: &str,
+    program: &str,
+    spec: Value,
+) {
+    let text = std::fs::read_to_string(cairo_program(program)).unwrap();
+    let sha256 = hex(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    let config_map = format!("{profile}-program");
     let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-        "data": {file: program},
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": config_map},
+        "data": {program: text},
     }))
     .unwrap();
     ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
         .create(&Default::default(), &cm)
         .await
         .unwrap();
-    sha256
+    let mut pool = json!({
+        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
+        "metadata": {"name": profile},
+        "spec": {
+            "replicas": replicas,
+            "image": image(&format!("zkfleet-prover-{profile}")),
+            "backend": {"type": "exec", "exec": {"profile": profile, "command": [command]}},
+            "parameters": {
+                "version": "fib-v1",
+                "source": {"configMap": {"name": config_map}},
+                "files": [{"name": program, "sha256": sha256}],
+            },
+        },
+    });
+    for (key, value) in spec.as_object().unwrap() {
+        pool["spec"][key] = value.clone();
+    }
+    let pool: ProverPool = serde_json::from_value(pool).unwrap();
+    ns.api().create(&Default::default(), &pool).await.unwrap();
 }
 
 /// A real Cairo run of `fib_output.json` on `n`, for Stone: the four files `cairo-run
@@ -472,30 +500,20 @@ fn input_files(run: &Path) -> Value {
 }
 
 /// The Stone pool of `replicas` pods: the image with the real `cpu_air_prover` and
-/// `cpu_air_verifier`, and the compiled program its jobs run pinned in its parameters.
+/// `cpu_air_verifier`, with the profile's defaults (the pod adds Stone's flags; the verifier
+/// runs `cpu_air_verifier --in_file={proof}`). Stone reads no parameter file of ours; the
+/// pool still pins the compiled program its jobs run, checked by every pod.
 async fn stone_pool(ns: &TestNamespace, replicas: i32) {
-    let sha256 = program_config_map(ns, "cairo-program", "fib_output.json").await;
-    let pool: ProverPool = serde_json::from_value(json!({
-        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
-        "metadata": {"name": "stone"},
-        "spec": {
-            "replicas": replicas,
-            "image": image("zkfleet-prover-stone"),
-            // The profile's defaults: the pod adds Stone's flags, and the verifier runs
-            // `cpu_air_verifier --in_file={proof}`.
-            "backend": {"type": "exec", "exec": {"profile": "stone", "command": ["cpu_air_prover"]}},
-            // Stone reads no parameter file of ours; the pool still pins what it serves (the
-            // compiled Cairo program the jobs run), checked by every pod.
-            "parameters": {
-                "version": "fib-v1",
-                "source": {"configMap": {"name": "cairo-program"}},
-                "files": [{"name": "fib_output.json", "sha256": sha256}],
-            },
-            "jobDefaults": {"timeoutSeconds": 180},
-        },
-    }))
-    .unwrap();
-    ns.api().create(&Default::default(), &pool).await.unwrap();
+    let spec = json!({"jobDefaults": {"timeoutSeconds": 180}});
+    cairo_pool(
+        ns,
+        "stone",
+        replicas,
+        "cpu_air_prover",
+        "fib_output.json",
+        spec,
+    )
+    .await;
 }
 
 /// Submits a job of `pool` whose input is `files`.
@@ -507,6 +525,52 @@ async fn submit_files_job(ns: &TestNamespace, pool: &str, name: &str, files: Val
     }))
     .unwrap();
     ns.api().create(&Default::default(), &job).await.unwrap();
+}
+
+/// Submits a job of `pool` with the files of `run` (with `kubectl zkfleet submit --input-dir`
+/// when `by_plugin`, else through the API) and waits for it: it must succeed, verified by
+/// the pool's verifier Deployment, not by the pod that proved. The job, the time from submit
+/// to Succeeded and the verification.
+async fn prove_verified(
+    ns: &TestNamespace,
+    pool: &str,
+    name: &str,
+    run: &Path,
+    by_plugin: bool,
+) -> (ProofJob, std::time::Duration, Verification) {
+    let applied = Instant::now();
+    if by_plugin {
+        let args = [
+            "submit",
+            "--pool",
+            pool,
+            "--input-dir",
+            run.to_str().unwrap(),
+            "--name",
+            name,
+        ];
+        let submitted = kubectl_zkfleet(ns, &args).await;
+        assert_eq!(submitted.code, Some(0), "{submitted:#?}");
+    } else {
+        submit_files_job(ns, pool, name, input_files(run)).await;
+    }
+    let job = wait_job_finished(ns, name, 5 * MINUTE).await;
+    let end_to_end = applied.elapsed();
+    let status = job.status.clone().unwrap();
+    assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
+    let verification = status.verification.clone().unwrap();
+    assert!(
+        verification.verified && !verification.skipped,
+        "{verification:?}"
+    );
+    let verifier = verification.verifier.clone().unwrap();
+    assert!(
+        verifier.starts_with(&format!("verifier/{pool}-verifier-")),
+        "{verifier}"
+    );
+    let provers = attempts_with(&job, AttemptOutcome::Succeeded);
+    assert!(!provers.iter().any(|p| verifier.ends_with(p.as_str())));
+    (job, end_to_end, verification)
 }
 
 /// Whether the test's own `cpu_air_verifier` accepts the Stone proof `proof`.
@@ -544,42 +608,11 @@ async fn stone_jobs_are_proved_by_cpu_air_prover_and_checked_by_cpu_air_verifier
     for n in [10u64, 150] {
         let run = stone_run(dir.path(), n);
         let name = format!("fib-{n}");
-        let applied = Instant::now();
         // One job as a user submits a Cairo run's directory, the other through the API.
-        if n == 10 {
-            let submitted = kubectl_zkfleet(
-                &ns,
-                &[
-                    "submit",
-                    "--pool",
-                    "stone",
-                    "--input-dir",
-                    run.to_str().unwrap(),
-                    "--name",
-                    &name,
-                ],
-            )
-            .await;
-            assert_eq!(submitted.code, Some(0), "{submitted:#?}");
-        } else {
-            submit_files_job(&ns, "stone", &name, input_files(&run)).await;
-        }
-        let job = wait_finished(&ns, &name).await;
-        let end_to_end = applied.elapsed();
+        let (job, end_to_end, verification) =
+            prove_verified(&ns, "stone", &name, &run, n == 10).await;
         let status = job.status.clone().unwrap();
-        assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
-        let verification = status.verification.clone().unwrap();
-        assert!(
-            verification.verified && !verification.skipped,
-            "{verification:?}"
-        );
         let verifier = verification.verifier.clone().unwrap();
-        assert!(
-            verifier.starts_with("verifier/stone-verifier-"),
-            "{verifier}"
-        );
-        let provers = attempts_with(&job, AttemptOutcome::Succeeded);
-        assert!(!provers.iter().any(|p| verifier.ends_with(p.as_str())));
 
         // The output is the run's, [n, fib(n)], read from the public memory.
         let outputs = Value::Object(status.result.clone().unwrap().public_outputs.unwrap());
@@ -719,28 +752,25 @@ async fn a_stone_pod_that_answers_with_another_runs_proof_is_caught() {
 }
 
 /// The Stwo pool of `replicas` pods: the image with `zkfleet-stwo-prove` and
-/// `zkfleet-cairo`, proving `fib_stwo.json`. Its memory request is what a proof of these runs
-/// takes with the `canonical_small` preprocessed trace (see README.md, "Stwo").
+/// `zkfleet-cairo`, proving `fib_stwo.json`, its memory capped at what a proof of these runs
+/// takes with the `canonical_small` preprocessed trace (see README.md, "Stwo memory").
 async fn stwo_pool(ns: &TestNamespace, replicas: i32) {
-    let sha256 = program_config_map(ns, "stwo-program", "fib_stwo.json").await;
-    let pool: ProverPool = serde_json::from_value(json!({
-        "apiVersion": "zkfleet.dev/v1alpha1", "kind": "ProverPool",
-        "metadata": {"name": "stwo"},
-        "spec": {
-            "replicas": replicas,
-            "image": image("zkfleet-prover-stwo"),
-            "backend": {"type": "exec", "exec": {"profile": "stwo", "command": ["zkfleet-stwo-prove"]}},
-            "parameters": {
-                "version": "fib-v1",
-                "source": {"configMap": {"name": "stwo-program"}},
-                "files": [{"name": "fib_stwo.json", "sha256": sha256}],
-            },
-            "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "8Gi"}},
-            "jobDefaults": {"timeoutSeconds": 300},
-        },
-    }))
-    .unwrap();
-    ns.api().create(&Default::default(), &pool).await.unwrap();
+    let spec = json!({
+        // The limit is what a proof of these runs needs (6.3 GB peak); the request stays low
+        // so the two Stwo tests' three pods fit the one test node beside the other tests (a
+        // production pool requests what it uses: manifests/samples/pool-stwo.yaml).
+        "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "8Gi"}},
+        "jobDefaults": {"timeoutSeconds": 300},
+    });
+    cairo_pool(
+        ns,
+        "stwo",
+        replicas,
+        "zkfleet-stwo-prove",
+        "fib_stwo.json",
+        spec,
+    )
+    .await;
 }
 
 /// What the test's own `zkfleet-cairo stwo-verify` says of a Stwo `proof` of the pool's
@@ -782,39 +812,10 @@ async fn stwo_jobs_of_two_inputs_are_proved_and_checked_by_the_stwo_verifier() {
         let run = dir.path().join(&name);
         std::fs::create_dir_all(&run).unwrap();
         std::fs::write(run.join("program_input.json"), input.to_string()).unwrap();
-        let applied = Instant::now();
-        if n == 10 {
-            let submitted = kubectl_zkfleet(
-                &ns,
-                &[
-                    "submit",
-                    "--pool",
-                    "stwo",
-                    "--input-dir",
-                    run.to_str().unwrap(),
-                    "--name",
-                    &name,
-                ],
-            )
-            .await;
-            assert_eq!(submitted.code, Some(0), "{submitted:#?}");
-        } else {
-            submit_files_job(&ns, "stwo", &name, input_files(&run)).await;
-        }
-        let job = wait_job_finished(&ns, &name, 5 * MINUTE).await;
-        let end_to_end = applied.elapsed();
+        let (job, end_to_end, verification) =
+            prove_verified(&ns, "stwo", &name, &run, n == 10).await;
         let status = job.status.clone().unwrap();
-        assert_eq!(status.phase, Some(JobPhase::Succeeded), "{status:#?}");
-        let verification = status.verification.clone().unwrap();
-        assert!(
-            verification.verified && !verification.skipped,
-            "{verification:?}"
-        );
         let verifier = verification.verifier.clone().unwrap();
-        assert!(
-            verifier.starts_with("verifier/stwo-verifier-"),
-            "{verifier}"
-        );
 
         let outputs = Value::Object(status.result.clone().unwrap().public_outputs.unwrap());
         assert_eq!(

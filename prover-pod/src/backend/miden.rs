@@ -52,27 +52,7 @@ pub fn load(ctx: &LoadContext) -> Result<(Arc<dyn Backend>, String), ParamsError
         .first()
         .cloned()
         .unwrap_or_else(|| "miden-vm".into());
-    let names: Vec<String> = match &ctx.fetched {
-        Some(f) => f.files.iter().map(|f| f.name.clone()).collect(),
-        None => ctx
-            .args
-            .parameter_files
-            .iter()
-            .map(|f| f.name.clone())
-            .collect(),
-    };
-    let masm: Vec<&String> = names.iter().filter(|n| n.ends_with(".masm")).collect();
-    let [masm] = masm.as_slice() else {
-        return Err(ParamsError::Invalid(format!(
-            "the miden profile needs exactly one .masm program among the parameter files, found {}: list the program in spec.parameters.files",
-            masm.len()
-        )));
-    };
-    let path = ctx.parameter_file(masm).ok_or_else(|| {
-        ParamsError::Unavailable(format!(
-            "the program {masm} is not among the loaded parameter files"
-        ))
-    })?;
+    let (masm, path) = ctx.program_file("miden")?;
     let timeout = ctx.timeout;
     let program_hash = compile(&program, &path, ctx.args.exec_workdir.as_deref(), timeout)?;
     tracing::info!(program = %masm, program_hash, "miden program compiled");

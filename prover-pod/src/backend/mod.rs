@@ -386,6 +386,36 @@ pub struct LoadContext {
 }
 
 impl LoadContext {
+    /// The program a `system` pool proves: the one parameter file with the extension the
+    /// table of proof systems gives it (`.masm` for Miden), by name and local path.
+    pub fn program_file(&self, system: &str) -> Result<(String, PathBuf), ParamsError> {
+        let ext = zkfleet_contract::systems::proof_system(system)
+            .and_then(|s| s.program_extension)
+            .ok_or_else(|| ParamsError::Invalid(format!("{system} proves no pool-held program")))?;
+        let names: Vec<String> = match &self.fetched {
+            Some(f) => f.files.iter().map(|f| f.name.clone()).collect(),
+            None => self
+                .args
+                .parameter_files
+                .iter()
+                .map(|f| f.name.clone())
+                .collect(),
+        };
+        let programs: Vec<&String> = names.iter().filter(|n| n.ends_with(ext)).collect();
+        let [program] = programs.as_slice() else {
+            return Err(ParamsError::Invalid(format!(
+                "the {system} profile proves one program ({ext}), but the parameter files hold {} {ext} files: list exactly one in spec.parameters.files",
+                programs.len()
+            )));
+        };
+        let path = self.parameter_file(program).ok_or_else(|| {
+            ParamsError::Unavailable(format!(
+                "the program {program} is not among the loaded parameter files"
+            ))
+        })?;
+        Ok((program.to_string(), path))
+    }
+
     /// A parameter file's local path: from the fetched set, else under --parameters-dir.
     pub fn parameter_file(&self, name: &str) -> Option<PathBuf> {
         if let Some(f) = self.fetched.as_ref().and_then(|f| f.get(name)) {

@@ -64,27 +64,7 @@ pub struct StwoBackend {
 
 /// Registry entry: finds the program among the parameter files.
 pub fn load(ctx: &LoadContext) -> Result<(Arc<dyn Backend>, String), ParamsError> {
-    let names: Vec<String> = match &ctx.fetched {
-        Some(f) => f.files.iter().map(|f| f.name.clone()).collect(),
-        None => ctx
-            .args
-            .parameter_files
-            .iter()
-            .map(|f| f.name.clone())
-            .collect(),
-    };
-    let programs: Vec<&String> = names.iter().filter(|n| n.ends_with(".json")).collect();
-    let [program] = programs.as_slice() else {
-        return Err(ParamsError::Invalid(format!(
-            "the stwo profile proves one compiled Cairo program (.json), but the parameter files hold {}: list exactly one in spec.parameters.files",
-            programs.len()
-        )));
-    };
-    let path = ctx.parameter_file(program).ok_or_else(|| {
-        ParamsError::Unavailable(format!(
-            "the program {program} is not among the loaded parameter files"
-        ))
-    })?;
+    let (_, path) = ctx.program_file("stwo")?;
     let mut prover = ctx.template.clone();
     if prover.is_empty() {
         prover.push("zkfleet-stwo-prove".into());
