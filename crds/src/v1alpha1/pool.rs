@@ -388,18 +388,16 @@ impl ExecProfile {
     pub fn system(self) -> &'static ProofSystem {
         self.0
     }
+
+    /// The profile named `name`, when the table has it.
+    pub fn named(name: &str) -> Option<Self> {
+        proof_system(name).map(Self)
+    }
 }
 
 impl Default for ExecProfile {
     fn default() -> Self {
         Self::named("snarkjs").expect("snarkjs is in the table")
-    }
-}
-
-impl ExecProfile {
-    /// The profile named `name`, when the table has it.
-    pub fn named(name: &str) -> Option<Self> {
-        proof_system(name).map(Self)
     }
 }
 

@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{
     Backend, BackendError, Judged, LoadContext, ParamsError, ProofInput, ProofOutput, Verdict,
-    exec_error, input_error, other_statement, run_verifier,
+    binary_proof, binary_proof_bytes, exec_error, input_error, other_statement, run_verifier,
+    write_file,
 };
 use crate::cancel::Cancel;
 use crate::exec::{self, ExecError};
@@ -145,11 +145,6 @@ fn parse_inputs(
     Ok(inputs)
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
-    std::fs::write(path, bytes)
-        .map_err(|e| BackendError::Exec(format!("cannot write {}: {e}", path.display())))
-}
-
 impl Backend for MidenBackend {
     fn system(&self) -> &'static str {
         "miden"
@@ -175,7 +170,7 @@ impl Backend for MidenBackend {
         let dir = exec::work_dir(self.work_root.as_deref()).map_err(exec_error)?;
         let path = |name: &str| dir.path().join(name);
         let (input, proof, output) = (path(INPUTS), path("program.proof"), path("outputs.json"));
-        write(&input, &files[INPUTS])?;
+        write_file(&input, &files[INPUTS])?;
         let start = Instant::now();
         let argv = [
             self.program.clone(),
@@ -199,7 +194,7 @@ impl Backend for MidenBackend {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| BackendError::Exec("miden-vm wrote no outputs file".into()))?;
         Ok(ProofOutput::stark(
-            json!({"base64": base64::engine::general_purpose::STANDARD.encode(&proof)}),
+            binary_proof(&proof),
             json!({
                 "programHash": self.program_hash,
                 "operandStack": operand_stack(&inputs)?,
@@ -224,10 +219,7 @@ impl Backend for MidenBackend {
                 outputs["programHash"], self.program_hash
             )));
         }
-        let Some(bytes) = proof["base64"]
-            .as_str()
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        else {
+        let Some(bytes) = binary_proof_bytes(proof) else {
             return Ok(Err("the proof is not {\"base64\": <proof file>}".into()));
         };
         let (Some(stack_in), Some(stack_out)) = (
@@ -241,12 +233,12 @@ impl Backend for MidenBackend {
         let dir = exec::work_dir(self.work_root.as_deref()).map_err(exec_error)?;
         let path = |name: &str| dir.path().join(name);
         let (input, proof, output) = (path(INPUTS), path("program.proof"), path("outputs.json"));
-        write(
+        write_file(
             &input,
             json!({"operand_stack": stack_in}).to_string().as_bytes(),
         )?;
-        write(&output, json!({"stack": stack_out}).to_string().as_bytes())?;
-        write(&proof, &bytes)?;
+        write_file(&output, json!({"stack": stack_out}).to_string().as_bytes())?;
+        write_file(&proof, &bytes)?;
         let argv = [
             self.program.clone(),
             "verify".into(),

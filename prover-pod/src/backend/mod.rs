@@ -329,20 +329,33 @@ pub fn check_kind(
     }
 }
 
+/// Writes a file a prover or verifier reads, in a proof's work directory.
+pub(crate) fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), BackendError> {
+    std::fs::write(path, bytes)
+        .map_err(|e| BackendError::Exec(format!("cannot write {}: {e}", path.display())))
+}
+
+/// A binary proof file as the proof JSON carries it: `{"base64": ..}`.
+pub(crate) fn binary_proof(bytes: &[u8]) -> Value {
+    use base64::Engine as _;
+    serde_json::json!({"base64": base64::engine::general_purpose::STANDARD.encode(bytes)})
+}
+
+/// The bytes of a binary proof (`{"base64": ..}`), when it is one.
+pub(crate) fn binary_proof_bytes(proof: &Value) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let text = proof["base64"].as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
 /// The default [`Backend::tamper`]: one bit flipped in the middle of a binary proof, else
 /// the proof wrapped out of shape.
 pub(crate) fn tamper_binary(proof: &mut Value) {
-    use base64::Engine as _;
-    let engine = base64::engine::general_purpose::STANDARD;
-    match proof["base64"]
-        .as_str()
-        .and_then(|b| engine.decode(b).ok())
-        .filter(|b| !b.is_empty())
-    {
+    match binary_proof_bytes(proof).filter(|b| !b.is_empty()) {
         Some(mut bytes) => {
             let middle = bytes.len() / 2;
             bytes[middle] ^= 0x01;
-            proof["base64"] = Value::String(engine.encode(bytes));
+            *proof = binary_proof(&bytes);
         }
         None => *proof = serde_json::json!({ "corrupted": proof.take() }),
     }

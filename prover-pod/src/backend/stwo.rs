@@ -23,12 +23,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::Value;
 
 use super::{
     Backend, BackendError, Judged, LoadContext, ParamsError, ProofInput, ProofOutput, Verdict,
-    exec_error, other_statement,
+    binary_proof, binary_proof_bytes, exec_error, other_statement, write_file,
 };
 use crate::cancel::Cancel;
 use crate::exec::{self, ExecError};
@@ -104,11 +103,6 @@ fn program_input(
     Ok(&files[PROGRAM_INPUT])
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
-    std::fs::write(path, bytes)
-        .map_err(|e| BackendError::Exec(format!("cannot write {}: {e}", path.display())))
-}
-
 fn path_arg(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -129,15 +123,12 @@ impl StwoBackend {
     fn check_proof(&self, proof: &Value, input: &[u8]) -> Result<Judged, BackendError> {
         // A proof that is not even base64 is still checked, as an empty file, so the
         // statement is derived all the same.
-        let bytes = proof["base64"]
-            .as_str()
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .unwrap_or_default();
+        let bytes = binary_proof_bytes(proof).unwrap_or_default();
         let dir = exec::work_dir(self.work_root.as_deref()).map_err(exec_error)?;
         let (input_path, proof_path) =
             (dir.path().join(PROGRAM_INPUT), dir.path().join("proof.bin"));
-        write(&input_path, input)?;
-        write(&proof_path, &bytes)?;
+        write_file(&input_path, input)?;
+        write_file(&proof_path, &bytes)?;
         let argv = [
             self.verifier.clone(),
             "stwo-verify".into(),
@@ -198,7 +189,7 @@ impl Backend for StwoBackend {
             path("proof.bin"),
             path("statement.json"),
         );
-        write(&input, program_input(&files)?)?;
+        write_file(&input, program_input(&files)?)?;
         let start = Instant::now();
         let mut argv = vec![self.prover[0].clone()];
         argv.extend([
@@ -219,11 +210,7 @@ impl Backend for StwoBackend {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| BackendError::Exec("zkfleet-stwo-prove wrote no statement".into()))?;
-        Ok(ProofOutput::stark(
-            serde_json::json!({"base64": base64::engine::general_purpose::STANDARD.encode(&proof)}),
-            statement,
-            start,
-        ))
+        Ok(ProofOutput::stark(binary_proof(&proof), statement, start))
     }
 
     /// Without the job's input there is no statement to derive: a Stwo proof is only checked
