@@ -106,7 +106,15 @@ pub(crate) async fn resolve(input: JobInput) -> Result<ProofInput, JobFailure> {
     }
 }
 
-/// Downloads an input file into a temporary directory and checks its sha256.
+/// Most bytes of one input a job names by URL. A witness of a circuit with tens of millions
+/// of constraints is around a gigabyte; larger inputs belong in the pool's parameters.
+pub(crate) const MAX_URL_INPUT_BYTES: u64 = 1 << 30;
+
+/// Longest one input download may take: a gigabyte at a modest 20 MB/s is under a minute.
+pub(crate) const URL_INPUT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Downloads an input file into a temporary directory and checks its sha256, then reads it
+/// (at most [`MAX_URL_INPUT_BYTES`]) into memory.
 async fn download(url: &str, sha256: &str) -> Result<Vec<u8>, JobFailure> {
     let digest: Digest = sha256
         .parse()
@@ -118,14 +126,24 @@ async fn download(url: &str, sha256: &str) -> Result<Vec<u8>, JobFailure> {
             true,
         )
     })?;
-    let path = params::download(url, digest, dir.path())
+    let limits = params::InputLimits {
+        max_bytes: MAX_URL_INPUT_BYTES,
+        timeout: URL_INPUT_TIMEOUT,
+    };
+    let path = params::download_input(url, digest, dir.path(), limits)
         .await
         .map_err(|e| match e {
-            FetchError::DigestMismatch { .. } => {
-                JobFailure::new("input_digest_mismatch", format!("input {url}: {e}"), false)
+            FetchError::InputMismatch { .. } | FetchError::DigestMismatch { .. } => {
+                JobFailure::new("input_digest_mismatch", e.to_string(), false)
             }
+            FetchError::TooLarge { .. } => JobFailure::new(
+                "input_too_large",
+                format!("input {}: {e}", zkfleet_contract::store::redacted(url)),
+                false,
+            ),
+            // Retryable, and not the pod's fault: a store that is down or slow.
             FetchError::Unavailable { message, .. } => {
-                JobFailure::new("input_unavailable", format!("input {url}: {message}"), true)
+                JobFailure::new("input_unavailable", format!("input {message}"), true)
             }
             FetchError::Config(m) => JobFailure::new("invalid_input_url", m, false),
         })?;

@@ -134,6 +134,10 @@ pub enum FetchError {
         expected: Digest,
         actual: Digest,
     },
+    #[error("input {url}: its sha256 does not match the job's sha256; fix the file or the sha256")]
+    InputMismatch { url: String },
+    #[error("{name} is larger than the {limit} bytes allowed")]
+    TooLarge { name: String, limit: u64 },
     #[error("parameter file {name} is unavailable: {message}")]
     Unavailable { name: String, message: String },
     #[error("parameters are misconfigured: {0}")]
@@ -210,7 +214,7 @@ pub async fn fetch(spec: &Spec, cache_dir: Option<&Path>) -> Result<Fetched, Fet
                     "fetching from a URL needs a cache directory (--cache-dir)".into(),
                 )
             })?;
-            let remote = Remote::new(url)?;
+            let remote = Remote::new(url, Credentials::Ambient)?;
             let cache_dir = writable_cache_dir(cache_dir)?;
             for f in &spec.files {
                 files.push(remote.fetch(f, &cache_dir).await?);
@@ -223,12 +227,67 @@ pub async fn fetch(spec: &Spec, cache_dir: Option<&Path>) -> Result<Fetched, Fet
     })
 }
 
-/// Downloads one file by its full URL (`https://`, `http://`, `s3://`, `gs://`, `az://`)
-/// into `dir` and checks it against `sha256`: the same client, retries and streaming
-/// digest check as the parameter files, for a proof input named by URL. Returns the path
-/// of the checked file; a download with another digest is deleted.
-pub async fn download(url: &str, sha256: Digest, dir: &Path) -> Result<PathBuf, FetchError> {
+/// Limits on downloading an input a tenant named by URL.
+#[derive(Clone, Copy, Debug)]
+pub struct InputLimits {
+    /// Most bytes: a larger object is refused before its body is read, or as soon as the
+    /// stream passes this size.
+    pub max_bytes: u64,
+    /// Longest the whole download may take, retries included.
+    pub timeout: Duration,
+}
+
+/// Downloads a job's input from the URL its tenant chose: unsigned (see
+/// [`Credentials::Anonymous`]), within `limits`, streamed into `dir` and hashed on the way.
+/// Errors name the URL without its query (a presigned URL's signature), and a digest
+/// mismatch does not say what the object's digest is.
+pub async fn download_input(
+    url: &str,
+    sha256: Digest,
+    dir: &Path,
+    limits: InputLimits,
+) -> Result<PathBuf, FetchError> {
+    let shown = zkfleet_contract::store::redacted(url);
+    let fetch = download_unsigned(url, sha256, dir, limits.max_bytes);
+    match tokio::time::timeout(limits.timeout, fetch).await {
+        Err(_) => Err(FetchError::Unavailable {
+            name: shown.clone(),
+            message: format!(
+                "download of {shown} took longer than {}s",
+                limits.timeout.as_secs()
+            ),
+        }),
+        Ok(Err(FetchError::DigestMismatch { .. })) => Err(FetchError::InputMismatch { url: shown }),
+        Ok(Err(FetchError::Unavailable { name, .. })) => Err(FetchError::Unavailable {
+            name,
+            // The store's message can repeat the whole URL, query included.
+            message: format!("{shown} could not be read"),
+        }),
+        Ok(Err(FetchError::Config(_))) => Err(FetchError::Config(format!(
+            "{shown} is not a URL an input can be read from: use https:// (a presigned URL for a private object), or s3:// or gs:// for a public one"
+        ))),
+        Ok(other) => other,
+    }
+}
+
+/// Downloads one file by its full URL into `dir` and checks it against `sha256`: the same
+/// client, retries and streaming digest check as the parameter files, without credentials.
+async fn download_unsigned(
+    url: &str,
+    sha256: Digest,
+    dir: &Path,
+    max_bytes: u64,
+) -> Result<PathBuf, FetchError> {
     check_url(url).map_err(FetchError::Config)?;
+    // A presigned URL's query (its signature) goes with every request: the HTTP store keeps
+    // its base URL's query when it appends the file name.
+    let (url, query) = match url.split_once('?') {
+        Some((path, query)) if url.starts_with("https://") || url.starts_with("http://") => {
+            (path, Some(query))
+        }
+        Some(_) => return Err(FetchError::Config(format!("{url:?} has a query"))),
+        None => (url, None),
+    };
     let url = url.trim_end_matches('/');
     let (base, name) = url
         .rsplit_once('/')
@@ -237,7 +296,13 @@ pub async fn download(url: &str, sha256: Digest, dir: &Path) -> Result<PathBuf, 
     let file = FileSpec::new(name, sha256)
         .map_err(|e| FetchError::Config(format!("{url:?} must end in a plain file name: {e}")))?;
     let dest = dir.join(name);
-    Remote::new(base)?.download(&file, &dest).await?;
+    let base = match query {
+        Some(query) => format!("{base}?{query}"),
+        None => base.to_string(),
+    };
+    Remote::new(&base, Credentials::Anonymous)?
+        .download(&file, &dest, max_bytes)
+        .await?;
     Ok(dest)
 }
 
@@ -292,7 +357,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-pub use zkfleet_contract::store::object_store_at;
+pub use zkfleet_contract::store::{Credentials, object_store_at, store_at};
 
 /// An object store and the prefix the files live under.
 struct Remote {
@@ -302,7 +367,7 @@ struct Remote {
 }
 
 impl Remote {
-    fn new(url: &str) -> Result<Self, FetchError> {
+    fn new(url: &str, credentials: Credentials) -> Result<Self, FetchError> {
         let url = url.trim_end_matches('/');
         // Generous overall timeout: zkeys of large circuits are gigabytes.
         let client = object_store::ClientOptions::new().with_timeout(Duration::from_secs(3600));
@@ -315,7 +380,7 @@ impl Remote {
             max_retries: 5,
             retry_timeout: Duration::from_secs(120),
         };
-        let (store, prefix) = object_store_at(url, client, retry)
+        let (store, prefix) = store_at(url, client, retry, credentials)
             .map_err(|e| FetchError::Config(format!("{url}: {e}")))?;
         Ok(Remote {
             url: url.to_string(),
@@ -347,7 +412,7 @@ impl Remote {
             }
             Err(e) => return Err(e),
         }
-        let bytes = self.download(f, &path).await?;
+        let bytes = self.download(f, &path, u64::MAX).await?;
         tracing::info!(
             file = f.name,
             bytes,
@@ -357,7 +422,9 @@ impl Remote {
         Ok(local(Origin::Download, bytes))
     }
 
-    async fn download(&self, f: &FileSpec, dest: &Path) -> Result<u64, FetchError> {
+    /// Streams the file into a temporary file beside `dest`, hashing it on the way, and
+    /// renames it into place once its digest matches. More than `max_bytes` ends it.
+    async fn download(&self, f: &FileSpec, dest: &Path, max_bytes: u64) -> Result<u64, FetchError> {
         let unavailable = |message: String| FetchError::Unavailable {
             name: f.name.clone(),
             message,
@@ -378,6 +445,13 @@ impl Remote {
             .get(&location)
             .await
             .map_err(|e| unavailable(format!("GET {}/{}: {e}", self.url, f.name)))?;
+        let too_large = || FetchError::TooLarge {
+            name: f.name.clone(),
+            limit: max_bytes,
+        };
+        if result.meta.size > max_bytes {
+            return Err(too_large());
+        }
         let mut stream = result.into_stream();
         let mut hasher = Sha256::new();
         let mut total = 0u64;
@@ -389,7 +463,11 @@ impl Remote {
                 ))
             })?;
             hasher.update(&chunk);
-            total += chunk.len() as u64;
+            total = total.saturating_add(chunk.len() as u64);
+            if total > max_bytes {
+                // The object grew, or the store's size was wrong: stop before the disk fills.
+                return Err(too_large());
+            }
             out.write_all(&chunk)
                 .await
                 .map_err(|e| unavailable(format!("writing {}: {e}", dir.display())))?;
@@ -477,7 +555,7 @@ mod tests {
     #[test]
     fn unknown_schemes_are_refused() {
         assert!(matches!(
-            Remote::new("ftp://example/x").map(|_| ()),
+            Remote::new("ftp://example/x", Credentials::Ambient).map(|_| ()),
             Err(FetchError::Config(_))
         ));
     }

@@ -362,3 +362,61 @@ async fn an_unwritable_cache_falls_back_to_a_pod_local_directory() {
     );
     assert_eq!(std::fs::read(&file.path).unwrap(), ZKEY);
 }
+
+/// A tenant's input URL: a mismatch says so without the object's digest, a presigned URL's
+/// query never appears in an error, and an object past the size limit is refused.
+#[tokio::test]
+async fn input_downloads_reveal_no_digest_and_stop_at_their_size_limit() {
+    let object = b"an object some other tenant stored".to_vec();
+    let (base, _) = file_server(&[("input.json", &object)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = params::InputLimits {
+        max_bytes: 1 << 20,
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let presigned = format!("{base}/input.json?X-Amz-Signature=tenant-secret");
+    let guess = Digest::of(b"a guess");
+    let err = params::download_input(&presigned, guess, dir.path(), limits)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, FetchError::InputMismatch { .. }), "{err:?}");
+    assert!(message.contains("does not match"), "{message}");
+    assert!(
+        !message.contains(&Digest::of(&object).hex()),
+        "the object's digest is not an oracle: {message}"
+    );
+    assert!(!message.contains("tenant-secret"), "{message}");
+
+    let right = Digest::of(&object);
+    let small = params::InputLimits {
+        max_bytes: 8,
+        ..limits
+    };
+    let err = params::download_input(&format!("{base}/input.json"), right, dir.path(), small)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FetchError::TooLarge { limit: 8, .. }),
+        "{err:?}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing kept"
+    );
+
+    let missing = params::download_input(
+        &format!("{base}/gone.json?sig=tenant-secret"),
+        right,
+        dir.path(),
+        limits,
+    )
+    .await
+    .unwrap_err();
+    assert!(!missing.to_string().contains("tenant-secret"), "{missing}");
+
+    let path = params::download_input(&format!("{base}/input.json"), right, dir.path(), limits)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), object);
+}

@@ -71,6 +71,10 @@ pub const MAX_INLINE_INPUT_CHARS: u32 = 262_144;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self == oldSelf").message(SPEC_IMMUTABLE_MESSAGE))]
+#[x_kube(validation = Rule::new(
+    "!has(self.fallback) || has(self.poolRef.namespace) || \
+     !self.fallback.pools.exists(p, !has(p.namespace) && p.name == self.poolRef.name)"
+).message("fallback.pools must not name the pool of poolRef: a job cannot fall back to the pool it leaves"))]
 pub struct ProofJobSpec {
     /// The ProverPool that proves this job: in the job's namespace, or in `poolRef.namespace`
     /// when that pool's `spec.sharing.namespaceSelector` admits the job's namespace.
@@ -119,8 +123,15 @@ pub struct ProofJobSpec {
 }
 
 /// Where a job goes when its pool cannot serve it.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+// The rules compare only pools named without a namespace: the API server's cost estimate
+// loses the maxLength of a nullable string (`namespace`) and refuses any rule comparing two
+// as too costly. A pool named twice with its namespace spelled out is caught by the
+// dispatcher, which never moves a job back to a pool of its chain (`later_pools`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.pools.all(p, has(p.namespace) || self.pools.exists_one(q, !has(q.namespace) && q.name == p.name))"
+).message("fallback.pools names a pool more than once: list each pool once"))]
 pub struct Fallback {
     /// The pools to try, in order, after `poolRef` (at most 4). A job moves only to a pool
     /// that runs the same backend with the same parameters digest as the pool it leaves (the
@@ -209,7 +220,11 @@ pub struct ProofInput {
     pub secret_key_ref: Option<KeyRef>,
 
     /// Where to download the input: `https://` or an object store URI (`s3://`, `gs://`,
-    /// `az://`). Requires `sha256`.
+    /// `az://`). Requires `sha256`. The prover pods fetch it without credentials of their own
+    /// (so only public objects can be read this way): for a private object, give a presigned
+    /// `https://` URL, whose query is never repeated in status, logs or Events. At most 1 GiB,
+    /// downloaded within 300 s. A mismatch with `sha256` fails the job without saying what
+    /// the object's digest is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(https|s3|gs|az)://[^/]+')")
@@ -275,6 +290,7 @@ pub struct InputFile {
     pub secret_key_ref: Option<KeyRef>,
 
     /// Where to download the file: `https://` or an object store URI. Requires `sha256`.
+    /// Fetched as `input.url` is: without the pods' credentials, at most 1 GiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(https|s3|gs|az)://[^/]+')")

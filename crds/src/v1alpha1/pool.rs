@@ -32,6 +32,14 @@ use super::schema;
     derive = "PartialEq",
     shortname = "pp",
     category = "zkfleet",
+    // Without this a job would fall back from the pool to the pool itself, and each move
+    // restarts its retries. The rule sees only `metadata.name`, so a fallback naming this
+    // pool with its namespace spelled out is caught by the dispatcher, which never moves
+    // a job to a pool it has already been on.
+    validation = Rule::new(
+        "!has(self.spec.jobDefaults) || !has(self.spec.jobDefaults.fallback) || \
+         !self.spec.jobDefaults.fallback.pools.exists(p, p.name == self.metadata.name && !has(p.namespace))"
+    ).message("spec.jobDefaults.fallback.pools must not name this pool itself: a job cannot fall back to the pool it leaves"),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -134,7 +142,8 @@ pub struct ProverPoolSpec {
     /// Answer a job from the verified result of an earlier job with the same parameters digest
     /// and input digest (as read when each was leased), without proving it again. Only proofs
     /// kept on the earlier job's status are reused (not ones in the artifact store, which go
-    /// when that job does). Unset: every job is proved.
+    /// when that job does), and never for an input named by URL (the operator only knows the
+    /// sha256 its tenant declared, not the content). Unset: every job is proved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_reuse: Option<super::ResultReuse>,
 

@@ -442,9 +442,24 @@ fn volumes(pool: &ProverPool, parameters: &ParametersSpec, ctx: &BuildContext) -
             }),
             ..Volume::default()
         },
-        empty_dir("tmp"),
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(format!(
+                    "{}Gi",
+                    TMP_GIB_PER_SLOT * i64::from(pool.spec.slots_per_replica.max(1))
+                ))),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
     ]
 }
+
+/// Scratch space per slot in the pod's `/tmp`: one input downloaded by URL (the prover caps
+/// those at 1 GiB) and an exec prover's work directory. A bound, so that one tenant's job
+/// cannot fill the node's disk; the kubelet evicts a pod past it.
+const TMP_GIB_PER_SLOT: i64 = 4;
 
 /// The node-local parameters cache: the configured node directory as a whole, because the
 /// prover names every entry by its sha256, so sets never read each other's files. Not one
@@ -809,7 +824,12 @@ mod tests {
                 .as_deref(),
             Some("gpu-pool-dispatcher-token")
         );
-        assert!(volumes["tmp"].empty_dir.is_some());
+        let tmp = volumes["tmp"].empty_dir.as_ref().unwrap();
+        assert_eq!(
+            tmp.size_limit,
+            Some(Quantity(format!("{}Gi", TMP_GIB_PER_SLOT * 2))),
+            "scratch space is bounded, per slot"
+        );
         let mounts: BTreeMap<_, _> = pod.containers[0]
             .volume_mounts
             .iter()

@@ -336,7 +336,7 @@ impl Dispatcher {
         };
         let leased = job.status.as_ref().and_then(|s| s.input_digest.clone());
         if let (Some(leased), Some(token)) = (leased, self.pool_token(key).await)
-            && input::digest(token.expose().as_bytes(), &input) != leased
+            && input::digest(token.expose().as_bytes(), &input) != Some(leased)
         {
             return Err(changed(
                 "the job's input (its ConfigMap or Secret) changed while it was proved; it is proved again with the new input".into(),

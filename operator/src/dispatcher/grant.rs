@@ -238,7 +238,7 @@ impl Dispatcher {
         let input_digest = self
             .pool_token(&key)
             .await
-            .map(|token| input::digest(token.expose().as_bytes(), &input));
+            .and_then(|token| input::digest(token.expose().as_bytes(), &input));
         let revision = self
             .pool(&key)
             .and_then(|p| p.status.clone())

@@ -224,11 +224,13 @@ impl Dispatcher {
         .for_each(|_| async {});
         let jobs = self.clone().watch_jobs();
         let ticker = self.clone().reap();
+        let mover = self.clone().move_waiting();
         tokio::select! {
             () = pods => {}
             () = pools => {}
             () = jobs => {}
             () = ticker => {}
+            () = mover => {}
             () = shutdown => {}
         }
     }

@@ -46,7 +46,6 @@ impl Dispatcher {
             }
             self.end_lapsed_leases().await;
             self.fail_stranded_pins().await;
-            self.move_waiting_jobs().await;
             self.publish_loads(&mut published);
             self.publish_namespace_loads(&mut published_namespaces);
             self.update_deletion_costs().await;

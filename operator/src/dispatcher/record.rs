@@ -204,7 +204,8 @@ impl Dispatcher {
             && !job_status::is_disruption(&status, failure)
             && job_status::retries_used(&status) >= limits.max_retries;
         let next = if used_up {
-            self.next_pool(job).await
+            self.next_pool(job, &super::fallback::NamespaceLabels::default())
+                .await
         } else {
             None
         };

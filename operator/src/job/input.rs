@@ -254,32 +254,33 @@ pub fn decode(
 /// The digest of an input for result reuse: HMAC-SHA-256 under `key` (the pool's dispatcher
 /// token) of what the prover is given, as `hmac-sha256:<hex>`. Keyed, because the digest goes
 /// on the job's status and a plain hash of a low-entropy private input could be reversed by
-/// trying values. A downloaded input counts by its checked sha256, not by its URL.
-pub fn digest(key: &[u8], input: &JobInput) -> String {
+/// trying values.
+///
+/// `None` for an input any part of which is named by URL: the operator never reads that
+/// content, so it only knows the sha256 the tenant *declared*. Keying reuse on it would hand
+/// an earlier job's proof to anyone who knows the hash of its input, without the input.
+pub fn digest(key: &[u8], input: &JobInput) -> Option<String> {
     use hmac::Mac as _;
-    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     let canonical = match input {
-        JobInput::Url { sha256, format, .. } => {
-            serde_json::to_vec(&serde_json::json!({"url-content": sha256, "format": format}))
-        }
-        JobInput::Files { files } => serde_json::to_vec(
-            &files
-                .iter()
-                .map(|f| match &f.content {
-                    FileContent::Url { sha256, .. } => {
-                        serde_json::json!({"name": f.name, "url-content": sha256})
-                    }
+        JobInput::Url { .. } => return None,
+        JobInput::Files { files } => {
+            let mut named = Vec::with_capacity(files.len());
+            for f in files {
+                match &f.content {
+                    FileContent::Url { .. } => return None,
                     FileContent::Inline { base64 } => {
-                        serde_json::json!({"name": f.name, "base64": base64})
+                        named.push(serde_json::json!({"name": f.name, "base64": base64}));
                     }
-                })
-                .collect::<Vec<_>>(),
-        ),
+                }
+            }
+            serde_json::to_vec(&named)
+        }
         // serde_json's maps are sorted, so the same signals give the same bytes.
         other => serde_json::to_vec(other),
     };
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(&canonical.unwrap_or_default());
-    format!("hmac-sha256:{}", hex(mac.finalize().into_bytes()))
+    Some(format!("hmac-sha256:{}", hex(mac.finalize().into_bytes())))
 }
 
 #[cfg(test)]
@@ -355,32 +356,39 @@ mod tests {
         let signals = |text: &str| JobInput::CircuitInputs {
             inputs: serde_json::from_str(text).unwrap(),
         };
-        let a = digest(b"token-1", &signals(r#"{"a": "3", "b": "11"}"#));
+        let a = digest(b"token-1", &signals(r#"{"a": "3", "b": "11"}"#)).unwrap();
         assert!(a.starts_with("hmac-sha256:") && a.len() == 12 + 64, "{a}");
         assert_eq!(
-            a,
-            digest(b"token-1", &signals(r#"{ "b":"11","a":"3" }"#)),
+            Some(&a),
+            digest(b"token-1", &signals(r#"{ "b":"11","a":"3" }"#)).as_ref(),
             "the same signals, spaced and ordered differently"
         );
-        assert_ne!(a, digest(b"token-1", &signals(r#"{"a": "4", "b": "11"}"#)));
         assert_ne!(
-            a,
-            digest(b"token-2", &signals(r#"{"a": "3", "b": "11"}"#)),
+            Some(&a),
+            digest(b"token-1", &signals(r#"{"a": "4", "b": "11"}"#)).as_ref()
+        );
+        assert_ne!(
+            Some(&a),
+            digest(b"token-2", &signals(r#"{"a": "3", "b": "11"}"#)).as_ref(),
             "another pool's key gives another digest"
         );
-        let url = |url: &str, sha256: &str| JobInput::Url {
-            url: url.into(),
-            sha256: sha256.into(),
+    }
+
+    #[test]
+    fn inputs_named_by_url_are_never_keyed_for_reuse() {
+        // Their sha256 is only what the tenant declared: another tenant who knows the hash of
+        // a job's input would otherwise get its proof without having the input.
+        let url = JobInput::Url {
+            url: "s3://a/w.wtns".into(),
+            sha256: "ab".repeat(32),
             format: lease::InputFormat::Witness,
         };
-        assert_eq!(
-            digest(b"k", &url("s3://a/w.wtns", "ab")),
-            digest(b"k", &url("https://b/w.wtns", "ab")),
-            "a download counts by its content"
-        );
-        assert_ne!(
-            digest(b"k", &url("s3://a/w.wtns", "ab")),
-            digest(b"k", &url("s3://a/w.wtns", "cd"))
-        );
+        assert_eq!(digest(b"k", &url), None);
+        let files: JobInput = serde_json::from_value(json!({"type": "files", "files": [
+            {"name": "a.json", "content": {"type": "inline", "base64": "e30="}},
+            {"name": "b.json", "content": {"type": "url", "url": "https://h/b.json", "sha256": "ab".repeat(32)}},
+        ]}))
+        .unwrap();
+        assert_eq!(digest(b"k", &files), None, "one file by URL is enough");
     }
 }

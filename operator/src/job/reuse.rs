@@ -1,6 +1,7 @@
 //! Answering a job from the verified proof of an earlier one, when its pool has
 //! `spec.resultReuse`: same pool, same parameters digest, same input digest (keyed by the
-//! pool's token, see [`super::input::digest`]), and a proof kept on the earlier job's status.
+//! pool's token, see [`super::input::digest`]; never for inputs named by URL, whose content the
+//! operator has not read), and a proof kept on the earlier job's status.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -60,7 +61,9 @@ pub async fn find(
     else {
         return Ok(None);
     };
-    let input_digest = super::input::digest(token.expose().as_bytes(), input);
+    let Some(input_digest) = super::input::digest(token.expose().as_bytes(), input) else {
+        return Ok(None);
+    };
     let Some(candidate) = queue.reusable(
         (&pool_namespace, &pool.name_any()),
         &parameters_digest,

@@ -538,7 +538,9 @@ impl From<FetchError> for ParamsError {
                 actual: actual.hex(),
             },
             FetchError::Unavailable { .. } => ParamsError::Unavailable(e.to_string()),
-            FetchError::Config(_) => ParamsError::Invalid(e.to_string()),
+            FetchError::Config(_)
+            | FetchError::InputMismatch { .. }
+            | FetchError::TooLarge { .. } => ParamsError::Invalid(e.to_string()),
         }
     }
 }
