@@ -1,7 +1,7 @@
 //! The dispatcher attacked on the real cluster: requests from outside the pool (a wrong token,
 //! another pool's token, a body announced and never sent, a body far over its cap) and a job
 //! pointing at a Secret its author may not read, a flood of such requests with connections left
-//! hanging mid-request. Each is refused with the answer a user expects, the operator's memory
+//! hanging mid-request, a hand-made pod wearing the pool's labels. Each is refused with the answer a user expects, the operator's memory
 //! stays bounded, and the pool's own work is not harmed: a job submitted after the attack
 //! succeeds.
 
@@ -448,6 +448,32 @@ async fn a_hand_made_pod_with_the_pools_labels_is_not_trusted_for_its_verifying_
     )
     .await
     .unwrap();
+
+    // Holding the pool's token (a tenant who may read the namespace's Secrets can mount it),
+    // the hand-made pod still gets no lease: only the pool's own ReplicaSet pods take work.
+    let leader_pod = ns
+        .api::<Pod>()
+        .get(&leader(ns, &setup.release.operator).await)
+        .await
+        .unwrap();
+    let address = format!(
+        "{}:{DISPATCHER_PORT}",
+        leader_pod.status.unwrap().pod_ip.unwrap()
+    );
+    let lease = json!({"namespace": ns.name, "pool": "alpha", "pod": "alpha-hostile",
+        "parametersVersion": "v1", "parametersDigest": "sha256:00",
+        "freeSlots": 1, "waitSeconds": 0})
+    .to_string();
+    let caller = format!("{}/alpha/alpha-hostile", ns.name);
+    let token = token_of(&setup, "alpha").await;
+    let (code, body) = raw_request(
+        &address,
+        &head(&address, "/v1/lease", &caller, &token, lease.len()),
+        lease.as_bytes(),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("is not a prover pod of pool alpha"), "{body}");
 
     // Jobs proved by the pool's own pod verify against the key it gives, whatever the
     // hand-made pod answers.

@@ -8,13 +8,26 @@
 //! prover and runs no circuit wasm.
 //!
 //! Built from the prover Deployment: same image, parameters and security settings, but no GPU,
-//! no scheduling constraints of GPU nodes, no dispatcher token, no agent mode, one replica, and
-//! pods without the pool label, so the dispatcher never takes them for provers.
+//! no scheduling constraints of GPU nodes, no dispatcher token, no agent mode, small requests,
+//! and pods without the pool label, so the dispatcher never takes them for provers.
+//!
+//! Two replicas, with a PodDisruptionBudget, for every pool that may run more than one prover:
+//! while no verifier answers, results wait on their pods. A pool of one prover pod gets one
+//! verifier: it has no availability a second verifier would protect, and a second pod per
+//! small pool is what a cluster of many small pools cannot spare.
+//!
+//! The operator does not go through the Service: it asks a Ready pod of the verifier's own
+//! ReplicaSets at its address and takes the verdict only when the answer names that pod (see
+//! [`crate::dispatcher`]'s `ask_verifier`), so a pod someone made with the verifier's labels
+//! is never asked.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use zkfleet_crds::v1alpha1::ProverPool;
 
@@ -57,6 +70,33 @@ fn selector(pool: &ProverPool) -> std::collections::BTreeMap<String, String> {
     .collect()
 }
 
+/// Verifier replicas: two where the pool may run more than one prover (see the module doc).
+pub fn replicas(pool: &ProverPool) -> i32 {
+    let most = pool
+        .spec
+        .autoscaling
+        .as_ref()
+        .map_or(pool.spec.replicas, |a| {
+            a.max_replicas.max(pool.spec.replicas)
+        });
+    if most > 1 { 2 } else { 1 }
+}
+
+/// What a verifier pod asks of its node: verifying takes milliseconds of one core and the
+/// memory of one proof; a request (no limit) so it is not the first evicted under pressure.
+fn requests() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(
+            [
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("128Mi".into())),
+            ]
+            .into(),
+        ),
+        ..ResourceRequirements::default()
+    }
+}
+
 /// Environment variables that make a prover pod prove: the verifier gets none of them.
 const PROVING_ONLY_ENV: &[&str] = &[
     "ZKFLEET_DISPATCHER_URL",
@@ -74,7 +114,7 @@ pub fn deployment(pool: &ProverPool, prover: &Deployment) -> Deployment {
     d.metadata = metadata(pool, verifier_name(pool), COMPONENT_VERIFIER);
     d.metadata.annotations = prover.metadata.annotations.clone();
     let spec = d.spec.as_mut().expect("the prover Deployment has a spec");
-    spec.replicas = Some(1);
+    spec.replicas = Some(replicas(pool));
     spec.selector = LabelSelector {
         match_labels: Some(selector(pool)),
         ..LabelSelector::default()
@@ -99,7 +139,7 @@ pub fn deployment(pool: &ProverPool, prover: &Deployment) -> Deployment {
             volumes.retain(|v| v.secret.is_none());
         }
         for c in &mut pod.containers {
-            c.resources = None;
+            c.resources = Some(requests());
             if let Some(env) = c.env.as_mut() {
                 env.retain(|e| !PROVING_ONLY_ENV.contains(&e.name.as_str()));
             }
@@ -136,19 +176,44 @@ pub fn network_policy(pool: &ProverPool, prover_policy: &NetworkPolicy) -> Netwo
     policy
 }
 
+/// At most one verifier pod evicted at a time, when there are two.
+pub fn pdb(pool: &ProverPool) -> Option<PodDisruptionBudget> {
+    (replicas(pool) > 1).then(|| PodDisruptionBudget {
+        metadata: metadata(pool, verifier_name(pool), COMPONENT_VERIFIER),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(pool)),
+                ..LabelSelector::default()
+            }),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The objects of a pool's verifier.
+#[derive(Debug)]
+pub struct VerifierChildren {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub network_policy: NetworkPolicy,
+    pub pdb: Option<PodDisruptionBudget>,
+}
+
 /// The verifier's children when the pool needs one, from the prover's.
 pub fn children(
     pool: &ProverPool,
     prover: &Deployment,
     prover_service: &Service,
     prover_policy: &NetworkPolicy,
-) -> Option<(Deployment, Service, NetworkPolicy)> {
-    needed(pool).then(|| {
-        (
-            deployment(pool, prover),
-            service(pool, prover_service),
-            network_policy(pool, prover_policy),
-        )
+) -> Option<VerifierChildren> {
+    needed(pool).then(|| VerifierChildren {
+        deployment: deployment(pool, prover),
+        service: service(pool, prover_service),
+        network_policy: network_policy(pool, prover_policy),
+        pdb: pdb(pool),
     })
 }
 
@@ -186,7 +251,7 @@ mod tests {
         let d = deployment(&p, &prover);
         assert_eq!(d.metadata.name.as_deref(), Some("gpu-pool-verifier"));
         let spec = d.spec.unwrap();
-        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.replicas, Some(2), "the GPU pool runs several provers");
         let labels = spec.template.metadata.unwrap().labels.unwrap();
         assert!(
             !labels.contains_key(POOL_LABEL),
@@ -201,7 +266,12 @@ mod tests {
         assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
         assert!(pod.volumes.unwrap().iter().all(|v| v.secret.is_none()));
         let c = &pod.containers[0];
-        assert!(c.resources.is_none(), "no GPU request");
+        let resources = c.resources.as_ref().unwrap();
+        assert!(
+            resources.limits.is_none(),
+            "no GPU request, no limit to be killed at"
+        );
+        assert_eq!(resources.requests.as_ref().unwrap()["memory"].0, "128Mi");
         let env = c.env.as_ref().unwrap();
         for name in PROVING_ONLY_ENV {
             assert!(env.iter().all(|e| e.name != *name), "{name} is set");
@@ -210,6 +280,27 @@ mod tests {
         assert_eq!(
             c.image,
             prover.spec.unwrap().template.spec.unwrap().containers[0].image
+        );
+    }
+
+    #[test]
+    fn a_pool_that_may_run_several_provers_gets_two_verifiers_and_a_budget() {
+        let mut p = stone_pool();
+        p.spec.replicas = 1;
+        p.spec.autoscaling = None;
+        assert_eq!(replicas(&p), 1);
+        assert!(
+            pdb(&p).is_none(),
+            "a budget over one pod would only block drains"
+        );
+        p.spec.autoscaling =
+            Some(serde_json::from_value(serde_json::json!({"maxReplicas": 4})).unwrap());
+        assert_eq!(replicas(&p), 2);
+        let budget = pdb(&p).unwrap().spec.unwrap();
+        assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            budget.selector.unwrap().match_labels.unwrap()["app.kubernetes.io/component"],
+            "verifier"
         );
     }
 }

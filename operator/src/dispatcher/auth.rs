@@ -151,9 +151,14 @@ impl Dispatcher {
                 caller.namespace, caller.pod
             )));
         };
-        if pod.labels().get(POOL_LABEL) != Some(&caller.pool) {
+        // The pool label alone is not enough: anyone who may create pods in the namespace
+        // can copy it. Only pods of the pool's own ReplicaSets take work.
+        let made_by_pool = self
+            .pool(&key)
+            .is_some_and(|pool| super::verify::made_by_pool_deployment(&pod, &pool));
+        if pod.labels().get(POOL_LABEL) != Some(&caller.pool) || !made_by_pool {
             return Err(DispatchError::Forbidden(format!(
-                "pod {}/{} does not belong to pool {}",
+                "pod {}/{} is not a prover pod of pool {}",
                 caller.namespace, caller.pod, caller.pool
             )));
         }

@@ -144,6 +144,11 @@ pub struct Dispatcher {
     verification: verify::Verification,
     pods: Store<Pod>,
     pods_writer: Mutex<Option<reflector::store::Writer<Pod>>>,
+    /// Pods of the pools' verifiers, which carry no pool label (see [`crate::build::verifier`]).
+    verifier_pods: Store<Pod>,
+    verifier_pods_writer: Mutex<Option<reflector::store::Writer<Pod>>>,
+    /// Turns the verifier pod asked first, so verifications spread over a verifier's pods.
+    verifier_turn: std::sync::atomic::AtomicUsize,
     pools: Store<ProverPool>,
     pools_writer: Mutex<Option<reflector::store::Writer<ProverPool>>>,
     /// Where proofs too large for a status go; `None`: nowhere durable, so such jobs fail.
@@ -171,6 +176,7 @@ impl Dispatcher {
     ) -> Arc<Self> {
         let (pods, pods_writer) = reflector::store();
         let (pools, pools_writer) = reflector::store();
+        let (verifier_pods, verifier_pods_writer) = reflector::store();
         let (load_changes_tx, load_changes_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Self {
             load_changes_tx,
@@ -184,6 +190,9 @@ impl Dispatcher {
             tokens: auth::Tokens::default(),
             pods,
             pods_writer: Mutex::new(Some(pods_writer)),
+            verifier_pods,
+            verifier_pods_writer: Mutex::new(Some(verifier_pods_writer)),
+            verifier_turn: std::sync::atomic::AtomicUsize::new(0),
             pools,
             pools_writer: Mutex::new(Some(pools_writer)),
             artifacts,
@@ -207,10 +216,24 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let pods_writer = self.pods_writer.lock().expect("lock").take();
         let pools_writer = self.pools_writer.lock().expect("lock").take();
-        let (Some(pods_writer), Some(pools_writer)) = (pods_writer, pools_writer) else {
+        let verifier_pods_writer = self.verifier_pods_writer.lock().expect("lock").take();
+        let (Some(pods_writer), Some(pools_writer), Some(verifier_pods_writer)) =
+            (pods_writer, pools_writer, verifier_pods_writer)
+        else {
             warn!("dispatcher already running");
             return;
         };
+        let verifier_config = watcher::Config::default().labels(&format!(
+            "app.kubernetes.io/component={},app.kubernetes.io/name={}",
+            crate::build::verifier::COMPONENT_VERIFIER,
+            crate::build::PROVER_APP_NAME
+        ));
+        let verifier_pods = reflector::reflector(
+            verifier_pods_writer,
+            watcher::watcher(self.api::<Pod>(), verifier_config),
+        )
+        .default_backoff()
+        .for_each(|_| async {});
         let pod_config = watcher::Config::default().labels(POOL_LABEL);
         let pods =
             reflector::reflector(pods_writer, watcher::watcher(self.api::<Pod>(), pod_config))
@@ -228,6 +251,7 @@ impl Dispatcher {
         tokio::select! {
             () = pods => {}
             () = pools => {}
+            () = verifier_pods => {}
             () = jobs => {}
             () = ticker => {}
             () = mover => {}

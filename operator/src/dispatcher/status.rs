@@ -156,8 +156,13 @@ fn charge_attempt(status: &mut ProofJobStatus, attempt: u32, charge: &Charge, su
         a.gpu_millis = Some(charge.gpu_millis);
     }
     let usage = status.usage.get_or_insert_with(JobUsage::default);
-    usage.total_cpu_millis += charge.cpu_millis.unwrap_or(0);
-    usage.total_gpu_millis += charge.gpu_millis;
+    // Saturating: a total that wrapped would turn a job's cost negative.
+    usage.total_cpu_millis = usage
+        .total_cpu_millis
+        .saturating_add(charge.cpu_millis.unwrap_or(0).max(0));
+    usage.total_gpu_millis = usage
+        .total_gpu_millis
+        .saturating_add(charge.gpu_millis.max(0));
     if succeeded {
         usage.cpu_millis = charge.cpu_millis;
         usage.gpu_millis = Some(charge.gpu_millis);

@@ -33,8 +33,13 @@ pub fn charge(
     // A pod's report cannot stretch the attempt past what the status saw of it, so a
     // misbehaving pod cannot bill more than the lease it held.
     let wall_millis = match (reported, held_millis) {
-        (Some(r), Some(held)) => (r.wall_millis as i64).min(held + STATUS_CLOCK_SLACK_MILLIS),
-        (Some(r), None) => r.wall_millis as i64,
+        (Some(r), Some(held)) => i64::try_from(r.wall_millis)
+            .unwrap_or(i64::MAX)
+            .min(held + STATUS_CLOCK_SLACK_MILLIS),
+        // No start time on the status (it was lost): the lease's longest span at most.
+        (Some(r), None) => i64::try_from(r.wall_millis)
+            .unwrap_or(i64::MAX)
+            .min(MAX_ATTEMPT_MILLIS),
         (None, held) => held.unwrap_or(0),
     };
     let gpus_per_slot = pool.map_or(0.0, |p| {
@@ -46,13 +51,38 @@ pub fn charge(
             .map_or(0, |g| g.count.max(0));
         f64::from(gpus) / f64::from(p.spec.slots_per_replica.max(1))
     });
+    // CPU time is the pod's word too: no more than the attempt's span on every core the pod
+    // may use, so a pod (or a prover it runs) cannot bill a tenant for time that never was.
+    let cpu_ceiling = (wall_millis as f64
+        * pool.and_then(cpu_limit_cores).unwrap_or(MAX_NODE_CORES))
+    .min(i64::MAX as f64) as i64;
     Charge {
         wall_millis,
         ended_at: Some(now.into()),
-        cpu_millis: reported.map(|r| r.cpu_millis as i64),
+        cpu_millis: reported.map(|r| {
+            i64::try_from(r.cpu_millis)
+                .unwrap_or(i64::MAX)
+                .min(cpu_ceiling)
+        }),
         gpu_millis: (wall_millis as f64 * gpus_per_slot).round() as i64,
         pricing: pool.and_then(|p| p.spec.pricing.clone()),
     }
+}
+
+/// Cores a pod may use when its pool sets no CPU limit: more than any node has.
+const MAX_NODE_CORES: f64 = 512.0;
+
+/// The longest an attempt can run: `timeoutSeconds` is at most a day.
+const MAX_ATTEMPT_MILLIS: i64 = 86_400_000;
+
+/// The CPU limit of the pool's prover container, in cores (`2`, `1.5`, `500m`).
+fn cpu_limit_cores(pool: &ProverPool) -> Option<f64> {
+    let quantity = &pool.spec.resources.as_ref()?.limits.as_ref()?.get("cpu")?.0;
+    let cores = match quantity.strip_suffix('m') {
+        Some(millis) => millis.parse::<f64>().ok()? / 1000.0,
+        None => quantity.parse::<f64>().ok()?,
+    };
+    (cores.is_finite() && cores > 0.0).then_some(cores)
 }
 
 #[cfg(test)]
@@ -122,5 +152,25 @@ mod tests {
         };
         let c = charge(Some(&one_gpu), &job_started_at(70), 1, Some(&inflated), now);
         assert_eq!(c.gpu_millis, 31_000);
+    }
+
+    #[test]
+    fn reported_cpu_time_is_bounded_by_the_span_and_the_pods_cores() {
+        let mut limited = pool(json!({"count": 1}), 2);
+        limited.spec.resources =
+            Some(serde_json::from_value(json!({"limits": {"cpu": "1500m"}})).unwrap());
+        let now = Timestamp::from_second(100).unwrap();
+        let huge = Usage {
+            wall_millis: 10_000,
+            // Past i64::MAX: once cast to a negative number of milliseconds.
+            cpu_millis: u64::MAX,
+        };
+        let c = charge(Some(&limited), &job_started_at(90), 1, Some(&huge), now);
+        assert_eq!(c.cpu_millis, Some(15_000), "10 s on 1.5 cores at most");
+        let unlimited = pool(json!({"count": 1}), 1);
+        let c = charge(Some(&unlimited), &job_started_at(90), 1, Some(&huge), now);
+        let cpu = c.cpu_millis.unwrap();
+        assert!((0..=10_000 * 512).contains(&cpu), "{cpu}");
+        assert!(c.cost().unwrap() >= 0.0);
     }
 }

@@ -226,22 +226,69 @@ impl Dispatcher {
         }
     }
 
-    /// The answer of the pool's verifier.
+    /// The answer of the pool's verifier: from a Ready pod of the verifier Deployment's own
+    /// ReplicaSets, asked at its address, whose answer names it. Pods are tried in turn until
+    /// one gives a verdict.
     async fn ask_verifier(
         &self,
         pool: &ProverPool,
         question: Question<'_>,
     ) -> Result<VerifyResponse, DispatchError> {
-        let url = self
-            .settings
-            .verifier_url
-            .clone()
-            .unwrap_or_else(|| build::verifier::url(pool));
-        remote_verify::verify(&url, question).await.map_err(|e| {
+        let no_verdict = |e: String| {
             DispatchError::Unavailable(format!(
                 "the pool's verifier gave no verdict ({e}); the result is kept by the pod until it does"
             ))
-        })
+        };
+        if let Some(url) = &self.settings.verifier_url {
+            return remote_verify::verify(url, None, &question)
+                .await
+                .map_err(no_verdict);
+        }
+        let pods = self.verifier_pods_of(pool);
+        if pods.is_empty() {
+            return Err(no_verdict(format!(
+                "no Ready pod of Deployment {}",
+                build::verifier::verifier_name(pool)
+            )));
+        }
+        let turn = self
+            .verifier_turn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for i in 0..pods.len() {
+            let (name, ip) = &pods[(turn + i) % pods.len()];
+            let url = format!("http://{ip}:{}", build::PROVER_PORT);
+            match remote_verify::verify(&url, Some(name), &question).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    debug!(pod = %name, error = %e, "verifier pod gave no verdict");
+                    failures.push(format!("pod {name}: {e}"));
+                }
+            }
+        }
+        Err(no_verdict(failures.join("; ")))
+    }
+
+    /// Names and addresses of the Ready pods of the pool's verifier Deployment.
+    fn verifier_pods_of(&self, pool: &ProverPool) -> Vec<(String, String)> {
+        let namespace = pool.namespace().unwrap_or_default();
+        let deployment = build::verifier::verifier_name(pool);
+        let mut pods: Vec<(String, String)> = self
+            .verifier_pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(namespace.as_str())
+                    && super::auth::serving(p)
+                    && made_by_deployment(p, &deployment)
+            })
+            .filter_map(|p| {
+                let ip = p.status.as_ref()?.pod_ip.clone()?;
+                Some((p.name_any(), ip))
+            })
+            .collect();
+        pods.sort();
+        pods
     }
 
     /// The pool's parameters of `version`: the spec's, or the previous ones a rotation is
@@ -342,9 +389,13 @@ fn verifier_of(pool: &ProverPool, answer: &VerifyResponse) -> String {
 
 /// Whether `pod` was made by the pool's prover Deployment (through one of its ReplicaSets,
 /// named `<deployment>-<template hash>` and controlling the pod): a pod someone created by hand
-/// with the pool's labels is not asked for keys.
+/// with the pool's labels is not asked for keys, nor given work.
 pub fn made_by_pool_deployment(pod: &k8s_openapi::api::core::v1::Pod, pool: &ProverPool) -> bool {
-    let deployment = build::prover_name(pool);
+    made_by_deployment(pod, &build::prover_name(pool))
+}
+
+/// Whether `pod` was made by Deployment `deployment` of its namespace, through a ReplicaSet.
+pub fn made_by_deployment(pod: &k8s_openapi::api::core::v1::Pod, deployment: &str) -> bool {
     let hash = pod.labels().get("pod-template-hash");
     pod.owner_references().iter().any(|o| {
         o.controller == Some(true)

@@ -30,7 +30,7 @@ pub struct Children {
     pub hpa: Option<HorizontalPodAutoscaler>,
     pub deployment: Deployment,
     /// The pool's verifier, when verification is on (see [`crate::build::verifier`]).
-    pub verifier: Option<(Deployment, Service, NetworkPolicy)>,
+    pub verifier: Option<crate::build::verifier::VerifierChildren>,
 }
 
 /// Why applying or pruning failed. All transient: the pass is retried with backoff.
@@ -88,10 +88,13 @@ pub async fn apply(
     if let Some(hpa) = &children.hpa {
         ssa(client, &ns, hpa).await?;
     }
-    if let Some((verifier, service, policy)) = &children.verifier {
-        ssa(client, &ns, policy).await?;
-        ssa(client, &ns, service).await?;
-        ssa(client, &ns, verifier).await?;
+    if let Some(verifier) = &children.verifier {
+        ssa(client, &ns, &verifier.network_policy).await?;
+        ssa(client, &ns, &verifier.service).await?;
+        if let Some(pdb) = &verifier.pdb {
+            ssa(client, &ns, pdb).await?;
+        }
+        ssa(client, &ns, &verifier.deployment).await?;
     }
     Ok(deployment)
 }
@@ -121,23 +124,24 @@ pub async fn prune(
     );
     let keep = with_verifier(
         &children.service.metadata.name,
-        verifier.map(|(_, s, _)| &s.metadata.name),
+        verifier.map(|v| &v.service.metadata.name),
     );
     pruned.extend(prune_kind::<Service>(client, pool, keep).await?);
     let keep = with_verifier(
         &children.network_policy.metadata.name,
-        verifier.map(|(_, _, p)| &p.metadata.name),
+        verifier.map(|v| &v.network_policy.metadata.name),
     );
     pruned.extend(prune_kind::<NetworkPolicy>(client, pool, keep).await?);
-    let pdb_names = children
-        .pdb
-        .as_ref()
-        .map(|p| names(&p.metadata.name))
-        .unwrap_or_default();
+    let pdb_names = with_verifier(
+        &children.pdb.as_ref().and_then(|p| p.metadata.name.clone()),
+        verifier
+            .and_then(|v| v.pdb.as_ref())
+            .map(|p| &p.metadata.name),
+    );
     pruned.extend(prune_kind::<PodDisruptionBudget>(client, pool, pdb_names).await?);
     let keep = with_verifier(
         &children.deployment.metadata.name,
-        verifier.map(|(d, _, _)| &d.metadata.name),
+        verifier.map(|v| &v.deployment.metadata.name),
     );
     pruned.extend(prune_kind::<Deployment>(client, pool, keep).await?);
     let hpa_names = children
