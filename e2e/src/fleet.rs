@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -325,8 +325,8 @@ pub fn deployment_name(pool: &str) -> String {
     format!("{pool}-prover")
 }
 
-/// Starts a pod from the pool's own pod template, with `fault` injected, labelled as a pod of
-/// the pool but outside its Deployment: one bad machine among good ones.
+/// Starts a pod from the pool's own pod template, with `fault` injected, made by a ReplicaSet of
+/// its own named like the pool's (outside its Deployment): one bad machine among good ones.
 pub async fn start_faulty_pod(ns: &TestNamespace, pool: &str, fault: &str) -> String {
     let deployment = ns
         .wait_for::<Deployment>(
@@ -346,21 +346,39 @@ pub async fn start_faulty_pod(ns: &TestNamespace, pool: &str, fault: &str) -> St
             value: Some(fault.into()),
             value_from: None,
         });
-    let name = format!("{pool}-faulty");
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some([(POOL_LABEL.to_string(), pool.to_string())].into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(spec),
-        status: None,
-    };
-    ns.api::<Pod>()
-        .create(&PostParams::default(), &pod)
+    // A ReplicaSet of its own, named as the Deployment's are (`<deployment>-<hash>`): the
+    // dispatcher leases only to pods of the pool's ReplicaSets. Its object labels do not
+    // match the Deployment's selector, so the Deployment never adopts (and scales away) it.
+    let hash = "faulty";
+    let labels: BTreeMap<String, String> = [
+        (POOL_LABEL.to_string(), pool.to_string()),
+        ("pod-template-hash".to_string(), hash.to_string()),
+    ]
+    .into();
+    let replica_set: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": format!("{}-{hash}", deployment_name(pool)),
+                     "labels": {"zkfleet.dev/e2e": "faulty-prover"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": spec}},
+    }))
+    .unwrap();
+    ns.api::<ReplicaSet>()
+        .create(&PostParams::default(), &replica_set)
         .await
         .unwrap();
-    name
+    let selector = format!("{POOL_LABEL}={pool},pod-template-hash={hash}");
+    for _ in 0..600 {
+        let pods = ns
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap();
+        if let Some(pod) = pods.items.first() {
+            return pod.name_any();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the faulty ReplicaSet of pool {pool} made no pod");
 }
 
 /// Where the kubelet keeps an emptyDir volume of a pod on this node.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -970,4 +971,64 @@ fn tracing_is_off_by_default_and_one_endpoint_reaches_the_operator_and_every_pro
     );
     let refused = template_error("tracing:\n  otlpEndpoint: collector:4318\n");
     assert!(refused.contains("otlpEndpoint"), "{refused}");
+}
+
+/// The admin ports of a NetworkPolicy's rules that admit anyone (no `from`).
+fn ports_open_to_all(policy: &NetworkPolicy) -> Vec<String> {
+    let ingress = policy
+        .spec
+        .as_ref()
+        .unwrap()
+        .ingress
+        .clone()
+        .unwrap_or_default();
+    ingress
+        .iter()
+        .filter(|rule| rule.from.as_ref().is_none_or(Vec::is_empty))
+        .flat_map(|rule| rule.ports.clone().unwrap_or_default())
+        .filter_map(|p| match p.port {
+            Some(IntOrString::String(name)) => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_operators_metrics_are_open_only_to_the_scraper() {
+    // /metrics shows every tenant's queues and costs: no pod may read it by default.
+    let out = render(&ci_file("default-values.yaml"));
+    let policy = out.one::<NetworkPolicy>();
+    assert!(
+        !ports_open_to_all(&policy).contains(&"admin".to_string()),
+        "{policy:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("scraper.yaml");
+    std::fs::write(
+        &values,
+        "monitoring:\n  scraper:\n    namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: monitoring\n",
+    )
+    .unwrap();
+    let policy = render(&values).one::<NetworkPolicy>();
+    let ingress = policy.spec.unwrap().ingress.unwrap();
+    let admin = ingress
+        .iter()
+        .find(|r| {
+            r.ports
+                .iter()
+                .flatten()
+                .any(|p| p.port == Some(IntOrString::String("admin".into())))
+        })
+        .expect("a rule for the admin port");
+    let from = admin.from.as_ref().unwrap();
+    assert_eq!(
+        from[0]
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
 }

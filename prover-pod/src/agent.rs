@@ -305,6 +305,10 @@ pub struct Agent {
 impl Agent {
     /// Reads the token and starts the heartbeat thread; [`Agent::run`] starts leasing.
     pub fn new(config: AgentConfig, state: Arc<AppState>) -> Result<Self, AgentError> {
+        // No exec prover this pod runs may read the token (see crate::sandbox).
+        if let Some(dir) = config.token_file.parent() {
+            crate::sandbox::protect(vec![dir.to_path_buf()]);
+        }
         let token = Token::load(config.token_file)?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))

@@ -8,7 +8,7 @@
 //! - STARK and VM systems build their own command lines in their backends
 //!   (`crate::backend`), with [`render`] and [`run`].
 
-use std::io::Read;
+use std::io::{Read, Seek as _, SeekFrom};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,13 +18,19 @@ use serde_json::Value;
 
 use crate::cancel::Cancel;
 
+/// A fresh work directory for one run, in `work_root` (the pod's `/tmp`), else in a
+/// `zkfleet-work` directory of the system's temporary directory. Every run is confined to its
+/// own: [`run`] denies the program the rest of the work root (see [`crate::sandbox`]).
 pub fn work_dir(work_root: Option<&Path>) -> Result<tempfile::TempDir, ExecError> {
-    Ok(match work_root {
-        Some(r) => tempfile::Builder::new().prefix("proof-").tempdir_in(r)?,
-        None => tempfile::Builder::new()
-            .prefix("zkfleet-proof-")
-            .tempdir()?,
-    })
+    let root = match work_root {
+        Some(r) => r.to_path_buf(),
+        None => {
+            let shared = std::env::temp_dir().join("zkfleet-work");
+            std::fs::create_dir_all(&shared)?;
+            shared
+        }
+    };
+    Ok(tempfile::Builder::new().prefix("proof-").tempdir_in(root)?)
 }
 
 pub(crate) fn read_json(p: &Path) -> Result<Value, ExecError> {
@@ -81,7 +87,11 @@ pub fn render(template: &[String], vars: &[(&str, &Path)]) -> Result<Vec<String>
         .collect()
 }
 
-/// Runs `argv` in `dir` with a timeout, stderr kept in a file for the error.
+/// Bytes of a failed prover's log quoted in its error.
+const LOG_TAIL_BYTES: u64 = 2048;
+
+/// Runs `argv` in `dir` with a timeout, stderr kept in a file for the error, confined to `dir`
+/// (see [`crate::sandbox`]).
 ///
 /// The prover runs in a process group of its own, and a timeout or `cancel` kills the
 /// whole group: templates are often wrapper scripts (`sh /opt/prove.sh`), and killing
@@ -99,15 +109,17 @@ pub fn run(
     let stderr_path = dir.join("prover.log");
     let stderr = std::fs::File::create(&stderr_path)?;
     let stdout = stderr.try_clone()?;
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| ExecError::Spawn {
+        .process_group(0);
+    let work_root = dir.parent().unwrap_or(dir);
+    let mut child =
+        crate::sandbox::spawn(command, dir, work_root).map_err(|source| ExecError::Spawn {
             program: program.clone(),
             source,
         })?;
@@ -132,17 +144,19 @@ pub fn run(
     if status.success() {
         return Ok(());
     }
+    // The last LOG_TAIL_BYTES only: a prover may write gigabytes of log.
     let mut tail = Vec::new();
     if let Ok(mut f) = std::fs::File::open(&stderr_path) {
-        let _ = f.read_to_end(&mut tail);
+        let length = f.metadata().map_or(0, |m| m.len());
+        let _ = f.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL_BYTES)));
+        let _ = f.take(LOG_TAIL_BYTES).read_to_end(&mut tail);
     }
-    let start = tail.len().saturating_sub(2048);
     let code = status
         .code()
         .map_or_else(|| "a signal".to_string(), |c| format!("code {c}"));
     Err(ExecError::Failed {
         code,
-        stderr_tail: String::from_utf8_lossy(&tail[start..]).trim().to_string(),
+        stderr_tail: String::from_utf8_lossy(&tail).trim().to_string(),
     })
 }
 

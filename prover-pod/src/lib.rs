@@ -11,6 +11,7 @@ pub mod input;
 pub mod metrics;
 pub mod params;
 pub mod runner;
+pub mod sandbox;
 pub mod server;
 pub mod state;
 pub mod usage;

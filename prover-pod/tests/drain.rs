@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{circuit, wait_for};
@@ -26,14 +25,15 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u1
 #[test]
 fn sigterm_finishes_the_proof_in_flight_then_exits() {
     let tmp = tempfile::tempdir().unwrap();
-    let (started, go) = (tmp.path().join("started"), tmp.path().join("go"));
-    // An external prover that signals it started, then waits to be let go.
+    let (work, go) = (tmp.path().join("work"), tmp.path().join("go"));
+    std::fs::create_dir(&work).unwrap();
+    // An external prover that signals it started (in its work directory, the one place it may
+    // write), then waits to be let go.
     let prover = tmp.path().join("slow-prover.sh");
     std::fs::write(
         &prover,
         format!(
-            "#!/bin/sh\ntouch {s}\nwhile [ ! -e {g} ]; do sleep 0.05; done\nexec {snarkjs} \"$@\"\n",
-            s = started.display(),
+            "#!/bin/sh\ntouch started\nwhile [ ! -e {g} ]; do sleep 0.05; done\nexec {snarkjs} \"$@\"\n",
             g = go.display(),
             snarkjs = common::fixtures().join("bin/snarkjs").display()
         ),
@@ -62,6 +62,8 @@ fn sigterm_finishes_the_proof_in_flight_then_exits() {
             "--exec-program",
         ])
         .arg(&prover)
+        .arg("--exec-workdir")
+        .arg(&work)
         .arg("--zkey")
         .arg(dir.join("circuit.zkey"))
         .arg("--wasm")
@@ -78,7 +80,13 @@ fn sigterm_finishes_the_proof_in_flight_then_exits() {
     let body = format!("{{\"inputs\": {input}}}");
     let addr2 = addr.clone();
     let in_flight = std::thread::spawn(move || http(&addr2, "POST", "/v1/prove", &body));
-    wait_for("the proof to start", || Path::new(&started).exists());
+    let started = || {
+        std::fs::read_dir(&work)
+            .unwrap()
+            .flatten()
+            .any(|attempt| attempt.path().join("started").exists())
+    };
+    wait_for("the proof to start", started);
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
