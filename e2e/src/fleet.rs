@@ -601,3 +601,43 @@ pub fn snarkjs_verifies(
         Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
     }
 }
+
+/// Starts a pod made by hand (no controller) with `labels` and `annotations`, serving the
+/// text `answer` to every HTTP request on port 8080, and waits until it is Ready: a pod
+/// impersonating one of zkfleet's, for the adversarial tests.
+pub async fn start_impostor_pod(
+    ns: &TestNamespace,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    answer: &str,
+) {
+    let config_map = format!("{name}-answer");
+    ns.api::<ConfigMap>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": config_map},
+                "data": {"answer": answer},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {"containers": [{"name": "prover", "image": crate::image("e2e-testserver"),
+                                 "imagePullPolicy": "IfNotPresent",
+                                 "args": ["serve", "8080", "/answer/answer"],
+                                 "volumeMounts": [{"name": "answer", "mountPath": "/answer"}]}],
+                 "volumes": [{"name": "answer", "configMap": {"name": config_map}}]},
+    }))
+    .unwrap();
+    ns.api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    ns.wait_for::<Pod>(name, "the hand-made pod to be Ready", MINUTE, pod_ready)
+        .await
+        .unwrap();
+}

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use zkfleet_crds::v1alpha1::{JobPhase, ProofJob, ProverPool};
 use zkfleet_e2e::fleet::{
     MINUTE, Parameters, Setup, create_pool_with, fixtures, http_answer, http_get, leader,
-    leader_ip, prove_mulchain_job, setup, wait_job_finished, wait_serving,
+    leader_ip, prove_mulchain_job, setup, start_impostor_pod, wait_job_finished, wait_serving,
 };
 
 /// The dispatcher port of the chart (`dispatcher.port`).
@@ -85,6 +85,20 @@ async fn alpha_prover(setup: &Setup) -> (Pod, String) {
     (pod, caller)
 }
 
+/// The leader's dispatcher address, `ip:port`.
+async fn dispatcher_address(setup: &Setup) -> String {
+    let ns = &setup.ns;
+    let leader_pod = ns
+        .api::<Pod>()
+        .get(&leader(ns, &setup.release.operator).await)
+        .await
+        .unwrap();
+    format!(
+        "{}:{DISPATCHER_PORT}",
+        leader_pod.status.unwrap().pod_ip.unwrap()
+    )
+}
+
 async fn token_of(setup: &Setup, pool: &str) -> String {
     let secret = setup
         .ns
@@ -104,15 +118,7 @@ async fn requests_from_outside_a_pool_are_refused_before_their_bodies_and_harm_n
     create_pool_with(ns, "alpha", 1, &params, json!({})).await;
     create_pool_with(ns, "beta", 0, &params, json!({})).await;
     wait_serving(ns, "alpha", 1).await;
-    let leader_pod = ns
-        .api::<Pod>()
-        .get(&leader(ns, &setup.release.operator).await)
-        .await
-        .unwrap();
-    let address = format!(
-        "{}:{DISPATCHER_PORT}",
-        leader_pod.status.unwrap().pod_ip.unwrap()
-    );
+    let address = dispatcher_address(&setup).await;
     let (alpha_pod, alpha_caller) = alpha_prover(&setup).await;
     let beta_token = token_of(&setup, "beta").await;
     let alpha_token = token_of(&setup, "alpha").await;
@@ -401,17 +407,6 @@ async fn a_hand_made_pod_with_the_pools_labels_is_not_trusted_for_its_verifying_
             .join("verification_key.json"),
     )
     .unwrap();
-    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "other-key"},
-                "data": {"verification_key.json": other_key},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
     let real = ns
         .api::<Pod>()
         .list(&ListParams::default().labels("zkfleet.dev/pool=alpha"))
@@ -421,45 +416,18 @@ async fn a_hand_made_pod_with_the_pools_labels_is_not_trusted_for_its_verifying_
         .remove(0);
     let mut labels = real.metadata.labels.clone().unwrap_or_default();
     labels.remove("pod-template-hash");
-    let hostile: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "alpha-hostile", "labels": labels,
-                     "annotations": real.metadata.annotations.clone().unwrap_or_default()},
-        "spec": {"containers": [{"name": "prover", "image": zkfleet_e2e::image("e2e-testserver"),
-                                 "imagePullPolicy": "IfNotPresent",
-                                 "args": ["serve", "8080", "/key/verification_key.json"],
-                                 "volumeMounts": [{"name": "key", "mountPath": "/key"}]}],
-                 "volumes": [{"name": "key", "configMap": {"name": "other-key"}}]},
-    }))
-    .unwrap();
-    ns.api::<Pod>()
-        .create(&PostParams::default(), &hostile)
-        .await
-        .unwrap();
-    ns.wait_for::<Pod>(
+    start_impostor_pod(
+        ns,
         "alpha-hostile",
-        "the hand-made pod to be Ready",
-        MINUTE,
-        |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        },
+        labels,
+        real.metadata.annotations.clone().unwrap_or_default(),
+        &other_key,
     )
-    .await
-    .unwrap();
+    .await;
 
     // Holding the pool's token (a tenant who may read the namespace's Secrets can mount it),
     // the hand-made pod still gets no lease: only the pool's own ReplicaSet pods take work.
-    let leader_pod = ns
-        .api::<Pod>()
-        .get(&leader(ns, &setup.release.operator).await)
-        .await
-        .unwrap();
-    let address = format!(
-        "{}:{DISPATCHER_PORT}",
-        leader_pod.status.unwrap().pod_ip.unwrap()
-    );
+    let address = dispatcher_address(&setup).await;
     let lease = json!({"namespace": ns.name, "pool": "alpha", "pod": "alpha-hostile",
         "parametersVersion": "v1", "parametersDigest": "sha256:00",
         "freeSlots": 1, "waitSeconds": 0})

@@ -271,52 +271,26 @@ async fn a_pod_that_tampers_with_stark_proofs_never_completes_a_job_and_is_flagg
 }
 
 /// A Ready pod with every label of `pool`'s verifier pods, answering every request with a
-/// verdict of "valid" in the verifier's protocol and the header that names a zkfleet pod.
+/// verdict of "valid" in the verifier's protocol.
 async fn start_impostor_verifier(ns: &TestNamespace, pool: &str) {
-    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-    use kube::api::PostParams;
+    let labels = [
+        ("app.kubernetes.io/name", "zkfleet-prover"),
+        ("app.kubernetes.io/instance", pool),
+        ("app.kubernetes.io/component", "verifier"),
+        ("app.kubernetes.io/managed-by", "zkfleet-operator"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let answer = json!({"valid": true, "verifier_ms": 1.0}).to_string();
-    ns.api::<ConfigMap>()
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "impostor-answer"},
-                "data": {"answer.json": answer},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let impostor: Pod = serde_json::from_value(json!({
-        "metadata": {"name": format!("{pool}-verifier-impostor"), "labels": {
-            "app.kubernetes.io/name": "zkfleet-prover",
-            "app.kubernetes.io/instance": pool,
-            "app.kubernetes.io/component": "verifier",
-            "app.kubernetes.io/managed-by": "zkfleet-operator"}},
-        "spec": {"containers": [{"name": "prover", "image": image("e2e-testserver"),
-                                 "imagePullPolicy": "IfNotPresent",
-                                 "args": ["serve", "8080", "/answer/answer.json"],
-                                 "volumeMounts": [{"name": "answer", "mountPath": "/answer"}]}],
-                 "volumes": [{"name": "answer", "configMap": {"name": "impostor-answer"}}]},
-    }))
-    .unwrap();
-    ns.api::<Pod>()
-        .create(&PostParams::default(), &impostor)
-        .await
-        .unwrap();
-    ns.wait_for::<Pod>(
+    start_impostor_pod(
+        ns,
         &format!("{pool}-verifier-impostor"),
-        "the impostor verifier to be Ready",
-        MINUTE,
-        |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        },
+        labels,
+        Default::default(),
+        &answer,
     )
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! pod at a time.
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use zkfleet_crds::v1alpha1::ProverPool;
 
@@ -16,19 +18,30 @@ use super::{BuildContext, COMPONENT_PROVER, metadata, prover_name, selector_labe
 /// Pools with fewer than two replicas get none: `maxUnavailable: 1` over one pod allows every
 /// eviction anyway, and anything stricter would make the node impossible to drain.
 pub fn pdb(pool: &ProverPool, _ctx: &BuildContext) -> Option<PodDisruptionBudget> {
-    (pool.spec.replicas > 1).then(|| PodDisruptionBudget {
-        metadata: metadata(pool, prover_name(pool), COMPONENT_PROVER),
+    (pool.spec.replicas > 1).then(|| {
+        one_at_a_time(
+            metadata(pool, prover_name(pool), COMPONENT_PROVER),
+            selector_labels(pool),
+        )
+    })
+}
+
+/// A budget of `maxUnavailable: 1` over the pods `selector` selects, unhealthy ones always
+/// evictable: the prover's and the verifier's.
+pub fn one_at_a_time(meta: ObjectMeta, selector: BTreeMap<String, String>) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta,
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(pool)),
+                match_labels: Some(selector),
                 ..LabelSelector::default()
             }),
             unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
             ..PodDisruptionBudgetSpec::default()
         }),
         status: None,
-    })
+    }
 }
 
 #[cfg(test)]

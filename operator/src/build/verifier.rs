@@ -24,10 +24,9 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ResourceRequirements, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use zkfleet_crds::v1alpha1::ProverPool;
 
@@ -178,18 +177,11 @@ pub fn network_policy(pool: &ProverPool, prover_policy: &NetworkPolicy) -> Netwo
 
 /// At most one verifier pod evicted at a time, when there are two.
 pub fn pdb(pool: &ProverPool) -> Option<PodDisruptionBudget> {
-    (replicas(pool) > 1).then(|| PodDisruptionBudget {
-        metadata: metadata(pool, verifier_name(pool), COMPONENT_VERIFIER),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector(pool)),
-                ..LabelSelector::default()
-            }),
-            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        status: None,
+    (replicas(pool) > 1).then(|| {
+        super::pdb::one_at_a_time(
+            metadata(pool, verifier_name(pool), COMPONENT_VERIFIER),
+            selector(pool),
+        )
     })
 }
 
@@ -297,7 +289,10 @@ mod tests {
             Some(serde_json::from_value(serde_json::json!({"maxReplicas": 4})).unwrap());
         assert_eq!(replicas(&p), 2);
         let budget = pdb(&p).unwrap().spec.unwrap();
-        assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            budget.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
         assert_eq!(
             budget.selector.unwrap().match_labels.unwrap()["app.kubernetes.io/component"],
             "verifier"

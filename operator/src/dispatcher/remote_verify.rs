@@ -130,20 +130,20 @@ mod tests {
         format!("http://{address}")
     }
 
-    fn question() -> (Value, Vec<String>) {
-        (json!({"proof": 1}), vec!["1".to_string()])
+    fn question<'a>(proof: &'a Value, signals: &'a [String]) -> Question<'a> {
+        Question {
+            proof,
+            public_signals: signals,
+            public_outputs: None,
+            input: None,
+        }
     }
 
     #[tokio::test]
     async fn only_the_pod_asked_gives_a_verdict() {
         let valid = serde_json::to_vec(&json!({"valid": true, "verifier_ms": 1.0})).unwrap();
-        let (proof, signals) = question();
-        let q = Question {
-            proof: &proof,
-            public_signals: &signals,
-            public_outputs: None,
-            input: None,
-        };
+        let (proof, signals) = (json!({"proof": 1}), vec!["1".to_string()]);
+        let q = question(&proof, &signals);
         let impostor = answering(
             &[
                 ("content-type", "application/json".into()),
@@ -192,13 +192,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_past_the_cap_is_refused() {
-        let (proof, signals) = question();
-        let q = Question {
-            proof: &proof,
-            public_signals: &signals,
-            public_outputs: None,
-            input: None,
-        };
+        let (proof, signals) = (json!({"proof": 1}), vec!["1".to_string()]);
+        let q = question(&proof, &signals);
         let mut huge = br#"{"valid": true, "verifier_ms": 1.0, "reason": ""#.to_vec();
         huge.extend(std::iter::repeat_n(b'a', 4 * MAX_ANSWER_BYTES));
         huge.extend(br#""}"#);
