@@ -524,6 +524,7 @@ async fn run_job(
     };
     let started = Instant::now();
     let metered = shared.cpu.start();
+    let slot = slot.paid_by(metered.attribution());
     // The attempt's span in the job's trace, handed over by the lease; the pod's spans hang
     // under it. (No-ops while tracing is off.)
     let attempt_span = job

@@ -125,7 +125,7 @@ pub fn run(
         })?;
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = crate::usage::reap(|| child.try_wait())? {
             break status;
         }
         let stop = if cancel.is_cancelled() {

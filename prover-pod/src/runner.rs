@@ -17,6 +17,8 @@ use crate::state::AppState;
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     state: Arc<AppState>,
+    /// The attempt that pays for the exec provers the proof runs (agent mode).
+    payer: Option<crate::usage::Attribution>,
 }
 
 impl Slot {
@@ -37,7 +39,14 @@ impl Slot {
         Slot {
             permit: Some(permit),
             state: state.clone(),
+            payer: None,
         }
+    }
+
+    /// The slot, with the exec provers of its proof charged to `payer` alone.
+    pub fn paid_by(mut self, payer: crate::usage::Attribution) -> Self {
+        self.payer = Some(payer);
+        self
     }
 }
 
@@ -116,6 +125,10 @@ async fn run_inner(
     let cancel = Cancel::new();
     let _cancel_on_drop = cancel.on_drop();
     let job = tokio::task::spawn_blocking(move || {
+        let _payer = slot
+            .payer
+            .as_ref()
+            .map(crate::usage::Attribution::on_this_thread);
         let out = system.prove(input, &cancel);
         st.metrics.active_proofs.dec();
         drop(slot);

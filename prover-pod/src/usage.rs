@@ -2,10 +2,17 @@
 //!
 //! A pod proves several jobs at once (one per slot) in one process whose threads (the rayon
 //! pool, the wasm interpreter) are shared, so no thread's clock belongs to one job. The meter
-//! reads the process's CPU time instead (its own threads, and the exec provers it ran and
-//! reaped) each time an attempt starts or ends, and splits what was spent since the last reading
-//! evenly between the attempts running in that interval. The pod's own overhead while jobs run
-//! (heartbeats, the HTTP server) lands on those jobs, which is what running them cost.
+//! reads the process's CPU time instead each time an attempt starts or ends, and splits what
+//! was spent since the last reading evenly between the attempts running in that interval. The
+//! pod's own overhead while jobs run (heartbeats, the HTTP server) lands on those jobs, which is
+//! what running them cost.
+//!
+//! An exec prover is one process of one attempt, so its CPU time is not split: the thread
+//! proving an attempt carries its [`Attribution`], and when it reaps its prover ([`reap`]) the
+//! prover's CPU time goes to that attempt alone. Otherwise one tenant's hour-long STARK proof
+//! would be billed in part to whichever tenant's job ran beside it.
+
+use std::cell::RefCell;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +25,8 @@ use zkfleet_contract::lease::Usage;
 pub struct CpuMeter {
     inner: Arc<Mutex<Inner>>,
     clock: fn() -> Duration,
+    /// CPU time of the reaped child processes (part of `clock`).
+    children: fn() -> Duration,
 }
 
 #[derive(Debug, Default)]
@@ -27,12 +36,17 @@ struct Inner {
     next_id: u64,
     /// CPU time each running attempt has been given so far.
     running: HashMap<u64, Duration>,
+    /// CPU time of exec provers reaped since the last reading, already given to their own
+    /// attempts: not split again.
+    attributed: Duration,
 }
 
 impl Inner {
     /// Reads the clock and hands what was spent since the last reading to the running attempts.
     fn settle(&mut self, now: Duration) {
-        let spent = now.saturating_sub(self.last);
+        let spent = now
+            .saturating_sub(self.last)
+            .saturating_sub(std::mem::take(&mut self.attributed));
         self.last = now;
         if self.running.is_empty() {
             return;
@@ -46,13 +60,14 @@ impl Inner {
 
 impl Default for CpuMeter {
     fn default() -> Self {
-        Self::with_clock(process_cpu_time)
+        Self::with_clocks(process_cpu_time, children_cpu_time)
     }
 }
 
 impl CpuMeter {
-    /// A meter over another CPU clock (tests drive one by hand).
-    pub fn with_clock(clock: fn() -> Duration) -> Self {
+    /// A meter over other CPU clocks: the whole process's and its reaped children's (tests
+    /// drive them by hand).
+    pub fn with_clocks(clock: fn() -> Duration, children: fn() -> Duration) -> Self {
         let inner = Inner {
             last: clock(),
             ..Inner::default()
@@ -60,6 +75,7 @@ impl CpuMeter {
         Self {
             inner: Arc::new(Mutex::new(inner)),
             clock,
+            children,
         }
     }
 
@@ -88,6 +104,14 @@ pub struct Metered {
 }
 
 impl Metered {
+    /// Who pays for the exec provers of this attempt, for the thread that proves it.
+    pub fn attribution(&self) -> Attribution {
+        Attribution {
+            meter: self.meter.clone(),
+            id: self.id,
+        }
+    }
+
     /// What the attempt used from its start until now.
     pub fn finish(self) -> Usage {
         let cpu = self.take();
@@ -108,6 +132,58 @@ impl Drop for Metered {
     fn drop(&mut self) {
         self.take();
     }
+}
+
+/// The attempt a thread proves for: the exec provers it reaps are that attempt's alone.
+#[derive(Clone, Debug)]
+pub struct Attribution {
+    meter: CpuMeter,
+    id: u64,
+}
+
+thread_local! {
+    static PAYER: RefCell<Option<Attribution>> = const { RefCell::new(None) };
+}
+
+impl Attribution {
+    /// Makes this thread's reaped provers this attempt's until the guard is dropped.
+    pub fn on_this_thread(&self) -> OnThisThread {
+        PAYER.with(|p| *p.borrow_mut() = Some(self.clone()));
+        OnThisThread(())
+    }
+}
+
+/// While it lives, the thread's reaped provers are charged to one attempt.
+#[must_use]
+pub struct OnThisThread(());
+
+impl Drop for OnThisThread {
+    fn drop(&mut self) {
+        PAYER.with(|p| *p.borrow_mut() = None);
+    }
+}
+
+/// Reaps a child with `try_wait`. When this thread proves for an attempt and the child was
+/// reaped, the child's CPU time (the growth of the children's clock across the reap, taken
+/// under the meter's lock so no other reap or reading falls in between) goes to that attempt.
+pub fn reap<T>(
+    try_wait: impl FnOnce() -> std::io::Result<Option<T>>,
+) -> std::io::Result<Option<T>> {
+    let payer = PAYER.with(|p| p.borrow().clone());
+    let Some(payer) = payer else {
+        return try_wait();
+    };
+    let mut inner = payer.meter.inner.lock().expect("cpu meter lock");
+    let before = (payer.meter.children)();
+    let reaped = try_wait()?;
+    if reaped.is_some() {
+        let cpu = (payer.meter.children)().saturating_sub(before);
+        inner.attributed += cpu;
+        if let Some(used) = inner.running.get_mut(&payer.id) {
+            *used += cpu;
+        }
+    }
+    Ok(reaped)
 }
 
 /// CPU time of this process's threads, plus that of the child processes it has reaped (exec
@@ -141,9 +217,45 @@ mod tests {
         FAKE_CPU_MILLIS.fetch_add(millis, Ordering::SeqCst);
     }
 
+    static FAKE_CHILDREN_MILLIS: AtomicU64 = AtomicU64::new(0);
+
+    fn fake_children() -> Duration {
+        Duration::from_millis(FAKE_CHILDREN_MILLIS.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn an_exec_provers_cpu_time_goes_to_its_own_attempt_alone() {
+        // A clock of its own: the other test moves FAKE_CPU_MILLIS.
+        static CPU: AtomicU64 = AtomicU64::new(0);
+        fn clock() -> Duration {
+            Duration::from_millis(CPU.load(Ordering::SeqCst))
+        }
+        let meter = CpuMeter::with_clocks(clock, fake_children);
+        let heavy = meter.start();
+        let light = meter.start();
+        CPU.fetch_add(100, Ordering::SeqCst); // the agent's threads: 50 each
+        let reaped = {
+            let _payer = heavy.attribution().on_this_thread();
+            reap(|| {
+                // The heavy tenant's prover exits having used 10 s.
+                FAKE_CHILDREN_MILLIS.fetch_add(10_000, Ordering::SeqCst);
+                CPU.fetch_add(10_000, Ordering::SeqCst);
+                Ok(Some(()))
+            })
+        };
+        assert!(reaped.unwrap().is_some());
+        // Without a payer (a thread not proving for an attempt) nothing is attributed.
+        assert!(reap(|| Ok(None::<()>)).unwrap().is_none());
+        CPU.fetch_add(20, Ordering::SeqCst); // 10 each
+        let light = light.finish();
+        let heavy = heavy.finish();
+        assert_eq!(light.cpu_millis, 60, "none of the other tenant's prover");
+        assert_eq!(heavy.cpu_millis, 10_060);
+    }
+
     #[test]
     fn cpu_time_is_split_between_the_attempts_running_together() {
-        let meter = CpuMeter::with_clock(fake_clock);
+        let meter = CpuMeter::with_clocks(fake_clock, fake_children);
         spend(500); // idle: nobody pays for it
         let a = meter.start();
         spend(100); // a alone

@@ -286,7 +286,10 @@ async fn stone_refuses_trace_lengths_without_a_fri_layout() {
 #[tokio::test]
 async fn stone_failure_reports_exit_code_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("failing_cpu_air_prover.sh");
+    // Not in the work root (`dir`): a prover may read neither the other attempts' files nor
+    // anything else there.
+    let bin = tempfile::tempdir().unwrap();
+    let script = bin.path().join("failing_cpu_air_prover.sh");
     std::fs::write(&script, FAILING_CPU_AIR_PROVER).unwrap();
     let app = stone_app_with(dir.path(), vec!["sh".into(), script.display().to_string()]);
     let (s, v) = post(&app, "/v1/prove", cairo_run(dir.path(), 10)).await;
