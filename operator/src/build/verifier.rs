@@ -82,13 +82,15 @@ pub fn replicas(pool: &ProverPool) -> i32 {
 }
 
 /// What a verifier pod asks of its node: verifying takes milliseconds of one core and the
-/// memory of one proof; a request (no limit) so it is not the first evicted under pressure.
+/// memory of one proof. A request (no limit), so it is not the first evicted under pressure,
+/// and a small one, so a verifier always fits beside the provers it serves: a verifier left
+/// Pending holds every result of its pool.
 fn requests() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(
             [
-                ("cpu".to_string(), Quantity("100m".into())),
-                ("memory".to_string(), Quantity("128Mi".into())),
+                ("cpu".to_string(), Quantity("10m".into())),
+                ("memory".to_string(), Quantity("64Mi".into())),
             ]
             .into(),
         ),
@@ -263,7 +265,7 @@ mod tests {
             resources.limits.is_none(),
             "no GPU request, no limit to be killed at"
         );
-        assert_eq!(resources.requests.as_ref().unwrap()["memory"].0, "128Mi");
+        assert_eq!(resources.requests.as_ref().unwrap()["memory"].0, "64Mi");
         let env = c.env.as_ref().unwrap();
         for name in PROVING_ONLY_ENV {
             assert!(env.iter().all(|e| e.name != *name), "{name} is set");
