@@ -196,12 +196,14 @@ fn waited_out(job: &ProofJob, fallback: Option<Fallback>, now: Timestamp) -> boo
     let Some(after) = fallback.and_then(|f| f.after_seconds) else {
         return false;
     };
-    let status = job.status.clone().unwrap_or_default();
+    let Some(status) = job.status.as_ref() else {
+        return false;
+    };
     let since = status
         .pool
         .as_ref()
         .map_or(0, |p| p.since_attempt.max(0) as u32);
-    if job_status::current_attempt(&status) > since {
+    if job_status::current_attempt(status) > since {
         // It has started on this pool: it had capacity; its retries decide.
         return false;
     }
